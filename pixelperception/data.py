@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #9b81c372
 from __future__ import annotations
-import pickle
+import copy, pickle
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -188,6 +188,11 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         self.vocab = items.vocab
 
     def __len__(self): return len(self.items)
+
+    def new_empty(self):
+        "The same dataset without items (what `Learner.export` keeps: settings and vocabulary)"
+        new = copy.copy(self); new.items = Items([], [], self.items.vocab)
+        return new
 
     def _segment(self, img_t):
         return slic_groups(img_t.permute(1, 2, 0).numpy(), self.n_segments, self.compactness)

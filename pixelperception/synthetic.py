@@ -109,6 +109,11 @@ def _params(n_train, n_val, size, seed, min_area, max_area):
     return dict(n_train=n_train, n_val=n_val, size=size, seed=seed, min_area=min_area, max_area=max_area,
                 scenes=list(SCENES), shapes=list(SHAPES), version=1)
 
+def _same_build(manifest:Path, params:dict) -> bool:
+    "True when `manifest` exists and records a build with exactly these parameters"
+    try: return json.loads(manifest.read_text()).get('params') == params
+    except (OSError, ValueError): return False
+
 def build_synthetic(out:Path, # output folder (created; must not hold another dataset)
                     n_train:int=500, # training images per class
                     n_val:int=100, # validation images per class
@@ -127,8 +132,8 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
     params = _params(n_train, n_val, size, seed, min_area, max_area)
     manifest = out/'synthetic.json'
     if manifest.exists():
+        if _same_build(manifest, params): return out
         old = json.loads(manifest.read_text())
-        if old.get('params') == params: return out
         raise FileExistsError(f"{out} already holds a synthetic dataset built with other parameters ({old.get('params')}); "
                               "choose another --out folder or delete that one")
     if out.exists() and any(out.iterdir()):
@@ -138,8 +143,12 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
     try:
         counts = _write_splits(tmp, params, progress)
         (tmp/'synthetic.json').write_text(json.dumps(dict(params=params, counts=counts), indent=1))
-        if out.exists(): out.rmdir()
-        os.replace(tmp, out)
+        try:
+            if out.exists(): out.rmdir()
+            os.replace(tmp, out)
+        except OSError:   # another process (a notebook worker, a distributed rank) finished the same build first
+            if not _same_build(manifest, params): raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out

@@ -201,8 +201,8 @@ def _run(cfg, deltas, t_start):
     if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
     if rank: set_seed(seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     fit = learn.fit_one_cycle if lr_schedule == 'one_cycle' else learn.fit
-    ctx = learn.no_bar() if not show else _Null()
-    with ctx, distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
+    bar, log = (learn.no_bar(), learn.no_logging()) if not show else (_Null(), _Null())   # show=False: no bars, no epoch table
+    with bar, log, distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
     t_train = time.time()
     if recalibrate: recalibrate_bn_sharded(learn.model, dls.train)
     broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves

@@ -2,7 +2,7 @@
 """Write README.md from nbs/index.ipynb (nbdev-readme needs Quarto; this needs nothing).
 
 Markdown cells are copied as they are; code cells become ```python blocks (without `#|` directives); cells
-flagged `#| hide` are left out."""
+flagged `#| hide` are left out, and so are cells whose code the docs hide (`#| echo: false`: e.g. code drawing a figure)."""
 import json, sys
 from pathlib import Path
 
@@ -14,7 +14,7 @@ def render(nb_path):
     for c in nb['cells']:
         src = ''.join(c['source']).strip('\n')
         lines = src.split('\n')
-        if any(l.strip().replace(' ', '') in ('#|hide', '#|include:false') for l in lines): continue
+        if any(l.strip().replace(' ', '') in ('#|hide', '#|include:false', '#|echo:false') for l in lines): continue
         if c['cell_type'] == 'markdown': parts.append(src)
         elif c['cell_type'] == 'code':
             code = '\n'.join(l for l in lines if not l.startswith('#|')).strip('\n')

@@ -13,7 +13,8 @@ from torch import Tensor
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, num_distrib
-from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn
+from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, p2p_batch_outputs, summarize_p2p
+from .model import check_delta
 
 # %% auto #0
 __all__ = ['forward_model_attrs', 'ForwardModelAttrs', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
@@ -161,40 +162,22 @@ def _cpu(o):
     if isinstance(o, dict): return {k: _cpu(v) for k, v in o.items()}
     return o
 
-@torch.no_grad()
-def _p2p_outputs(model, b, deltas):
-    "What `evaluate_p2p` asks of the model for batch `b`, on the CPU"
-    x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-    if model.dynamic: return _cpu(model.find_tau(x, groups, deltas))
-    logits = model(x, groups)
-    return _cpu(dict(logits=logits, aux=dict(keep=model.aux['keep'], group_probs=model.aux['group_probs'])))
-
-class _Replay:
-    "Stands in for a P2P model inside `evaluate_p2p`, returning outputs computed earlier, batch by batch"
-    def __init__(self, model, outs): self._model, self._outs = model, iter(outs)
-    def __getattr__(self, name): return getattr(self._model, name)
-    def eval(self): return self
-    def train(self, mode=True): return self
-    def find_tau(self, x, groups, deltas): return next(self._outs)
-    def __call__(self, x, groups):
-        r = next(self._outs); self.aux = r['aux']
-        return r['logits']
-
 def evaluate_p2p_sharded(model, # trained P2P model (the same weights on every process)
                          dl, # unshuffled batches (x, groups, y[, mask]), e.g. `get_eval_dl`
                          deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ
                         ) -> dict: # `evaluate_p2p`'s result, the same on every process
     "`evaluate_p2p` with the threshold search shared among the processes; exact (the same result as one process)"
+    deltas = [check_delta(d) for d in deltas]
     was = model.training; model.eval()
     mine, idx = shard_dl(dl)
     local = {}
-    for i, b in zip(idx, mine):
-        light = (torch.empty(len(b[0]), 0),) + tuple(o.as_subclass(Tensor).cpu() for o in b[1:])   # images are not needed again
-        local[i] = (light, _p2p_outputs(model, b, list(deltas)))
-    model.train(was)
+    try:
+        for i, b in zip(idx, mine):
+            light = (torch.empty(len(b[0]), 0),) + tuple(o.as_subclass(Tensor).cpu() for o in b[1:])   # images are not needed again
+            local[i] = (light, _cpu(p2p_batch_outputs(model, b[0].as_subclass(Tensor), b[1].as_subclass(Tensor), deltas)))
+    finally: model.train(was)
     merged = gather_by_index(local, dst=0)
-    res = evaluate_p2p(_Replay(model, [o for _, o in merged]), [b for b, _ in merged], deltas) if is_rank0() else None
-    return broadcast_object(res)
+    return broadcast_object(summarize_p2p(model, merged, deltas) if is_rank0() else None)
 
 # %% ../nbs/15_distributed.ipynb #f4f7a55d
 def kept_vs_tau_sharded(model, # a dynamic P2P model

@@ -27,7 +27,8 @@ from .callback import SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'kept_vs_tau', 'recalibrate_bn', 'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'kept_vs_tau', 'recalibrate_bn', 'p2p_batch_outputs',
+           'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -179,36 +180,40 @@ def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
     return r
 
 @torch.no_grad()
-def evaluate_p2p(model:P2P, # trained P2P model
-                 dl, # batches (x, groups, y) or (x, groups, y, mask), e.g. `get_eval_dl`
-                 deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ (dynamic threshold)
-                 keep_outputs:bool=False, # also return per-image τ, predictions and masks
-                ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
-    "Accuracy, kept fraction, τ, AUROC/AUPR and mask quality per certainty level, with classifier-pass counts"
-    deltas = [check_delta(d) for d in deltas]
-    was = model.training; model.eval()
+@torch.no_grad()
+def p2p_batch_outputs(model:P2P, # P2P model in evaluation mode
+                      x:Tensor, groups:Tensor, # one batch of normalised images and their superpixel ids
+                      deltas:list, # certainty levels δ (used by a dynamic model)
+                     ) -> dict: # per level (first dim): logits, keep, group_probs, tau (None when fixed); passes
+    "What the evaluation needs from the model for one batch: the dynamic-threshold search, or one forward pass"
+    if model.dynamic: return model.find_tau(x, groups, deltas)
+    logits = model(x, groups)
+    return dict(logits=logits[None], keep=model.aux['keep'].bool()[None], group_probs=model.aux['group_probs'][None],
+                tau=None, passes=x.shape[0])
+
+def summarize_p2p(model:P2P, # the model the outputs came from (dynamic or not, τ step)
+                  pairs, # iterable of (batch (x, groups, y[, mask]), `p2p_batch_outputs` of that batch)
+                  deltas:list, # the certainty levels of the outputs
+                  keep_outputs:bool=False, # also return per-image τ, predictions and masks
+                 ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
+    "`evaluate_p2p`'s metrics from per-batch outputs (x itself is only used for its batch size)"
     keys = [str(d) for d in deltas] if model.dynamic else ['fixed']
     acc = {k: dict(logits=[], kept=[], tau=[], keep=[], score=[]) for k in keys}
     ys, gts, ours, ref = [], [], 0, 0
-    for b in progress_bar(list(dl), leave=False):
+    for b, r in pairs:
         x, groups, y = (o.as_subclass(Tensor) for o in b[:3])
         gt = b[3].as_subclass(Tensor).bool() if len(b) > 3 else None
-        if model.dynamic:
-            r = model.find_tau(x, groups, deltas)
-            ours += r['passes']
-            for i, k in enumerate(keys):
+        ours += r['passes']
+        for i, k in enumerate(keys):
+            if model.dynamic:
                 steps = (r['tau'][i] / model.min_tau).round().clamp(max=round(model.max_tau/model.min_tau) - 1).max().item()
                 ref += x.shape[0] * (int(steps) + 1)
-                acc[k]['logits'].append(r['logits'][i]); acc[k]['tau'].append(r['tau'][i]); acc[k]['keep'].append(r['keep'][i])
-                acc[k]['score'].append(to_pixels(r['group_probs'][i], groups))
-        else:
-            logits = model(x, groups)
-            acc['fixed']['logits'].append(logits); acc['fixed']['keep'].append(model.aux['keep'].bool())
-            acc['fixed']['score'].append(to_pixels(model.aux['group_probs'], groups))
-            ours += x.shape[0]; ref += x.shape[0]
+                acc[k]['tau'].append(r['tau'][i])
+            else: ref += x.shape[0]
+            acc[k]['logits'].append(r['logits'][i]); acc[k]['keep'].append(r['keep'][i])
+            acc[k]['score'].append(to_pixels(r['group_probs'][i], groups))
         ys.append(y)
         if gt is not None: gts.append(gt)
-    model.train(was)
     y = torch.cat(ys); gt = torch.cat(gts) if gts else None
     out = {}
     for k, a in acc.items():
@@ -218,6 +223,20 @@ def evaluate_p2p(model:P2P, # trained P2P model
         if keep_outputs: out[k].update(tau_per_image=tau, preds=torch.cat(a['logits']).argmax(-1), keep_masks=keep)
     out['passes'] = dict(ours=ours, reference=ref, per_image_ours=ours/len(y), per_image_reference=ref/len(y))
     return out
+
+def evaluate_p2p(model:P2P, # trained P2P model
+                 dl, # batches (x, groups, y) or (x, groups, y, mask), e.g. `get_eval_dl`
+                 deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ (dynamic threshold)
+                 keep_outputs:bool=False, # also return per-image τ, predictions and masks
+                ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
+    "Accuracy, kept fraction, τ, AUROC/AUPR and mask quality per certainty level, with classifier-pass counts"
+    deltas = [check_delta(d) for d in deltas]
+    was = model.training; model.eval()
+    try:
+        pairs = ((b, p2p_batch_outputs(model, b[0].as_subclass(Tensor), b[1].as_subclass(Tensor), deltas))
+                 for b in progress_bar(list(dl), leave=False))
+        return summarize_p2p(model, pairs, deltas, keep_outputs)
+    finally: model.train(was)
 
 # %% ../nbs/13_learner.ipynb #9ccc66bf
 @patch

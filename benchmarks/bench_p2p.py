@@ -3,6 +3,7 @@ chosen τ), and training throughput (images/s) of P2P and of the plain classifie
 
     python benchmarks/bench_p2p.py                         # a quickly trained model on the built-in benchmark
     python benchmarks/bench_p2p.py --run runs/train-...    # a model trained by `pxp train` / `train()`
+    python benchmarks/bench_p2p.py --run runs/train-... --skip-search   # only the plain classifier, for the run's training time
 
 Dynamic threshold: for each certainty level δ, the reference evaluates the whole batch at τ = 0.05, 0.10, ... until
 every image is certain (at most 19 steps), then runs one more forward at the chosen τ; we run the backbone once,
@@ -58,26 +59,17 @@ def bench_search(model, dl, deltas, max_batches):
                 passes_per_image_ours=ours/n, passes_per_image_reference=ref/n, pass_ratio=ref/max(ours, 1),
                 seconds_ours=t_ours, seconds_reference=t_ref)
 
-def train_plain(dls, minutes, lr=3e-3, seed=0, max_epochs=None, **cfg):
-    "The P2P run's classifier alone (same architecture, no masks) on the same data for `minutes` (or `max_epochs`): validation accuracy"
+def train_plain(dls, epochs, lr=3e-3, seed=0, **cfg):
+    "The P2P run's classifier alone (same architecture, no masks, fastai one-cycle like train's first phase): validation accuracy"
     from fastai.torch_core import set_seed
+    from pixelperception.learner import classifier_learner
     set_seed(seed, reproducible=True)
-    clf = p2p_model(dls.c, size=dls.size, **cfg).classifier
-    opt = torch.optim.Adam(clf.parameters(), lr)
-    t0, epochs, hist = time.time(), 0, []
-    while time.time() - t0 < 60*minutes and (max_epochs is None or epochs < max_epochs):
-        clf.train()
-        for x, g, y in dls.train:
-            l = F.cross_entropy(clf(x.as_subclass(Tensor)), y.as_subclass(Tensor)); opt.zero_grad(); l.backward(); opt.step()
-            if time.time() - t0 > 60*minutes: break
-        epochs += 1
-        clf.eval()
-        with torch.no_grad():
-            acc = [(clf(b[0].as_subclass(Tensor)).argmax(-1) == b[2].as_subclass(Tensor)).float() for b in dls.valid]
-        hist.append(dict(epoch=epochs, seconds=time.time() - t0, valid_accuracy=torch.cat(acc).mean().item()))
-        print(hist[-1], flush=True)
-    return dict(minutes=minutes, epochs=epochs, valid_accuracy=hist[-1]['valid_accuracy'], history=hist,
-                n_params=sum(p.numel() for p in clf.parameters()))
+    cl = classifier_learner(dls, p2p_model(dls.c, size=dls.size, **cfg))
+    t0 = time.time()
+    with cl.no_bar(): cl.fit_one_cycle(epochs, lr)
+    hist = [dict(epoch=i + 1, valid_accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
+    return dict(epochs=epochs, seconds=time.time() - t0, valid_accuracy=hist[-1]['valid_accuracy'], history=hist,
+                n_params=sum(p.numel() for p in cl.model.parameters()))
 
 def bench_train(dls, cfg, n_steps):
     b = [o.as_subclass(Tensor) for o in dls.one_batch()]
@@ -114,8 +106,8 @@ if __name__ == '__main__':
     ap.add_argument('--batches', type=int, default=4, help='evaluation batches for the search benchmark')
     ap.add_argument('--steps', type=int, default=10, help='training steps timed')
     ap.add_argument('--deltas', default='0.8,0.9,0.95,0.99')
-    ap.add_argument('--plain-minutes', type=float, default=0, help='also train the plain classifier for this long (baseline)')
-    ap.add_argument('--plain-epochs', type=int, default=None, help='stop the plain classifier after this many epochs')
+    ap.add_argument('--plain-epochs', type=int, default=None,
+                    help='also train the plain classifier for this many one-cycle epochs (with --run, default: as many as fit in the run\'s training time)')
     ap.add_argument('--threads', type=int, default=None, help='torch threads (1 is much faster on a busy machine)')
     ap.add_argument('--skip-search', action='store_true')
     ap.add_argument('--out', help='also write the results as JSON here (must not exist)')
@@ -127,7 +119,12 @@ if __name__ == '__main__':
     dkw = dict(data_path=a.data_path)
     if a.run:
         model, c = load_run(a.run)
-        cfg = {k: c[k] for k in ('straight_through', 'width', 'stem_stride', 'selector_width', 'norm', 'num_dims', 'use_cov', 'tau_prior', 'keep_init') if k in c}
+        cfg = {k: c[k] for k in ('straight_through', 'width', 'stem_stride', 'selector_width', 'norm', 'num_dims', 'use_cov', 'tau_prior',
+                                 'keep_init', 'num_monte_carlo', 'tau_mode', 'estimator', 'rank_scale') if k in c}
+        t = json.loads((Path(a.run)/'metrics.json').read_text())['timing']
+        if a.plain_epochs is None and c.get('classifier_epochs'):   # the run's whole training time, at its classifier phase's pace
+            a.plain_epochs = max(1, round((t['classifier_s'] + t['train_s']) / (t['classifier_s'] / c['classifier_epochs'])))
+            print(f"plain classifier: {a.plain_epochs} epochs ≈ the run's {t['classifier_s'] + t['train_s']:.0f} s of training")
         dkw = dict(dataset=c['dataset'], data_path=c['data_path'], target=c['target'], size=c['size'], n_segments=c['n_segments'],
                    n_train=c['n_train'], n_val=c['n_val'], seed=c['seed'])
     elif not a.skip_search:
@@ -141,8 +138,8 @@ if __name__ == '__main__':
         print(json.dumps(res['dynamic_threshold'], indent=1))
         res['training'] = bench_train(get_dls(color_aug=0., **dkw), cfg, a.steps)
         print(json.dumps(res['training'], indent=1))
-    if a.plain_minutes:
-        res['plain_classifier'] = train_plain(get_dls(color_aug=0., **dkw), a.plain_minutes, max_epochs=a.plain_epochs, **cfg)
+    if a.plain_epochs:
+        res['plain_classifier'] = train_plain(get_dls(color_aug=0., **dkw), a.plain_epochs, **cfg)
         print(json.dumps({k: v for k, v in res['plain_classifier'].items() if k != 'history'}, indent=1))
     if a.out:
         p = Path(a.out)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
-from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at
+from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss
 
 # %% auto #0
 __all__ = ['SparsityCallback', 'KeptFraction', 'MeanTau']
@@ -27,13 +27,19 @@ class SparsityCallback(Callback):
                  cov_weight:float=1e-3, # weight of mean|Σ|
                  final_temp:float=0.5, # relaxed-Bernoulli temperature reached half-way
                  min_tau:float=0.05, max_tau:float=1.0, # range of the τ sampled in training (dynamic threshold)
+                 tau_warmup:float=0., # fraction of training over which the lowest τ drawn falls from max_tau to min_tau
+                 score_weight:float=1., # weight of the score-function surrogate (models with estimator='score')
+                 tau_power:float=1., # τ = lo + (max_tau - lo)·u^tau_power, u ~ U(0,1): 1 uniform (paper), > 1 favours small τ
                 ):
         if reg_variant not in ("kl", "l1"): raise ValueError(f"reg_variant must be 'kl' or 'l1', got {reg_variant!r}")
         if not 0 <= reg_threshold < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {reg_threshold!r}")
         if not 0 <= warmup < 1: raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
+        if not 0 <= tau_warmup < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {tau_warmup!r}")
         if not 0 < min_tau <= max_tau <= 1: raise ValueError(f"need 0 < min_tau <= max_tau <= 1, got {min_tau}, {max_tau}")
         self.reg_variant, self.reg_threshold, self.reg_weight, self.reg_anneal = reg_variant, reg_threshold, reg_weight, reg_anneal
         self.warmup, self.cov_weight, self.final_temp, self.min_tau, self.max_tau = warmup, cov_weight, final_temp, min_tau, max_tau
+        if tau_power <= 0: raise ValueError(f"tau_power must be > 0, got {tau_power!r}")
+        self.tau_warmup, self.score_weight, self.tau_power = tau_warmup, score_weight, tau_power
         self.w, self.cur_temp, self.history = 0., 1., []
 
     def before_fit(self): self.history = []
@@ -47,7 +53,9 @@ class SparsityCallback(Callback):
     def before_batch(self):
         if not self.training or not getattr(self.learn.model, 'dynamic', False): return
         x = self.xb[0]
-        tau = x.new_empty(x.shape[0]).uniform_(self.min_tau, self.max_tau)
+        lo = self.min_tau
+        if self.tau_warmup: lo = self.max_tau - (self.max_tau - self.min_tau)*min(self.pct_train / self.tau_warmup, 1.)
+        tau = lo + (self.max_tau - lo)*x.new_empty(x.shape[0]).uniform_()**self.tau_power
         self.learn.xb = (*self.xb[:2], tau)
 
     def after_loss(self):
@@ -56,9 +64,10 @@ class SparsityCallback(Callback):
         kept = kept_fraction(aux['group_probs'], self.xb[1])
         tau = aux['tau'] if aux.get('tau') is not None else self.reg_threshold
         sp, cp = sparsity_penalty(kept, tau, self.reg_variant), cov_penalty(aux.get('cov')).to(kept)
-        self.learn.loss_grad = self.loss_grad + self.w*sp + self.cov_weight*cp
+        sf = score_function_loss(aux['sample_probs'], aux['log_prob'], self.yb[0]) if aux.get('log_prob') is not None else kept.new_zeros(())
+        self.learn.loss_grad = self.loss_grad + self.w*sp + self.cov_weight*cp + self.score_weight*sf
         self.history.append(dict(epoch=self.epoch, iter=self.iter, w=self.w, temp=self.cur_temp, sparsity=sp.item(),
-                                 cov=cp.item(), kept=kept.mean().item(), loss=self.loss.item()))
+                                 cov=cp.item(), score=sf.item(), kept=kept.mean().item(), loss=self.loss.item()))
 
 # %% ../nbs/12_callback.ipynb #52912073
 class _AuxMean(Metric):

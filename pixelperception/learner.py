@@ -27,8 +27,8 @@ from .callback import SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'kept_vs_tau', 'recalibrate_bn', 'p2p_batch_outputs',
-           'summarize_p2p', 'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'WholeImage', 'classifier_learner', 'kept_vs_tau',
+           'recalibrate_bn', 'p2p_batch_outputs', 'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -50,16 +50,20 @@ def p2p_model(n_classes:int, # classes of the dataset
               width:int=24, # width of the small CNN classifier
               stem_stride:int=None, # small CNN classifier's first stride (default: 2 from 64 px up, else 1)
               selector_width:int=16, # width of the small CNN selector
-              tau_prior:bool=True, # small CNN selector: add a·logit(τ) to the keep logit
+              tau_prior:bool=True, # small CNN selector: add a·logit(τ) to the keep logit ('input' mode)
+              tau_mode:str='input', # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
+              estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
+              rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
              ) -> P2P:
     "A P2P module from names and options"
     if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-    skw = dict(norm=norm, width=selector_width, tau_prior=tau_prior) if selector == 'cnn' else {}
+    skw = dict(norm=norm, width=selector_width, tau_prior=tau_prior and tau_mode == 'input') if selector == 'cnn' else {}
     sel = create_selector(selector, num_dims, pretrained=pretrained, model_path=selector_path, keep_init=keep_init, **skw)
     ckw = dict(norm=norm, width=width, stem_stride=stem_stride or (2 if size >= 64 else 1)) if classifier == 'small_cnn' else {}
     clf = create_classifier(classifier, n_classes, size, pretrained=pretrained, model_path=model_path, **ckw)
     return P2P(sel, clf, black_fill(), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
-               straight_through=straight_through, dynamic=dynamic, delta=delta)
+               straight_through=straight_through, dynamic=dynamic, delta=delta, tau_mode=tau_mode, estimator=estimator,
+               rank_scale=rank_scale)
 
 # %% ../nbs/13_learner.ipynb #7d714c2f
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
@@ -87,7 +91,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 wd:float=0., # weight decay
                 seed:int=None, # seed everything (reproducible on CPU)
                 reg_variant:str='kl', reg_threshold:float=0.2, reg_weight:float=10., reg_anneal:bool=True,
-                warmup:float=0.25, cov_weight:float=1e-3, final_temp:float=0.5, # SparsityCallback options
+                warmup:float=0.25, cov_weight:float=1e-3, final_temp:float=0.5, tau_warmup:float=0., score_weight:float=1., tau_power:float=1., # SparsityCallback options
                 checkpoint:bool=False, # save model + optimiser after every validation (SaveModelCallback)
                 wandb:bool=False, # log to Weights & Biases
                 path=None, # where checkpoints/exports go (default: '.')
@@ -109,7 +113,8 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     if n_out != n_classes:
         raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
                          "build the classifier with n_classes=dls.c")
-    cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp)]
+    cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
+                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power)]
     if checkpoint: cb.append(SaveModelCallback(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         try: from fastai.callback.wandb import WandbCallback
@@ -118,6 +123,21 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     metrics = [accuracy, KeptFraction()] + ([MeanTau()] if model.dynamic else [])
     return P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
                       metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'))
+
+# %% ../nbs/13_learner.ipynb #14082730
+class WholeImage(nn.Module):
+    "A P2P model's classifier on whole images: takes (x, groups[, tau]) batches and ignores the superpixels"
+    def __init__(self, classifier:nn.Module): super().__init__(); self.classifier = classifier
+    def forward(self, x, groups=None, tau=None): return self.classifier(x.as_subclass(Tensor))
+
+def classifier_learner(dls, # the P2P DataLoaders of (x, groups, y)
+                       model:P2P, # the P2P model whose classifier to train
+                       optimizer:str='adam', # 'adam', 'adamw' or 'sgd'
+                       lr:float=3e-3, wd:float=0., cbs=None, path=None,
+                      ) -> Learner:
+    "A fastai Learner training `model.classifier` on whole images (shared weights)"
+    return Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
+                   metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.'))
 
 # %% ../nbs/13_learner.ipynb #7dcdf723
 @torch.no_grad()

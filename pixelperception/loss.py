@@ -12,7 +12,7 @@ from torch import Tensor
 from .superpixels import group_sizes
 
 # %% auto #0
-__all__ = ['kept_fraction', 'sparsity_penalty', 'cov_penalty', 'temperature_at', 'reg_weight_at']
+__all__ = ['kept_fraction', 'sparsity_penalty', 'cov_penalty', 'score_function_loss', 'temperature_at', 'reg_weight_at']
 
 # %% ../nbs/11_loss.ipynb #bd35528a
 def kept_fraction(group_probs:Tensor, # [B,G] keep probability of each group, sigmoid(μ)
@@ -45,6 +45,19 @@ def cov_penalty(cov:Tensor, # [B,G,G] covariance of the group logits (None: no c
                ) -> Tensor: # scalar, before the weight
     "Mean absolute entry of the covariance matrices"
     return cov.abs().mean() if cov is not None else torch.tensor(0.)
+
+# %% ../nbs/11_loss.ipynb #33983774
+def score_function_loss(sample_probs:Tensor, # [S,B,C] class probabilities of the classifier on each of S masks
+                        log_prob:Tensor, # [B,S] log-probability of each mask under the selector (differentiable)
+                        target:Tensor, # [B] class indices
+                       ) -> Tensor: # scalar surrogate; only its gradient matters
+    "REINFORCE with a leave-one-out baseline: mean of (CE_s − mean of the other masks' CE)·log p(mask_s)"
+    S = sample_probs.shape[0]
+    if S < 2: raise ValueError("the score-function estimator compares masks of the same image: it needs num_monte_carlo >= 2")
+    target = target.as_subclass(Tensor).long()
+    ce = -torch.log(sample_probs.detach().gather(-1, target[None, :, None].expand(S, -1, 1))[..., 0] + 1e-6).T   # [B,S]
+    advantage = ce - (ce.sum(1, keepdim=True) - ce) / (S - 1)
+    return (advantage*log_prob).mean()
 
 # %% ../nbs/11_loss.ipynb #6b0008b5
 def temperature_at(epoch:int, # 0-based epoch

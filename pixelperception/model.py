@@ -10,13 +10,13 @@ from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import RelaxedBernoulli
-from .superpixels import group_pool, to_pixels
+from .superpixels import group_pool, group_sizes, to_pixels
 
 # %% auto #0
 __all__ = ['SELECTORS', 'CLASSIFIERS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
            'create_selector', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits',
-           'relaxed_bernoulli', 'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'create_classifier', 'check_delta',
-           'P2P', 'find_tau']
+           'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'create_classifier',
+           'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -204,6 +204,29 @@ def relaxed_bernoulli(probs:Tensor, # keep probabilities, any shape
     if not straight_through: return soft
     return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
 
+# %% ../nbs/10_model.ipynb #be253e54
+def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel)
+                groups:Tensor, # LongTensor [B,H,W] of group ids
+                tau:Tensor, # [B] fraction of the pixels to keep
+                scale:float=3., # logit units per standard deviation of the scores
+               ) -> Tensor: # [B,G] keep logits, > 0 for the top groups that first cover τ of the pixels
+    "Standardise each image's group scores and shift them so the best groups covering a fraction τ of the pixels are kept"
+    G = scores.shape[1]
+    sizes = group_sizes(groups, G)[:, :G].to(scores)
+    present = sizes > 0
+    n = present.sum(1, keepdim=True).clamp(min=1)
+    mean = (scores*present).sum(1, keepdim=True) / n
+    sd = (((scores - mean)**2*present).sum(1, keepdim=True) / n).sqrt()
+    z = (scores - mean) / (sd + 1e-4) * scale
+    order = torch.where(present, z.detach(), torch.full_like(z, -torch.inf)).argsort(1, descending=True)
+    cum = (sizes / groups[0].numel()).gather(1, order).cumsum(1)
+    k = (cum < tau.reshape(-1, 1).to(cum) - 1e-6).sum(1, keepdim=True).clamp(max=G - 1)   # sorted position of the last kept group
+    nxt = (k + 1).clamp(max=G - 1)
+    srt = z.gather(1, order)
+    has_next = (k + 1 < G) & present.gather(1, order).gather(1, nxt)
+    thr = torch.where(has_next, (srt.gather(1, k) + srt.gather(1, nxt)) / 2, srt.gather(1, k) - 1)
+    return z - thr
+
 # %% ../nbs/10_model.ipynb #9d961aa0
 def mask_input(x:Tensor, # normalised images [B,3,H,W]
                m:Tensor, # pixel mask [B,H,W] or [S,B,H,W], 1 = keep
@@ -215,11 +238,13 @@ def mask_input(x:Tensor, # normalised images [B,3,H,W]
 
 def mc_logits(classifier:nn.Module, # any image classifier giving logits
               xs:Tensor, # masked inputs [S,B,3,H,W]
+              samples:bool=False, # also return each sample's probabilities [S,B,C]
              ) -> Tensor: # [B,C] log of the mean softmax probability (+1e-6)
     "Classify all Monte-Carlo masked images in one batch and average their probabilities"
     S, B = xs.shape[:2]
-    probs = classifier(xs.flatten(0, 1)).softmax(-1).view(S, B, -1).mean(0)
-    return torch.log(probs + 1e-6)
+    probs = classifier(xs.flatten(0, 1)).softmax(-1).view(S, B, -1)
+    logits = torch.log(probs.mean(0) + 1e-6)
+    return (logits, probs) if samples else logits
 
 # %% ../nbs/10_model.ipynb #5243b438
 class ResBlock(nn.Module):
@@ -281,6 +306,14 @@ def check_delta(delta):
         raise ValueError(f"certainty level delta must be a number in (0, 1], got {delta!r}")
     return float(delta)
 
+def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str='pathwise'):
+    "Validate the sampling options of `P2P` (also called by `train` before any data is built)"
+    if num_monte_carlo < 1: raise ValueError(f"num_monte_carlo must be >= 1, got {num_monte_carlo!r}")
+    if tau_mode not in ('input', 'rank'): raise ValueError(f"tau_mode must be 'input' or 'rank', got {tau_mode!r}")
+    if estimator not in ('pathwise', 'score'): raise ValueError(f"estimator must be 'pathwise' or 'score', got {estimator!r}")
+    if estimator == 'score' and num_monte_carlo < 2:
+        raise ValueError(f"estimator='score' compares each mask with the other masks of the same image: use num_monte_carlo >= 2 (got {num_monte_carlo})")
+
 # %% ../nbs/10_model.ipynb #64708964
 def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else t
 
@@ -297,14 +330,17 @@ class P2P(nn.Module):
                  delta:float=0.9, # certainty level used when evaluating a dynamic model without τ
                  min_tau:float=0.05, # smallest τ (and step of the evaluation search)
                  max_tau:float=1.0, # largest τ
+                 tau_mode:str='input', # 'input': τ added to the selector heads' inputs (paper); 'rank': keep the best groups covering τ
+                 estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE on hard masks)
+                 rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
                 ):
         super().__init__()
-        if num_monte_carlo < 1: raise ValueError(f"num_monte_carlo must be >= 1, got {num_monte_carlo}")
+        check_p2p_options(num_monte_carlo, tau_mode, estimator)
         self.selector, self.classifier = selector, classifier
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
-                          min_tau=min_tau, max_tau=max_tau, temp=1.0)
+                          min_tau=min_tau, max_tau=max_tau, temp=1.0, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
         self.aux = {}
 
@@ -312,22 +348,32 @@ class P2P(nn.Module):
 def _select(self:P2P, x, groups, tau=None, feats=None, n_groups=None):
     "Group distribution and keep decisions [B,G,S] for a batch (sampled in training, hard in evaluation)"
     if feats is None: feats = self.selector.encode(x)
-    out = self.selector.decode(feats, tau if self.dynamic else None, x.shape[-2:])
+    rank = self.tau_mode == 'rank' and self.dynamic
+    out = self.selector.decode(feats, tau if self.dynamic and not rank else None, x.shape[-2:])
     mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
-    sel = dict(mu=mu, group_probs=torch.sigmoid(mu), cov=None)
+    if rank:
+        if tau is None: raise ValueError("tau_mode='rank' needs τ: pass tau, or evaluate without it to search τ at model.delta")
+        mu = rank_logits(mu, groups, tau, self.rank_scale)
+    sel = dict(mu=mu, group_probs=torch.sigmoid(mu), cov=None, log_prob=None)
     if not self.training:
         sel['decisions'] = (mu > 0).to(mu.dtype)[..., None]       # sigmoid(μ) > 0.5
         return sel
     L = None
     if self.use_cov and E.shape[1] > 0: sel['cov'], L = group_cov(E)
     z = sample_group_logits(mu, L, self.num_monte_carlo)
-    sel['decisions'] = relaxed_bernoulli(torch.sigmoid(z), self.temp, self.straight_through)
+    if self.estimator == 'score':                                  # hard Bernoulli draws and their log-probability [B,S]
+        d = torch.bernoulli(torch.sigmoid(z).detach())
+        present = (group_sizes(groups, mu.shape[1])[:, :mu.shape[1]] > 0)[..., None]
+        sel['log_prob'] = ((d*F.logsigmoid(z) + (1 - d)*F.logsigmoid(-z))*present).sum(1)
+        sel['decisions'] = d
+    else: sel['decisions'] = relaxed_bernoulli(torch.sigmoid(z), self.temp, self.straight_through)
     return sel
 
 def _classify(self:P2P, x, groups, decisions):
     "Masked images from group decisions [B,G,S], and the MC-averaged logits"
     m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
-    return mc_logits(self.classifier, mask_input(x, m, self.fill)), m
+    logits, self._sample_probs = mc_logits(self.classifier, mask_input(x, m, self.fill), samples=True)
+    return logits, m
 
 def _forward(self:P2P, x:Tensor, groups:Tensor, tau:Tensor=None) -> Tensor:
     x, groups, tau = _plain(x), _plain(groups), _plain(tau)
@@ -341,6 +387,7 @@ def _forward(self:P2P, x:Tensor, groups:Tensor, tau:Tensor=None) -> Tensor:
     sel = self._select(x, groups, tau)
     logits, m = self._classify(x, groups, sel['decisions'])
     self.aux = dict(group_probs=sel['group_probs'], cov=sel['cov'], tau=tau, keep=m.mean(0))
+    if sel['log_prob'] is not None: self.aux.update(log_prob=sel['log_prob'], sample_probs=self._sample_probs)
     return logits
 
 P2P._select, P2P._classify, P2P.forward = _select, _classify, _forward

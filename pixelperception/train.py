@@ -17,8 +17,8 @@ from fastai.callback.core import Callback, CancelValidException, CancelFitExcept
 from fastai.callback.schedule import fit_one_cycle
 from fastai.torch_core import set_seed
 from .data import get_dls, get_eval_dl, DATASETS
-from .model import check_delta, SELECTORS, CLASSIFIERS
-from .learner import p2p_learner, p2p_model, evaluate_p2p, recalibrate_bn, kept_vs_tau, OPTIMIZERS
+from .model import check_delta, check_p2p_options, SELECTORS, CLASSIFIERS
+from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
 from .report import new_run_dir, write_report
 from .metrics import fidelity_curves
 from .plots import plot_curves, show_selection
@@ -72,7 +72,8 @@ def _save_model(model, path):
 # %% ../nbs/14_train.ipynb #307aeb04
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
-               'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior')
+               'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
+               'rank_scale')
 
 def _check_args(c):
     if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
@@ -82,7 +83,9 @@ def _check_args(c):
     if c['reg_variant'] not in ('kl', 'l1'): raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
     if not 0 <= c['reg_threshold'] < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {c['reg_threshold']!r}")
     if not isinstance(c['num_dims'], int) or c['num_dims'] < 1: raise ValueError(f"num_dims must be an int >= 1, got {c['num_dims']!r}")
-    if c['num_monte_carlo'] < 1: raise ValueError(f"num_monte_carlo must be >= 1, got {c['num_monte_carlo']!r}")
+    check_p2p_options(c['num_monte_carlo'], c['tau_mode'], c['estimator'])
+    if c['classifier_epochs'] < 0: raise ValueError(f"classifier_epochs must be >= 0, got {c['classifier_epochs']!r}")
+    if not 0 <= c['tau_warmup'] < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {c['tau_warmup']!r}")
     if c['epochs'] < 1: raise ValueError(f"epochs must be >= 1, got {c['epochs']!r}")
     if c['lr_schedule'] not in ('one_cycle', 'constant'): raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {c['lr_schedule']!r}")
     if c['classifier'].startswith('vit') and c['resolution'] and c['resolution'] % 16:
@@ -115,21 +118,23 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           model_path:str=None, # local classifier weights (state dict, loaded with weights_only=True)
           use_dynamic_threshold:bool=True, # τ is an input of the selector; evaluate per certainty level
           certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated (the first is used for validation)
-          epochs:int=10, # training epochs
+          classifier_epochs:int=12, # first train the classifier alone on whole images for this many epochs (0: skip)
+          classifier_lr:float=3e-3, # peak learning rate of that phase (one-cycle)
+          epochs:int=14, # P2P training epochs (selector and classifier together)
           validate_per_epoch:int=2, # validate every this many epochs (and after the last)
           optimizer:str='adam', # adam, adamw or sgd
-          learning_rate:float=3e-3, # (peak) learning rate
+          learning_rate:float=3e-3, # (peak) learning rate of the P2P epochs
           lr_schedule:str='one_cycle', # 'one_cycle' or 'constant' (the paper's)
           weight_decay:float=0., # weight decay
           reg_variant:str='l1', # sparsity penalty: 'kl' (the paper's) or 'l1'
           reg_threshold:float=0.2, # target kept fraction without the dynamic threshold, in [0,1)
           reg_weight:float=1., # final sparsity-penalty weight (the paper: 10, for pretrained networks)
           reg_anneal:bool=True, # ramp the penalty weight up (else constant)
-          warmup:float=0.6, # fraction of epochs without sparsity penalty (0: the paper's schedule)
+          warmup:float=0., # fraction of epochs without sparsity penalty (0: the paper's schedule)
           cov_weight:float=1e-3, # covariance-penalty weight
-          use_cov:bool=True, # correlated group logits N(μ, EᵀE)
+          use_cov:bool=False, # correlated group logits N(μ, EᵀE) (the paper's; off: independent groups)
           num_dims:int=4, # selector output channels (keep logit + covariance embedding)
-          num_monte_carlo:int=1, # masks sampled per image in training
+          num_monte_carlo:int=2, # masks sampled per image in training (>= 2 for estimator='score')
           straight_through:bool=True, # hard masks forward in training (BatchNorm sees what evaluation sees)
           final_temp:float=0.5, # relaxed-Bernoulli temperature reached half-way
           keep_init:float=6., # initial keep-logit bias of the selector (6: keep all, even at τ = 0.05 with the τ prior)
@@ -137,7 +142,13 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           width:int=24, # small CNN classifier width
           stem_stride:int=None, # small CNN classifier's first stride (default: 2 from 64 px up)
           selector_width:int=16, # small CNN selector width
-          tau_prior:bool=True, # small CNN selector: add a·logit(τ) to the keep logit (kept fraction rises with τ)
+          tau_prior:bool=True, # small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit (kept fraction rises with τ)
+          tau_mode:str='rank', # 'rank': keep the best-scored groups covering τ; 'input': τ added to the selector heads (the paper's)
+          estimator:str='score', # selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli, the paper's)
+          rank_scale:float=3., # tau_mode='rank': logit units per standard deviation of the group scores
+          tau_warmup:float=0.2, # fraction of the P2P epochs over which the lowest τ drawn falls from 1 to 0.05
+          score_weight:float=1., # weight of the score-function surrogate
+          tau_power:float=2., # τ drawn in training as 0.05 + 0.95·u^tau_power (1: uniform, the paper's; > 1: more small τ)
           recalibrate:bool=True, # re-estimate the classifier's BatchNorm statistics on hard masks after training
           time_budget:float=None, # stop after the epoch that passes this many minutes
           seed:int=0, # seed of data, initialisation and training
@@ -165,11 +176,11 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
 def _run(cfg, deltas, t_start):
     "The body of `train`, on a checked configuration"
     (dataset, data_path, target, resolution, batch_size, workers, n_segments, compactness, color_aug_intensity,
-     n_train, n_val, selector, classifier, pretrained, model_path, use_dynamic_threshold, certainty, epochs,
-     validate_per_epoch, optimizer, learning_rate, lr_schedule, weight_decay, reg_variant, reg_threshold,
+     n_train, n_val, selector, classifier, pretrained, model_path, use_dynamic_threshold, certainty, classifier_epochs,
+     classifier_lr, epochs, validate_per_epoch, optimizer, learning_rate, lr_schedule, weight_decay, reg_variant, reg_threshold,
      reg_weight, reg_anneal, warmup, cov_weight, use_cov, num_dims, num_monte_carlo, straight_through, final_temp,
-     keep_init, norm, width, stem_stride, selector_width, tau_prior, recalibrate, time_budget, seed, save_model, experiment,
-     wandb, checkpoint, resume, threads, precision, show) = (cfg[k] for k in _arg_names())
+     keep_init, norm, width, stem_stride, selector_width, tau_prior, tau_mode, estimator, rank_scale, tau_warmup, score_weight, tau_power,
+     recalibrate, time_budget, seed, save_model, experiment, wandb, checkpoint, resume, threads, precision, show) = (cfg[k] for k in _arg_names())
     rank, n_proc = world()
     set_seed(seed, reproducible=True)
     dkw = dict(dataset=dataset, data_path=data_path, target=target, size=resolution, bs=batch_size // n_proc, n_segments=n_segments,
@@ -180,10 +191,11 @@ def _run(cfg, deltas, t_start):
     mkw = dict(selector=selector, classifier=classifier, num_dims=num_dims, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                straight_through=straight_through, dynamic=use_dynamic_threshold, delta=deltas[0], keep_init=keep_init,
                norm=norm, width=width, stem_stride=stem_stride, selector_width=selector_width, tau_prior=tau_prior,
-               pretrained=pretrained, model_path=model_path)
+               pretrained=pretrained, model_path=model_path, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
     learn = p2p_learner(dls, optimizer=optimizer, lr=learning_rate, wd=weight_decay, seed=seed, reg_variant=reg_variant,
                         reg_threshold=reg_threshold, reg_weight=reg_weight, reg_anneal=reg_anneal, warmup=warmup,
-                        cov_weight=cov_weight, final_temp=final_temp, checkpoint=checkpoint, wandb=wandb, path=run,
+                        cov_weight=cov_weight, final_temp=final_temp, tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power,
+                        checkpoint=checkpoint, wandb=wandb, path=run,
                         cbs=[ValidateEvery(validate_per_epoch), TimeBudget(time_budget)], **mkw)
     if precision == 'fp16': learn.to_fp16()
     elif precision == 'bf16': learn.to_bf16()
@@ -200,6 +212,15 @@ def _run(cfg, deltas, t_start):
         cfg['resumed_from'] = str(ckpt)
     if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
     if rank: set_seed(seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
+    clf_hist = []
+    if classifier_epochs and not resume:   # phase 1: the classifier alone, on whole images
+        cl = classifier_learner(dls, learn.model, optimizer=optimizer, wd=weight_decay, path=run, cbs=[TimeBudget(time_budget)])
+        bar, log = (cl.no_bar(), cl.no_logging()) if not show else (_Null(), _Null())
+        with bar, log, distrib_ctx(cl): cl.fit_one_cycle(classifier_epochs, classifier_lr)
+        clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
+        if time_budget: time_budget = max(time_budget - (time.time() - t_data)/60, 1e-3)
+    t_clf = time.time()
+    learn.cbs.filter(lambda c: isinstance(c, TimeBudget))[0].minutes = time_budget
     fit = learn.fit_one_cycle if lr_schedule == 'one_cycle' else learn.fit
     bar, log = (learn.no_bar(), learn.no_logging()) if not show else (_Null(), _Null())   # show=False: no bars, no epoch table
     with bar, log, distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
@@ -213,10 +234,10 @@ def _run(cfg, deltas, t_start):
     names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
     hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in learn.recorder.values]
     metrics = dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(learn.model, dls.valid) if use_dynamic_threshold else None,
-                   history=hist, penalties=_epoch_means(learn.sparsity.history),
-                   timing=dict(data_s=t_data - t_start, train_s=t_train - t_data, recalibrate_s=t_recal - t_train,
+                   history=hist, classifier_history=clf_hist, penalties=_epoch_means(learn.sparsity.history),
+                   timing=dict(data_s=t_data - t_start, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,
                                evaluate_s=t_eval - t_recal, total_s=time.time() - t_start,
-                               train_images_per_s=len(dls.train_ds)*len(hist)/max(t_train - t_data, 1e-9),
+                               train_images_per_s=len(dls.train_ds)*len(hist)/max(t_train - t_clf, 1e-9),
                                epochs_run=len(hist), optimiser_steps=len(learn.recorder.lrs)))
     if is_rank0():   # only rank 0 writes
         if save_model: _save_model(learn.model, run/'model.pth')
@@ -249,7 +270,7 @@ def _epoch_means(h):
     "Per-epoch means of the callback's per-batch penalty log"
     out = {}
     for r in h: out.setdefault(r['epoch'], []).append(r)
-    return [dict(epoch=e, **{k: float(np.mean([r[k] for r in rs])) for k in ('w', 'temp', 'sparsity', 'cov', 'kept', 'loss')})
+    return [dict(epoch=e, **{k: float(np.mean([r[k] for r in rs])) for k in ('w', 'temp', 'sparsity', 'cov', 'score', 'kept', 'loss')})
             for e, rs in out.items()]
 
 # %% ../nbs/14_train.ipynb #67033d86

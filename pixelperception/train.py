@@ -7,6 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
 import inspect, io, json, os, platform, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
@@ -196,7 +197,7 @@ def _run(cfg, deltas, t_start):
                         reg_threshold=reg_threshold, reg_weight=reg_weight, reg_anneal=reg_anneal, warmup=warmup,
                         cov_weight=cov_weight, final_temp=final_temp, tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power,
                         checkpoint=checkpoint, wandb=wandb, path=run,
-                        cbs=[ValidateEvery(validate_per_epoch), TimeBudget(time_budget)], **mkw)
+                        cbs=[ValidateEvery(validate_per_epoch), budget := TimeBudget(time_budget)], **mkw)
     if precision == 'fp16': learn.to_fp16()
     elif precision == 'bf16': learn.to_bf16()
     cfg.update(size=dls.size, n_classes=dls.c, vocab=list(dls.vocab), n_train_images=len(dls.train_ds),
@@ -215,15 +216,12 @@ def _run(cfg, deltas, t_start):
     clf_hist = []
     if classifier_epochs and not resume:   # phase 1: the classifier alone, on whole images
         cl = classifier_learner(dls, learn.model, optimizer=optimizer, wd=weight_decay, path=run, cbs=[TimeBudget(time_budget)])
-        bar, log = (cl.no_bar(), cl.no_logging()) if not show else (_Null(), _Null())
-        with bar, log, distrib_ctx(cl): cl.fit_one_cycle(classifier_epochs, classifier_lr)
+        with _quiet(cl, show), distrib_ctx(cl): cl.fit_one_cycle(classifier_epochs, classifier_lr)
         clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
-        if time_budget: time_budget = max(time_budget - (time.time() - t_data)/60, 1e-3)
+        if time_budget: budget.minutes = max(time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
     t_clf = time.time()
-    learn.cbs.filter(lambda c: isinstance(c, TimeBudget))[0].minutes = time_budget
     fit = learn.fit_one_cycle if lr_schedule == 'one_cycle' else learn.fit
-    bar, log = (learn.no_bar(), learn.no_logging()) if not show else (_Null(), _Null())   # show=False: no bars, no epoch table
-    with bar, log, distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
+    with _quiet(learn, show), distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
     t_train = time.time()
     if recalibrate: recalibrate_bn_sharded(learn.model, dls.train)
     broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves
@@ -262,9 +260,12 @@ def _threads(threads):
     except OSError: busy = False
     return 1 if busy else torch.get_num_threads()
 
-class _Null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+@contextmanager
+def _quiet(learn, show):
+    "show=False: no progress bars and no epoch table while `learn` fits"
+    if show: yield
+    else:
+        with learn.no_bar(), learn.no_logging(): yield
 
 def _epoch_means(h):
     "Per-epoch means of the callback's per-batch penalty log"

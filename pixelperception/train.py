@@ -45,7 +45,7 @@ class ValidateEvery(Callback):
 
 class TimeBudget(Callback):
     "Stop training (after the current epoch) once `minutes` of wall time have passed"
-    order = 0
+    order = 70   # after the recorder (50) and checkpointing (61): the last epoch is logged and saved before stopping
     def __init__(self, minutes:float=None): self.minutes = minutes
     def before_fit(self): self.t0 = time.time()
     def after_epoch(self):   # rank 0's clock decides for every process, so all stop after the same epoch

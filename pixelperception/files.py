@@ -1,4 +1,4 @@
-"""Writing outputs safely: atomic writes, cleaning up after interrupted runs, and fresh run folders that never overwrite an earlier run.
+"""Reading and writing files safely: atomic writes, cleaning up after interrupted runs, fresh run folders that never overwrite an earlier run, and data pickles loaded without running code.
 
 Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
@@ -6,12 +6,14 @@ Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
 # %% ../nbs/00a_files.ipynb #e5bc8ed2
 from __future__ import annotations
-import os, re, secrets
+import os, pickle, re, secrets
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+import numpy as np
 
 # %% auto #0
-__all__ = ['atomic_write', 'remove_temps', 'new_run_dir']
+__all__ = ['SAFE_PICKLE_GLOBALS', 'atomic_write', 'remove_temps', 'new_run_dir', 'SafeUnpickler', 'safe_pickle_load']
 
 # %% ../nbs/00a_files.ipynb #7fdf5129
 def atomic_write(path:Path, # final file name
@@ -48,3 +50,38 @@ def new_run_dir(root, # parent folder (created if missing)
         except FileExistsError: continue
         return p
     raise RuntimeError(f"could not create a new run folder under {root}")
+
+# %% ../nbs/00a_files.ipynb #d255a98a
+def _numpy_pickle_globals() -> dict:
+    "{(module, name): object} for the globals numpy pickles arrays and scalars with, under numpy 1's and numpy 2's module names"
+    a = np.zeros(1, np.uint8)   # taken from numpy's own reduce, so they are the installed numpy's functions
+    fns = {('multiarray', '_reconstruct'): a.__reduce__()[0],        # arrays, pickle protocols 0-4
+           ('multiarray', 'scalar'): np.uint8(0).__reduce__()[0],    # numpy numbers, e.g. an np.int64 label
+           ('numeric', '_frombuffer'): a.__reduce_ex__(5)[0]}        # arrays, pickle protocol 5
+    return {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
+            **{(f'{pkg}.{mod}', name): f for pkg in ('numpy.core', 'numpy._core') for (mod, name), f in fns.items()}}
+
+SAFE_PICKLE_GLOBALS = _numpy_pickle_globals()
+
+class _Refused(pickle.UnpicklingError): "A global that `SafeUnpickler` does not admit"
+
+class SafeUnpickler(pickle.Unpickler):
+    "An unpickler that builds builtin values and numpy arrays only: any other global is refused, never imported"
+    def find_class(self, module:str, name:str):
+        try: return SAFE_PICKLE_GLOBALS[module, name]
+        except KeyError: raise _Refused(f"refusing to unpickle '{module}.{name}'") from None
+
+def safe_pickle_load(f, # path, or a binary file object
+                     encoding:str='ASCII', # how to decode Python 2 strings: 'latin1' for Python 2 pickles of numpy arrays (CIFAR-10)
+                     what:str='data', # what the file should hold, for error messages, e.g. 'CIFAR-10 data'
+                    ): # the unpickled builtin values and numpy arrays
+    "Unpickle `f` with `SafeUnpickler`; a refused global or a truncated/corrupt file raises `ValueError` naming the file and the fix"
+    is_path = isinstance(f, (str, os.PathLike))
+    name = f if is_path else getattr(f, 'name', 'pickle')
+    try:
+        with (open(f, 'rb') if is_path else nullcontext(f)) as fh: return SafeUnpickler(fh, encoding=encoding).load()
+    except _Refused as e:
+        raise ValueError(f"{name}: {e}: this pickle holds code, not {what}. Replace it with the original file from the dataset's release.") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError) as e:
+        raise ValueError(f"{name}: cannot read {what} from this pickle, the file is truncated or corrupt ({type(e).__name__}: {e}). "
+                         "Download or extract it again.") from e

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from .files import atomic_write, remove_temps
+from .files import atomic_write, remove_temps, safe_pickle_load
 
 # %% auto #0
 __all__ = ['IMAGENET9_CLASSES', 'IMAGENET9_FOLDERS', 'IMAGENET9_PKLS', 'FAKE_WNIDS', 'IMG_SUFFIXES', 'read_imagenet9_pkl',
@@ -27,7 +27,7 @@ def read_imagenet9_pkl(path:Path, # an `imagenet9_{train,val}_orig_path.pkl`
     "Load and check one ImageNet-9 path-list pickle"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"ImageNet-9 path list {path} not found: put {IMAGENET9_PKLS['train']} and {IMAGENET9_PKLS['val']} (from the P2P repository's utils/ folder) in {path.parent}")
-    with open(path, 'rb') as f: lists = pickle.load(f)
+    lists = safe_pickle_load(path, what='an ImageNet-9 path list')
     ok = isinstance(lists, (list, tuple)) and len(lists) == 9 and all(isinstance(l, (list, tuple)) and all(isinstance(p, str) for p in l) for l in lists)
     if not ok: raise ValueError(f"{path} must hold a list of 9 lists of ImageNet-relative paths (str), one per class {IMAGENET9_CLASSES}; got {type(lists).__name__} of length {len(lists) if hasattr(lists, '__len__') else '?'}")
     return [list(l) for l in lists]

@@ -8,10 +8,10 @@ Docs: https://pixelperception.github.io/pixelperception/cifar_resnet.html.md"""
 from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from .data import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
 
 # %% auto #0
-__all__ = ['CIFAR10_CLASSES', 'ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
+__all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
 
 # %% ../nbs/33_cifar_resnet.ipynb #7c3533b0
 class ShortcutA(nn.Module):
@@ -54,8 +54,6 @@ def resnet20(num_classes:int=10):
     return CifarResNet(3, num_classes)
 
 # %% ../nbs/33_cifar_resnet.ipynb #ff0dc701
-CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-
 def load_resnet20(path, # checkpoint `{"state_dict": ...}` (keys may carry a `module.` prefix) or a plain state dict
                   map_location='cpu', # where to load the tensors
                  ) -> CifarResNet: # the model, in eval mode

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'main']
+__all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'models', 'main']
 
 # %% ../nbs/90_cli.ipynb #ae30f585
 def data_synthetic(out:Path='data/synthetic', # output folder of the built-in benchmark
@@ -71,9 +71,30 @@ def data_imagenet9(imagenet:Path='data/imagenet', # ImageNet folder (train/<wnid
     from pixelperception.imagenet9 import build_imagenet9
     return build_imagenet9(imagenet, pkl_dir, out, link=not copy)
 
+# %% ../nbs/90_cli.ipynb #fdae6c65
+def models(timm:str=None, # also list timm's architectures matching this pattern, e.g. 'vit_*' (usable as timm/<name>)
+          ):
+    "Print the registered classifiers (with their input normalisation), selectors and recipes"
+    from pixelperception.zoo import list_classifiers, list_selectors, classifier_spec, selector_spec
+    from pixelperception.recipes import list_recipes, _RECIPES
+    fmt = lambda t: '(' + ', '.join(f'{v:.3f}' for v in t) + ')'
+    print("classifiers (--classifier; any timm architecture also works as timm/<name>):")
+    for n in list_classifiers():
+        s = classifier_spec(n)
+        print(f"  {n:<12} {s.doc}; input {s.size or 'any'} px, mean {fmt(s.mean)}, std {fmt(s.std)}")
+    print("selectors (--selector):")
+    for n in list_selectors(): print(f"  {n:<12} {selector_spec(n).doc}")
+    print("recipes (--recipe):")
+    for n in list_recipes(): print(f"  {n:<12} {(_RECIPES[n].__doc__ or '').strip()}")
+    if timm:
+        names = list_classifiers(timm, timm_models=True)
+        names = [n for n in names if n.startswith('timm/')]
+        print(f"timm architectures matching {timm!r} ({len(names)}):\n  " + ('\n  '.join(names) if names else '(none)'))
+
 # %% ../nbs/90_cli.ipynb #8d1efeda
 COMMANDS = {
-    'train':          ('pixelperception.train:train', "train P2P (default: the built-in benchmark, CPU-friendly settings)"),
+    'train':          ('pixelperception.train:train', "train P2P from a recipe (default: the built-in benchmark, --recipe cpu)"),
+    'models':         ('pixelperception.cli:models', "list the classifiers, selectors and recipes that --classifier/--selector/--recipe accept"),
     'evaluate':       ('pixelperception.train:evaluate_run', "evaluate a `pxp train` run at each certainty level, with a report"),
     'data synthetic': ('pixelperception.cli:data_synthetic', "build the built-in benchmark"),
     'data coco10':    ('pixelperception.cli:data_coco10', "build COCO-10 from a COCO 2017 copy (--coco DIR)"),
@@ -92,7 +113,7 @@ def _usage():
     return "usage: pxp COMMAND [options]   (pxp COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
 
 DISTRIBUTED = ('train', 'evaluate', 'explain')   # commands that share their work among torchrun's processes
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, KeyError, FloatingPointError)
 
 # %% ../nbs/90_cli.ipynb #b1701672
 def main(argv:list=None # arguments (default: sys.argv[1:])

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #9b81c372
 from __future__ import annotations
-import copy, pickle
+import copy, os
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -20,13 +20,14 @@ from fastai.data.transforms import Category
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
+from .files import safe_pickle_load
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'POLICIES', 'DATASETS', 'black_fill', 'denormalize',
-           'Items', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask',
-           'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'get_dls', 'get_eval_dl']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'black_fill',
+           'denormalize', 'Items', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask',
+           'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -105,26 +106,30 @@ def folder_items(root:Path, # ImageFolder root: one sub-folder per class
 
 # %% ../nbs/01_data.ipynb #2509e6eb
 CIFAR_FILES = {True: [f'data_batch_{i}' for i in range(1, 6)], False: ['test_batch']}
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
-def cifar10_items(root:Path, # folder holding `cifar-10-batches-py/` (e.g. data_path/'cifar10')
-                  train:bool=True, # training batches or the test batch
+def cifar10_items(root:Path, # folder holding `cifar-10-batches-py/` or `train/`+`test/` class folders (e.g. data_path/'cifar10')
+                  train:bool=True, # training split or the test split
                   download:bool=False, # fetch with torchvision if missing (needs internet)
                  ) -> Items:
-    "CIFAR-10 from torchvision's on-disk pickles, as uint8 arrays"
+    "CIFAR-10 from torchvision's on-disk pickles (uint8 arrays) or from an ImageFolder export (files)"
     root = Path(root); base = root/'cifar-10-batches-py'
     need = CIFAR_FILES[train] + ['batches.meta']
+    split = root/('train' if train else 'test')
+    if not base.exists() and not download and split.is_dir():   # the ImageFolder layout
+        return folder_items(split, vocab=list(CIFAR10_CLASSES))
     if download and not all((base/f).exists() for f in need):
         from torchvision.datasets import CIFAR10
         CIFAR10(root, train=train, download=True)
     missing = [f for f in need if not (base/f).exists()]
     if missing:
         raise FileNotFoundError(f"CIFAR-10 files missing in {base}: {', '.join(missing)}. Expected torchvision's layout "
-                                f"{base}/{{data_batch_1..5, test_batch, batches.meta}}: pass download=True (needs internet) "
-                                "or extract cifar-10-python.tar.gz there")
-    with open(base/'batches.meta', 'rb') as f: vocab = list(pickle.load(f, encoding='latin1')['label_names'])
+                                f"{base}/{{data_batch_1..5, test_batch, batches.meta}} or the ImageFolder layout {split}/<class>/*.jpg: "
+                                "pass download=True (needs internet) or extract cifar-10-python.tar.gz there")
+    vocab = list(safe_pickle_load(base/'batches.meta', encoding='latin1', what='CIFAR-10 data')['label_names'])
     data, labels, keys = [], [], []
     for fn in CIFAR_FILES[train]:
-        with open(base/fn, 'rb') as f: d = pickle.load(f, encoding='latin1')
+        d = safe_pickle_load(base/fn, encoding='latin1', what='CIFAR-10 data')
         x = np.asarray(d['data'], dtype=np.uint8)
         if x.ndim != 2 or x.shape[1] != 3*32*32: raise ValueError(f"{base/fn}: expected 'data' of shape [N, 3072], got {x.shape}")
         data.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)); labels += list(d['labels']); keys += [base/fn]*len(x)
@@ -279,6 +284,21 @@ def dataset_items(dataset:str='synthetic', # one of `DATASETS`
     return folder_items(root/split, vocab=IMAGENET9_FOLDERS), 'imagenet'
 
 # %% ../nbs/01_data.ipynb #1c50d5a4
+def _writable(path:Path) -> bool:
+    "Can we write at `path` (or, if it does not exist yet, in its nearest existing parent)? A folder marked read-only counts as not"
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
+
+def superpixel_cache_dir(data_path:Path, # folder holding the datasets
+                         cache_dir:Path=None, # an explicit choice, used as given
+                        ) -> Path:
+    "Where SLIC maps are cached: `cache_dir`, else `data_path/superpixel_cache`, else (read-only data) the user's cache folder"
+    if cache_dir is not None: return Path(cache_dir)
+    d = Path(data_path)/'superpixel_cache'
+    if _writable(d): return d
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'pixelperception'/'superpixel_cache'
+
 def get_dls(dataset:str='synthetic', # one of `DATASETS`
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
             target:str='object', # BAM/synthetic: 'object' or 'scene'
@@ -290,9 +310,10 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
             workers:int=0, # data-loader worker processes
             seed:int=0, # seed of the built-in data and of the shuffling
             n_train:int=500, n_val:int=100, # built-in data: images per class
-            cache_dir:Path=None, # superpixel cache (default: data_path/'superpixel_cache')
+            cache_dir:Path=None, # superpixel cache (default: `superpixel_cache_dir(data_path)`)
             device=None, # where batches go (default: CUDA when present, else CPU)
             download:bool=False, # cifar10: download with torchvision
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
            ) -> DataLoaders:
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
@@ -300,33 +321,36 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
     tr, policy = dataset_items(split='train', **kw)
     va, _ = dataset_items(split='val', **kw)
     if tr.vocab != va.vocab: raise ValueError(f"train classes {tr.vocab} differ from validation classes {va.vocab}")
-    cache = SuperpixelCache(Path(cache_dir or Path(data_path)/'superpixel_cache'), n_segments, compactness)
+    cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     common = dict(size=size, policy=policy, n_segments=n_segments, compactness=compactness, cache=cache)
     dstr = SuperpixelDataset(tr, train=True, sp_mode=sp_mode, color_aug=color_aug, **common)
     dsva = SuperpixelDataset(va, train=False, **common)
     device = device or default_device()
-    norm = Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD, cuda=False)
+    norm = Normalize.from_stats(tuple(mean), tuple(std), cuda=False)
     torch.manual_seed(seed)
     mk = lambda ds, train: SuperpixelDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs, num_workers=workers,
                                   after_batch=[norm], device=device)
     dls = DataLoaders(mk(dstr, True), mk(dsva, False), device=device)
     dls.vocab, dls.c, dls.size, dls.n_segments, dls.dataset_name = tr.vocab, len(tr.vocab), size, n_segments, dataset
+    dls.mean, dls.std = tuple(mean), tuple(std)
     return dls
 
 # %% ../nbs/01_data.ipynb #3e924b42
 def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='object', size:int=None, bs:int=64,
                 split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set)
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
-                cache_dir:Path=None, device=None) -> TfmdDL:
+                cache_dir:Path=None, device=None,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
+               ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
     items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
     if policy != 'none' and split == 'test' and dataset == 'imagenet9': policy = 'none'
-    cache = SuperpixelCache(Path(cache_dir or Path(data_path)/'superpixel_cache'), n_segments, compactness)
+    cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)
     device = device or default_device()
     dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device,
-                after_batch=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD, cuda=False)])
-    dl.vocab, dl.c = items.vocab, len(items.vocab)
+                after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
+    dl.vocab, dl.c, dl.mean, dl.std = items.vocab, len(items.vocab), tuple(mean), tuple(std)
     return dl

@@ -22,7 +22,8 @@ from fastai.vision.data import get_grid
 from fastprogress.fastprogress import progress_bar
 from .superpixels import show_groups, to_pixels
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
-from .model import P2P, create_selector, create_classifier, check_delta, mask_input
+from .model import P2P, check_delta, mask_input
+from .zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
 
@@ -32,8 +33,8 @@ __all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'WholeImage',
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
-              selector:str='cnn', # 'cnn' or 'lraspp'
-              classifier:str='small_cnn', # 'small_cnn', 'resnet18', 'resnet34', 'vit_tiny', 'vit_base'
+              selector:str='cnn', # a selector name (`list_selectors()`): 'cnn', 'lraspp', 'resnet20', ...
+              classifier:str='small_cnn', # a classifier name (`list_classifiers()`), e.g. 'small_cnn', 'resnet20', 'resnet18', 'timm/<name>'
               size:int=64, # image side (a ViT needs a multiple of 16)
               num_dims:int=4, # selector channels: keep logit + covariance embedding
               use_cov:bool=True, # correlated group logits N(μ, EᵀE)
@@ -44,7 +45,7 @@ def p2p_model(n_classes:int, # classes of the dataset
               n_segments:int=100, # G is at least this
               pretrained:bool=False, # hub weights for the classifier (and an LR-ASPP selector)
               model_path:str=None, # local classifier weights
-              selector_path:str=None, # local LR-ASPP weights
+              selector_path:str=None, # local selector weights (default for CIFAR ResNet trunks: `model_path`)
               keep_init:float=3., # initial keep-logit bias of the selector (3: keep ~all)
               norm:str='batch', # normalisation of the small CNNs: 'batch', 'group' or 'none'
               width:int=24, # width of the small CNN classifier
@@ -54,16 +55,20 @@ def p2p_model(n_classes:int, # classes of the dataset
               tau_mode:str='input', # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
               estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
               rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
+              min_tau:float=0.05, # smallest τ, and the step of the dynamic-threshold search
+              mean:tuple=None, std:tuple=None, # input normalisation (default: the classifier's, from the zoo)
              ) -> P2P:
     "A P2P module from names and options"
     if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
     skw = dict(norm=norm, width=selector_width, tau_prior=tau_prior and tau_mode == 'input') if selector == 'cnn' else {}
+    if selector_path is None and selector_spec(selector).init_from_classifier: selector_path = model_path
     sel = create_selector(selector, num_dims, pretrained=pretrained, model_path=selector_path, keep_init=keep_init, **skw)
     ckw = dict(norm=norm, width=width, stem_stride=stem_stride or (2 if size >= 64 else 1)) if classifier == 'small_cnn' else {}
     clf = create_classifier(classifier, n_classes, size, pretrained=pretrained, model_path=model_path, **ckw)
-    return P2P(sel, clf, black_fill(), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
+    if mean is None or std is None: mean, std = normalization(classifier)
+    return P2P(sel, clf, black_fill(mean, std), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                straight_through=straight_through, dynamic=dynamic, delta=delta, tau_mode=tau_mode, estimator=estimator,
-               rank_scale=rank_scale)
+               rank_scale=rank_scale, min_tau=min_tau, mean=mean, std=std)
 
 # %% ../nbs/13_learner.ipynb #7d714c2f
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
@@ -88,6 +93,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 classifier='small_cnn', # classifier name or module
                 optimizer:str='adam', # 'adam', 'adamw' or 'sgd'
                 lr:float=1e-4, # learning rate (default of `fit`)
+                classifier_lr_mult:float=1., # the classifier's learning rate relative to the selector's (< 1: keep a pretrained classifier close)
                 wd:float=0., # weight decay
                 seed:int=None, # seed everything (reproducible on CPU)
                 reg_variant:str='kl', reg_threshold:float=0.2, reg_weight:float=10., reg_anneal:bool=True,
@@ -114,15 +120,22 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
         raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
                          "build the classifier with n_classes=dls.c")
     cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
-                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power)]
+                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=kwargs.get('min_tau', 0.05))]
     if checkpoint: cb.append(SaveModelCallback(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         try: from fastai.callback.wandb import WandbCallback
         except ImportError: raise ImportError("wandb=True needs the `wandb` package: pip install wandb (or run with wandb off)") from None
         cb.append(WandbCallback(log_preds=False))
     metrics = [accuracy, KeptFraction()] + ([MeanTau()] if model.dynamic else [])
-    return P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
-                      metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'))
+    learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
+                       metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
+    if classifier_lr_mult != 1: learn.lr = slice(lr*classifier_lr_mult, lr)   # parameter groups: [classifier, selector]
+    return learn
+
+def _p2p_splitter(m:P2P):
+    "Two parameter groups: the classifier, then everything else (the selector)"
+    clf = {id(p) for p in m.classifier.parameters()}
+    return [list(m.classifier.parameters()), [p for p in m.parameters() if id(p) not in clf]]
 
 # %% ../nbs/13_learner.ipynb #14082730
 class WholeImage(nn.Module):
@@ -277,9 +290,9 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
     axs = get_grid(2*n, nrows=n, ncols=2, figsize=figsize or (7, 3*n), return_fig=False)
     masked = mask_input(x.cpu(), keep.cpu(), m.fill.cpu())
     for i in range(n):
-        show_groups(denormalize(x[i].cpu()), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])]}")
+        show_groups(denormalize(x[i].cpu(), m.mean, m.std), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])]}")
         t = f" τ={float(tau[i]):.2f}" if isinstance(tau, Tensor) else ""
         ok = 'ok' if pred[i] == y[i] else 'WRONG'
-        show_image(denormalize(masked[i]), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]} ({ok})\nkept {keep[i].mean():.0%}{t}")
+        show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]} ({ok})\nkept {keep[i].mean():.0%}{t}")
         for ax in axs[2*i:2*i+2]: ax.title.set_fontsize(9)
     return axs

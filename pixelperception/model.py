@@ -13,10 +13,9 @@ from torch.distributions import RelaxedBernoulli
 from .superpixels import group_pool, group_sizes, to_pixels
 
 # %% auto #0
-__all__ = ['SELECTORS', 'CLASSIFIERS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
-           'create_selector', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits',
-           'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'create_classifier',
-           'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
+__all__ = ['load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector', 'group_distribution', 'pd_jitter',
+           'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits',
+           'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -141,17 +140,13 @@ class CNNSelector(nn.Module):
     def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])
 
 # %% ../nbs/10_model.ipynb #121a97b8
-SELECTORS = ('cnn', 'lraspp')
-def create_selector(arch:str='cnn', # 'cnn' (small, CPU) or 'lraspp' (LR-ASPP MobileNetV3-Large, the paper's)
-                    num_dims:int=4, # keep logit + embedding channels
-                    pretrained:bool=False, # hub weights (lraspp only)
-                    model_path:str=None, # local weights (lraspp only)
-                    keep_init:float=3., # initial keep-logit bias
-                    **kwargs) -> nn.Module:
-    "An importance predictor by name"
-    if arch == 'cnn': return CNNSelector(num_dims, keep_init=keep_init, **kwargs)
-    if arch in ('lraspp', 'mobilenet'): return LRASPPSelector(num_dims, pretrained, model_path, keep_init)
-    raise ValueError(f"unknown selector {arch!r}: choose one of {SELECTORS}")
+_MOVED = ('create_classifier', 'create_selector', 'CLASSIFIERS', 'SELECTORS')
+def __getattr__(name):
+    "Names that moved to `pixelperception.zoo` (the registries) still import from here"
+    if name in _MOVED:
+        from pixelperception import zoo
+        return {'CLASSIFIERS': tuple(zoo.list_classifiers()), 'SELECTORS': tuple(zoo.list_selectors())}.get(name) or getattr(zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/10_model.ipynb #0da56218
 def group_distribution(out:Tensor, # selector output [B,num_dims,H,W]
@@ -216,7 +211,7 @@ def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel
     present = sizes > 0
     n = present.sum(1, keepdim=True).clamp(min=1)
     mean = (scores*present).sum(1, keepdim=True) / n
-    sd = (((scores - mean)**2*present).sum(1, keepdim=True) / n).sqrt()
+    sd = ((((scores - mean)**2*present).sum(1, keepdim=True) / n) + 1e-12).sqrt()   # + ε: finite gradient when all scores tie
     z = (scores - mean) / (sd + 1e-4) * scale
     order = torch.where(present, z.detach(), torch.full_like(z, -torch.inf)).argsort(1, descending=True)
     cum = (sizes / groups[0].numel()).gather(1, order).cumsum(1)
@@ -270,35 +265,6 @@ class SmallCNN(nn.Sequential):
         super().__init__(conv_block(3, w, stem_stride, norm), ResBlock(w, 2*w, 2, norm), ResBlock(2*w, 4*w, 2, norm),
                          ResBlock(4*w, 4*w, 2, norm), gp, nn.Flatten(), nn.Linear(4*w, n_classes))
 
-# %% ../nbs/10_model.ipynb #c3859b3c
-CLASSIFIERS = ('small_cnn', 'resnet18', 'resnet34', 'vit_tiny', 'vit_base')
-_TIMM = {'vit_tiny': 'vit_tiny_patch16_224', 'vit_base': 'vit_base_patch16_224'}
-
-def create_classifier(arch:str='small_cnn', # one of CLASSIFIERS
-                      n_classes:int=10, # size of the output head
-                      size:int=64, # input resolution (a ViT needs a multiple of 16)
-                      pretrained:bool=False, # download ImageNet weights from the hub
-                      model_path:str=None, # local weights file instead of the hub
-                      **kwargs, # passed to SmallCNN
-                     ) -> nn.Module:
-    "A classifier by name, head sized to `n_classes`, optionally with pretrained weights"
-    if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-    if arch == 'small_cnn': m = SmallCNN(n_classes, **kwargs)
-    elif arch in ('resnet18', 'resnet34'):
-        import torchvision.models as tvm
-        build = getattr(tvm, arch)
-        m = _from_hub(lambda: build(weights='DEFAULT'), arch) if pretrained and model_path is None else build(weights=None)
-        m.fc = nn.Linear(m.fc.in_features, n_classes)
-    elif arch in _TIMM:
-        import timm
-        if size % 16: raise ValueError(f"{arch} cuts images into 16x16 patches: resolution must be a multiple of 16, got {size} "
-                                       f"(use e.g. {max(16, size//16*16)} or {size//16*16+16})")
-        build = lambda p: timm.create_model(_TIMM[arch], pretrained=p, num_classes=n_classes, img_size=size)
-        m = _from_hub(lambda: build(True), arch) if pretrained and model_path is None else build(False)
-    else: raise ValueError(f"unknown classifier {arch!r}: choose one of {CLASSIFIERS}")
-    if model_path is not None: load_weights(m, model_path)
-    return m
-
 # %% ../nbs/10_model.ipynb #f2bdee40
 def check_delta(delta):
     "Validate a certainty level δ ∈ (0,1]"
@@ -333,6 +299,7 @@ class P2P(nn.Module):
                  tau_mode:str='input', # 'input': τ added to the selector heads' inputs (paper); 'rank': keep the best groups covering τ
                  estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE on hard masks)
                  rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
+                 mean:tuple=None, std:tuple=None, # the input normalisation (default: ImageNet's), kept for display
                 ):
         super().__init__()
         check_p2p_options(num_monte_carlo, tau_mode, estimator)
@@ -342,6 +309,7 @@ class P2P(nn.Module):
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
                           min_tau=min_tau, max_tau=max_tau, temp=1.0, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
+        self.mean, self.std = tuple(mean or (0.485, 0.456, 0.406)), tuple(std or (0.229, 0.224, 0.225))
         self.aux = {}
 
 # %% ../nbs/10_model.ipynb #8be16d6d
@@ -349,8 +317,11 @@ def _select(self:P2P, x, groups, tau=None, feats=None, n_groups=None):
     "Group distribution and keep decisions [B,G,S] for a batch (sampled in training, hard in evaluation)"
     if feats is None: feats = self.selector.encode(x)
     rank = self.tau_mode == 'rank' and self.dynamic
-    out = self.selector.decode(feats, tau if self.dynamic and not rank else None, x.shape[-2:])
+    out = self.selector.decode(feats, tau if self.dynamic and not rank else None, x.shape[-2:]).float()   # selection maths in float32, also under autocast
     mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
+    if not torch.isfinite(mu).all():
+        raise FloatingPointError("the selector's group scores are not finite (NaN or inf): training diverged; "
+                                 "lower the learning rate, or train in precision='fp32'")
     if rank:
         if tau is None: raise ValueError("tau_mode='rank' needs τ: pass tau, or evaluate without it to search τ at model.delta")
         mu = rank_logits(mu, groups, tau, self.rank_scale)

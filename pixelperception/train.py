@@ -6,7 +6,9 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
-import inspect, io, json, os, platform, tempfile, time
+import io, json, os, platform, tempfile, time
+from types import SimpleNamespace
+from fastcore.script import bool_arg
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -18,13 +20,15 @@ from fastai.callback.core import Callback, CancelValidException, CancelFitExcept
 from fastai.callback.schedule import fit_one_cycle
 from fastai.torch_core import set_seed
 from .data import get_dls, get_eval_dl, DATASETS
-from .model import check_delta, check_p2p_options, SELECTORS, CLASSIFIERS
+from .model import check_delta, check_p2p_options
+from .zoo import selector_spec, classifier_spec, normalization
+from .recipes import RECIPE_OPTIONS, resolve_options
 from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
 from .report import new_run_dir, write_report
 from .metrics import fidelity_curves
 from .plots import plot_curves, show_selection
 from .model import mask_input
-from .data import denormalize
+from .data import denormalize, IMAGENET_MEAN, IMAGENET_STD
 import matplotlib.pyplot as plt
 from torch import Tensor
 from .files import atomic_write
@@ -74,12 +78,11 @@ def _save_model(model, path):
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
                'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
-               'rank_scale')
+               'rank_scale', 'min_tau', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
 
 def _check_args(c):
     if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
-    if c['selector'] not in SELECTORS + ('mobilenet',): raise ValueError(f"unknown selector {c['selector']!r}: choose one of {SELECTORS}")
-    if c['classifier'] not in CLASSIFIERS: raise ValueError(f"unknown classifier {c['classifier']!r}: choose one of {CLASSIFIERS}")
+    selector_spec(c['selector']); classifier_spec(c['classifier'])   # unknown names: a clear error listing the choices
     if c['optimizer'] not in OPTIMIZERS: raise ValueError(f"unknown optimizer {c['optimizer']!r}: choose one of {OPTIMIZERS}")
     if c['reg_variant'] not in ('kl', 'l1'): raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
     if not 0 <= c['reg_threshold'] < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {c['reg_threshold']!r}")
@@ -89,6 +92,9 @@ def _check_args(c):
     if not 0 <= c['tau_warmup'] < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {c['tau_warmup']!r}")
     if c['epochs'] < 1: raise ValueError(f"epochs must be >= 1, got {c['epochs']!r}")
     if c['lr_schedule'] not in ('one_cycle', 'constant'): raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {c['lr_schedule']!r}")
+    if not 0 < c['min_tau'] <= 0.5: raise ValueError(f"min_tau must be in (0, 0.5], got {c['min_tau']!r}")
+    if not c['classifier_lr_mult'] > 0: raise ValueError(f"classifier_lr_mult must be > 0, got {c['classifier_lr_mult']!r}")
+    if c['time_budget'] is not None and not c['time_budget'] > 0: raise ValueError(f"time_budget must be > 0 minutes, got {c['time_budget']!r}")
     if c['classifier'].startswith('vit') and c['resolution'] and c['resolution'] % 16:
         raise ValueError(f"{c['classifier']} needs a resolution that is a multiple of 16, got {c['resolution']}")
     if c['precision'] not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {c['precision']!r}")
@@ -97,155 +103,156 @@ def _check_args(c):
     if c['batch_size'] % max(num_distrib(), 1):
         raise ValueError(f"batch_size {c['batch_size']} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes: use a multiple of {num_distrib()}")
     if c['resume']: _last_checkpoint(c['resume'])
-    if c['model_path'] and not Path(c['model_path']).is_file():
-        raise FileNotFoundError(f"model_path {c['model_path']!r} is not a file: copy the classifier weights there, or leave it empty")
+    for k in ('model_path', 'selector_path'):
+        if c[k] and not Path(c[k]).is_file():
+            raise FileNotFoundError(f"{k} {c[k]!r} is not a file: copy the weights there, or leave it empty")
     parse_deltas(c['certainty'])
 
 # %% ../nbs/14_train.ipynb #f24b2221
 def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder
           data_path:Path='data', # folder holding the datasets (the built-in one is built there on first use)
+          recipe:str='cpu', # preset of every option below marked R: 'cpu' (this library's) or 'paper' (the seed's); options given override it
+          classifier:str=None, # R: classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>
+          model_path:str=None, # local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)
+          selector:str=None, # R: selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)
+          selector_path:str=None, # local selector weights (default for CIFAR ResNet trunks: model_path)
+          pretrained:bool=False, # download published weights from the hub (needs internet) where no local weights are given
           target:str='object', # synthetic/BAM label: 'object' or 'scene'
-          resolution:int=None, # image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
-          batch_size:int=64, # images per optimiser step, over all processes (each of N processes loads batch_size/N)
+          resolution:int=None, # R: image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
+          batch_size:int=None, # R: images per optimiser step, over all processes (each of N processes loads batch_size/N)
           workers:int=0, # data-loader worker processes
-          n_segments:int=100, # SLIC superpixels per image (approximate)
-          compactness:float=20., # SLIC compactness
-          color_aug_intensity:float=0., # colour jitter in training, in [0,1] (costly on CPU; the built-in classes are shapes)
+          n_segments:int=None, # R: SLIC superpixels per image (approximate)
+          compactness:float=None, # R: SLIC compactness
+          color_aug_intensity:float=None, # R: colour jitter in training, in [0,1] (costly on CPU)
           n_train:int=500, # built-in data: training images per class
           n_val:int=100, # built-in data: validation images per class
-          selector:str='cnn', # importance predictor: 'cnn' (small, CPU) or 'lraspp' (LR-ASPP MobileNetV3, the paper's)
-          classifier:str='small_cnn', # small_cnn, resnet18, resnet34, vit_tiny, vit_base
-          pretrained:bool=False, # start from hub weights (needs internet) unless model_path is given
-          model_path:str=None, # local classifier weights (state dict, loaded with weights_only=True)
           use_dynamic_threshold:bool=True, # τ is an input of the selector; evaluate per certainty level
           certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated (the first is used for validation)
-          classifier_epochs:int=12, # first train the classifier alone on whole images for this many epochs (0: skip)
-          classifier_lr:float=3e-3, # peak learning rate of that phase (one-cycle)
-          epochs:int=14, # P2P training epochs (selector and classifier together)
-          validate_per_epoch:int=2, # validate every this many epochs (and after the last)
-          optimizer:str='adam', # adam, adamw or sgd
-          learning_rate:float=3e-3, # (peak) learning rate of the P2P epochs
-          lr_schedule:str='one_cycle', # 'one_cycle' or 'constant' (the paper's)
-          weight_decay:float=0., # weight decay
-          reg_variant:str='l1', # sparsity penalty: 'kl' (the paper's) or 'l1'
-          reg_threshold:float=0.2, # target kept fraction without the dynamic threshold, in [0,1)
-          reg_weight:float=1., # final sparsity-penalty weight (the paper: 10, for pretrained networks)
-          reg_anneal:bool=True, # ramp the penalty weight up (else constant)
-          warmup:float=0., # fraction of epochs without sparsity penalty (0: the paper's schedule)
-          cov_weight:float=1e-3, # covariance-penalty weight
-          use_cov:bool=False, # correlated group logits N(μ, EᵀE) (the paper's; off: independent groups)
-          num_dims:int=4, # selector output channels (keep logit + covariance embedding)
-          num_monte_carlo:int=2, # masks sampled per image in training (>= 2 for estimator='score')
-          straight_through:bool=True, # hard masks forward in training (BatchNorm sees what evaluation sees)
-          final_temp:float=0.5, # relaxed-Bernoulli temperature reached half-way
-          keep_init:float=6., # initial keep-logit bias of the selector (6: keep all, even at τ = 0.05 with the τ prior)
-          norm:str='batch', # small CNNs' normalisation: batch, group or none
-          width:int=24, # small CNN classifier width
-          stem_stride:int=None, # small CNN classifier's first stride (default: 2 from 64 px up)
-          selector_width:int=16, # small CNN selector width
-          tau_prior:bool=True, # small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit (kept fraction rises with τ)
-          tau_mode:str='rank', # 'rank': keep the best-scored groups covering τ; 'input': τ added to the selector heads (the paper's)
-          estimator:str='score', # selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli, the paper's)
-          rank_scale:float=3., # tau_mode='rank': logit units per standard deviation of the group scores
-          tau_warmup:float=0.2, # fraction of the P2P epochs over which the lowest τ drawn falls from 1 to 0.05
-          score_weight:float=1., # weight of the score-function surrogate
-          tau_power:float=2., # τ drawn in training as 0.05 + 0.95·u^tau_power (1: uniform, the paper's; > 1: more small τ)
-          recalibrate:bool=True, # re-estimate the classifier's BatchNorm statistics on hard masks after training
-          time_budget:float=None, # stop after the epoch that passes this many minutes
+          classifier_epochs:int=None, # R: first train the classifier alone on whole images for this many epochs (0: skip)
+          classifier_lr:float=None, # R: peak learning rate of that phase (one-cycle)
+          epochs:int=None, # R: P2P training epochs (selector and classifier together)
+          validate_per_epoch:int=None, # R: validate every this many epochs (and after the last)
+          optimizer:str=None, # R: adam, adamw or sgd
+          learning_rate:float=None, # R: (peak) learning rate of the P2P epochs
+          classifier_lr_mult:float=None, # R: the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)
+          lr_schedule:str=None, # R: 'one_cycle' or 'constant'
+          weight_decay:float=None, # R: weight decay
+          reg_variant:str=None, # R: sparsity penalty: 'kl' or 'l1'
+          reg_threshold:float=None, # R: target kept fraction without the dynamic threshold, in [0,1)
+          reg_weight:float=None, # R: final sparsity-penalty weight
+          reg_anneal:bool_arg=None, # R: ramp the penalty weight up (else constant)
+          warmup:float=None, # R: fraction of epochs without sparsity penalty
+          cov_weight:float=None, # R: covariance-penalty weight
+          use_cov:bool_arg=None, # R: correlated group logits N(μ, EᵀE) (off: independent groups)
+          num_dims:int=None, # R: selector output channels (keep logit + covariance embedding)
+          num_monte_carlo:int=None, # R: masks sampled per image in training (>= 2 for estimator='score')
+          straight_through:bool_arg=None, # R: hard masks forward in training (BatchNorm sees what evaluation sees)
+          final_temp:float=None, # R: relaxed-Bernoulli temperature reached half-way
+          keep_init:float=None, # R: initial keep-logit bias of the selector
+          norm:str=None, # R: small CNNs' normalisation: batch, group or none
+          width:int=None, # R: small CNN classifier width
+          stem_stride:int=None, # R: small CNN classifier's first stride (default: 2 from 64 px up)
+          selector_width:int=None, # R: small CNN selector width
+          tau_prior:bool_arg=None, # R: small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit
+          tau_mode:str=None, # R: 'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)
+          estimator:str=None, # R: selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)
+          rank_scale:float=None, # R: tau_mode='rank': logit units per standard deviation of the group scores
+          tau_warmup:float=None, # R: fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau
+          score_weight:float=None, # R: weight of the score-function surrogate
+          tau_power:float=None, # R: τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)
+          min_tau:float=None, # R: smallest τ, and the step of the dynamic-threshold search
+          recalibrate:bool_arg=None, # R: re-estimate the classifier's BatchNorm statistics on hard masks after training
+          time_budget:float=None, # R: stop after the epoch that passes this many minutes (both phases together)
           seed:int=0, # seed of data, initialisation and training
           save_model:bool=True, # write model.pth
           experiment:Path='runs', # parent folder of the run folders
+          cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if that is read-only)
           wandb:bool=False, # log to Weights & Biases (needs the wandb package)
           checkpoint:bool=False, # save model + optimiser after every epoch into the run's models/ (to resume)
           resume:Path=None, # a run folder trained with checkpoint=True: continue from its last checkpoint
-          threads:int=None, # torch CPU threads (default: 1 when the machine is busy, else torch's default)
+          threads:int=None, # torch CPU threads (default: torch's, i.e. the cores)
           precision:str='fp32', # 'fp32', or mixed precision on CUDA GPUs: 'fp16' or 'bf16' (fastai to_fp16/to_bf16)
           show:bool=True, # progress bars and the training table
          ) -> Path: # the new run folder
-    "Train P2P, evaluate it at each certainty level and write a new run folder"
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    "Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder"
+    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    opts, given = resolve_options(recipe, dataset, {k: args[k] for k in RECIPE_OPTIONS})
+    cfg = {**args, **opts, 'overrides': given}
+    cfg['mean'], cfg['std'] = normalization(cfg['classifier'])
     _check_args(cfg)
     deltas = parse_deltas(certainty)
     init_distributed()   # under torchrun: join the other processes (gloo on CPUs, NCCL on GPUs)
     t_start = time.time()
-    cfg['threads'] = threads = _threads(threads)
+    cfg['threads'] = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try: return _run(cfg, deltas, t_start)
+    torch.set_num_threads(cfg['threads'])
+    try: return _run(SimpleNamespace(**cfg), cfg, deltas, t_start)
     finally: torch.set_num_threads(old_threads)
 
-def _run(cfg, deltas, t_start):
-    "The body of `train`, on a checked configuration"
-    (dataset, data_path, target, resolution, batch_size, workers, n_segments, compactness, color_aug_intensity,
-     n_train, n_val, selector, classifier, pretrained, model_path, use_dynamic_threshold, certainty, classifier_epochs,
-     classifier_lr, epochs, validate_per_epoch, optimizer, learning_rate, lr_schedule, weight_decay, reg_variant, reg_threshold,
-     reg_weight, reg_anneal, warmup, cov_weight, use_cov, num_dims, num_monte_carlo, straight_through, final_temp,
-     keep_init, norm, width, stem_stride, selector_width, tau_prior, tau_mode, estimator, rank_scale, tau_warmup, score_weight, tau_power,
-     recalibrate, time_budget, seed, save_model, experiment, wandb, checkpoint, resume, threads, precision, show) = (cfg[k] for k in _arg_names())
+def _run(c, cfg, deltas, t_start):
+    "The body of `train`, on a checked configuration `c` (the same as the dict `cfg`, which is saved)"
     rank, n_proc = world()
-    set_seed(seed, reproducible=True)
-    dkw = dict(dataset=dataset, data_path=data_path, target=target, size=resolution, bs=batch_size // n_proc, n_segments=n_segments,
-               compactness=compactness, workers=workers, seed=seed, n_train=n_train, n_val=n_val)
-    dls = rank0_first(get_dls, color_aug=color_aug_intensity, **dkw)   # rank 0 builds the data once, the others then read it
+    set_seed(c.seed, reproducible=True)
+    dkw = dict(dataset=c.dataset, data_path=c.data_path, target=c.target, size=c.resolution, bs=c.batch_size // n_proc, n_segments=c.n_segments,
+               compactness=c.compactness, workers=c.workers, seed=c.seed, n_train=c.n_train, n_val=c.n_val, cache_dir=c.cache_dir,
+               mean=c.mean, std=c.std)
+    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, **dkw)   # rank 0 builds the data once, the others then read it
     t_data = time.time()
-    run = broadcast_object(new_run_dir(experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
-    mkw = dict(selector=selector, classifier=classifier, num_dims=num_dims, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
-               straight_through=straight_through, dynamic=use_dynamic_threshold, delta=deltas[0], keep_init=keep_init,
-               norm=norm, width=width, stem_stride=stem_stride, selector_width=selector_width, tau_prior=tau_prior,
-               pretrained=pretrained, model_path=model_path, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
-    learn = p2p_learner(dls, optimizer=optimizer, lr=learning_rate, wd=weight_decay, seed=seed, reg_variant=reg_variant,
-                        reg_threshold=reg_threshold, reg_weight=reg_weight, reg_anneal=reg_anneal, warmup=warmup,
-                        cov_weight=cov_weight, final_temp=final_temp, tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power,
-                        checkpoint=checkpoint, wandb=wandb, path=run,
-                        cbs=[ValidateEvery(validate_per_epoch), budget := TimeBudget(time_budget)], **mkw)
-    if precision == 'fp16': learn.to_fp16()
-    elif precision == 'bf16': learn.to_bf16()
+    run = broadcast_object(new_run_dir(c.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
+    mkw = {k: cfg[k] for k in _MODEL_KEYS if k not in ('dynamic', 'n_segments')}   # n_segments: from the data
+    learn = p2p_learner(dls, optimizer=c.optimizer, lr=c.learning_rate, classifier_lr_mult=c.classifier_lr_mult, wd=c.weight_decay,
+                        seed=c.seed, reg_variant=c.reg_variant, reg_threshold=c.reg_threshold, reg_weight=c.reg_weight,
+                        reg_anneal=c.reg_anneal, warmup=c.warmup, cov_weight=c.cov_weight, final_temp=c.final_temp, tau_warmup=c.tau_warmup,
+                        score_weight=c.score_weight, tau_power=c.tau_power, checkpoint=c.checkpoint, wandb=c.wandb, path=run,
+                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget)],
+                        dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
+                        selector_path=c.selector_path, **mkw)
+    if c.precision == 'fp16': learn.to_fp16()
+    elif c.precision == 'bf16': learn.to_bf16()
     cfg.update(size=dls.size, n_classes=dls.c, vocab=list(dls.vocab), n_train_images=len(dls.train_ds),
-               n_valid_images=len(dls.valid_ds), deltas=deltas, world_size=n_proc, batch_size_per_process=batch_size // n_proc,
+               n_valid_images=len(dls.valid_ds), deltas=deltas, world_size=n_proc, batch_size_per_process=c.batch_size // n_proc,
                torch=torch.__version__, python=platform.python_version(),
                n_params_selector=sum(p.numel() for p in learn.model.selector.parameters()),
                n_params_classifier=sum(p.numel() for p in learn.model.classifier.parameters()))
     start = 0
-    if resume:
-        ckpt = _last_checkpoint(resume)
+    if c.resume:
+        ckpt = _last_checkpoint(c.resume)
         learn.load(ckpt.with_suffix('').resolve(), with_opt=True)
         start = int(ckpt.stem.rsplit('_', 1)[1]) + 1
         cfg['resumed_from'] = str(ckpt)
     if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
-    if rank: set_seed(seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
+    if rank: set_seed(c.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     clf_hist = []
-    if classifier_epochs and not resume:   # phase 1: the classifier alone, on whole images
-        cl = classifier_learner(dls, learn.model, optimizer=optimizer, wd=weight_decay, path=run, cbs=[TimeBudget(time_budget)])
-        with _quiet(cl, show), distrib_ctx(cl): cl.fit_one_cycle(classifier_epochs, classifier_lr)
+    if c.classifier_epochs and not c.resume:   # phase 1: the classifier alone, on whole images
+        cl = classifier_learner(dls, learn.model, optimizer=c.optimizer, wd=c.weight_decay, path=run, cbs=[TimeBudget(c.time_budget)])
+        with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(c.classifier_epochs, c.classifier_lr)
         clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
-        if time_budget: budget.minutes = max(time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
+        if c.time_budget: budget.minutes = max(c.time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
     t_clf = time.time()
-    fit = learn.fit_one_cycle if lr_schedule == 'one_cycle' else learn.fit
-    with _quiet(learn, show), distrib_ctx(learn): fit(epochs, learning_rate, start_epoch=start)
+    fit = learn.fit_one_cycle if c.lr_schedule == 'one_cycle' else learn.fit
+    with _quiet(learn, c.show), distrib_ctx(learn), _autocast_guard(learn): fit(c.epochs, learn.lr, start_epoch=start)
     t_train = time.time()
-    if recalibrate: recalibrate_bn_sharded(learn.model, dls.train)
+    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train)
     broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves
     t_recal = time.time()
-    edl = get_eval_dl(**{**dkw, 'bs': batch_size})   # global-batch evaluation batches, shared among the processes
-    res = evaluate_p2p_sharded(learn.model, edl, deltas if use_dynamic_threshold else [deltas[0]])
+    edl = get_eval_dl(**{**dkw, 'bs': c.batch_size})   # global-batch evaluation batches, shared among the processes
+    res = evaluate_p2p_sharded(learn.model, edl, deltas if c.use_dynamic_threshold else [deltas[0]])
     t_eval = time.time()
     names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
     hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in learn.recorder.values]
-    metrics = dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(learn.model, dls.valid) if use_dynamic_threshold else None,
+    metrics = dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(learn.model, dls.valid) if c.use_dynamic_threshold else None,
                    history=hist, classifier_history=clf_hist, penalties=_epoch_means(learn.sparsity.history),
                    timing=dict(data_s=t_data - t_start, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,
                                evaluate_s=t_eval - t_recal, total_s=time.time() - t_start,
                                train_images_per_s=len(dls.train_ds)*len(hist)/max(t_train - t_clf, 1e-9),
                                epochs_run=len(hist), optimiser_steps=len(learn.recorder.lrs)))
     if is_rank0():   # only rank 0 writes
-        if save_model: _save_model(learn.model, run/'model.pth')
+        if c.save_model: _save_model(learn.model, run/'model.pth')
         figs = _figures(learn, metrics)
         write_report(run, metrics, figs, title=f"P2P training run {run.name}")
         for f in figs.values(): plt.close(f)
     barrier()
     return run
-
-def _arg_names(): return tuple(inspect.signature(train).parameters)
 
 def _last_checkpoint(run) -> Path:
     "The latest `models/checkpoint_<epoch>.pth` of a run folder"
@@ -253,12 +260,16 @@ def _last_checkpoint(run) -> Path:
     if not ck: raise FileNotFoundError(f"no checkpoint in {Path(run)/'models'}: resume needs a run trained with checkpoint=True")
     return ck[-1]
 
-def _threads(threads):
-    "Torch threads to use: small-tensor work (data pipeline, 64 px convolutions) slows down badly when threads compete"
-    if threads: return int(threads)
-    try: busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError: busy = False
-    return 1 if busy else torch.get_num_threads()
+@contextmanager
+def _autocast_guard(learn):
+    "fastai's MixedPrecision enters autocast in `before_batch` and leaves it in `after_loss`: an error in between would leave it on for the rest of the process"
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    was = torch.is_autocast_enabled(dev)
+    try: yield
+    except BaseException:
+        ac = getattr(getattr(learn, 'mixed_precision', None), 'autocast', None)
+        if ac is not None and torch.is_autocast_enabled(dev) and not was: ac.__exit__(None, None, None)
+        raise
 
 @contextmanager
 def _quiet(learn, show):
@@ -316,18 +327,22 @@ def load_run(run_dir:Path, # a folder written by `train`
 
 def evaluate_run(run_dir:Path, # a folder written by `train`
                  certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated
-                 split:str='val', # 'val' (or 'test' for ImageNet-9)
-                 data_path:Path=None, # default: the run's
+                 split:str='val', # 'val' (CIFAR-10: its test split), or 'test' for ImageNet-9
+                 data_path:Path=None, # default: the run's; or another copy of the same dataset (same class folders)
                  batch_size:int=64, # images per batch
+                 cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if read-only)
                 ) -> Path: # the new evaluation folder
-    "Evaluate a trained run again at the given certainty levels; writes a new folder inside the run"
+    "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
     deltas = parse_deltas(certainty)
     model, cfg = load_run(run_dir)
     init_distributed()
+    mean, std = cfg.get('mean', IMAGENET_MEAN), cfg.get('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
-                      n_train=cfg['n_train'], n_val=cfg['n_val'])
-    if edl.c != cfg['n_classes']: raise ValueError(f"the evaluation data has {edl.c} classes but the model was trained on {cfg['n_classes']}")
+                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=mean, std=std)
+    if list(edl.vocab) != list(cfg['vocab']):
+        raise ValueError(f"the evaluation data's classes {list(edl.vocab)} are not the run's {list(cfg['vocab'])}: "
+                         f"pass a data_path holding the same dataset ({cfg['dataset']}) with the same class folders")
     model.to(edl.device)
     res = evaluate_p2p_sharded(model, edl, deltas)   # every process evaluates its batches; merged exactly
     out = None
@@ -335,7 +350,8 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
         figs = _evaluation_figures(model, edl, deltas[0] if model.dynamic else None)
         fid = figs.pop('_fidelity')
         out = new_run_dir(run_dir, 'evaluate')
-        write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir)), figures=figs,
+        write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
+                               n_images=len(edl.dataset)), figures=figs,
                      title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)
@@ -352,7 +368,7 @@ def _evaluation_figures(model, edl, delta, n_show=6):
         curves = {k: fidelity_curves(model.classifier, xm, groups, probs, model.fill, insertion=k == 'insertion')
                   for k in ('deletion', 'insertion')}
         preds = model.classifier(xm).argmax(-1)
-    imgs = denormalize(x[:n_show].cpu())
+    imgs = denormalize(x[:n_show].cpu(), model.mean, model.std)
     titles = [f"{edl.vocab[int(p)]} (true {edl.vocab[int(t)]})" for p, t in zip(preds[:n_show], y[:n_show])]
     figs = dict(kept_regions=show_selection(imgs, groups[:n_show].cpu(), keep[:n_show].cpu(), gt[0][:n_show].cpu() if gt else None, titles=titles),
                 fidelity_deletion=plot_curves({'P2P': curves['deletion']}), fidelity_insertion=plot_curves({'P2P': curves['insertion']}))

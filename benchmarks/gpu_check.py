@@ -1,0 +1,371 @@
+"""One command that checks the GPU path of pixelperception and prints one markdown table (issue 16, item 5).
+
+    python benchmarks/gpu_check.py            # on a CUDA machine: the GPU checks (budgeted to end within 8 min on one H100)
+    python benchmarks/gpu_check.py --smoke    # the CPU smoke version (tiny sizes), also on a GPU machine
+    OUT=DIR python benchmarks/gpu_check.py    # the table also goes to DIR/gpu_check.{md,json} (else --out, default gpu_check_out/)
+
+Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured figure, seconds):
+  1. P2P training steps (forward + backward + Adam, the sparsity and score-function losses of `SparsityCallback`) with
+     an LR-ASPP selector and a ResNet-18 classifier at 224 px, batch 64, on built-in images with their SLIC
+     superpixels, fp32 and bf16 autocast: images/s and peak GPU memory.
+  2. MoXI in token mode (`TokenMasker`) on a timm ViT-B/16 at 224 px with random weights, fp32 and bf16 autocast:
+     masked forward passes per second over MoXI's greedy steps (the full order of 196 tokens when it fits the time
+     budget, else the steps done), and the bf16 speed-up on the steps both precisions ran.
+  3. `pxp train` on the built-in data (64 px, 50+10 images per class, 1 classifier epoch + 2 P2P epochs) in fp32,
+     bf16 and fp16: accuracy and kept fraction at certainty δ = 0.9 and training images/s from the run's metrics.json.
+  4. nbdev's runner: `nbdev-test --flags cuda` runs a `#| cuda` cell (a throw-away notebook), then one row per
+     notebook of nbs/ holding `#| cuda` cells, run with that flag. Notebooks whose cuda cells need downloads
+     (pretrained weights, external datasets) are skipped: GPU machines here are offline (--all-notebooks runs them).
+Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU (ViT-Tiny at 64 px, P2P at 64 px batch
+4, `pxp train` at 32 px in fp32 only), in under 2 minutes on 2 cores. Each check has a time budget and catches its own
+errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
+Nothing is downloaded: random weights, and the built-in data generated offline into a temporary folder.
+"""
+import argparse, contextlib, importlib.util, inspect, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
+from pathlib import Path
+os.environ.setdefault('MPLBACKEND', 'Agg')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')   # nothing here needs the hub: fail fast rather than wait for a network
+import torch, torch.nn.functional as F
+from torch import Tensor
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_FLAG = re.compile(r'^\s*#\|\s*cuda\s*$', re.M)
+
+# Sizes per mode: the GPU check and its CPU smoke version run the same functions with these arguments.
+GPU = dict(budget_s=440, precisions=('fp32', 'bf16', 'fp16'),
+           p2p=dict(selector='lraspp', classifier='resnet18', size=224, bs=64, steps=20, budget_s=40),
+           moxi=dict(arch='vit_base', size=224, n_images=2, budget_s=60),
+           train=dict(resolution=64, n_train=50, n_val=10, batch_size=64, classifier_epochs=1, epochs=2, timeout_s=150),
+           nb_timeout_s=200)
+SMOKE = dict(budget_s=110, precisions=('fp32', 'bf16', 'fp16'),
+             p2p=dict(selector='lraspp', classifier='resnet18', size=64, bs=4, steps=2, budget_s=15),
+             moxi=dict(arch='vit_tiny', size=64, n_images=2, budget_s=15),
+             train=dict(resolution=32, n_train=5, n_val=2, batch_size=25, classifier_epochs=1, epochs=1, timeout_s=80),
+             nb_timeout_s=60)
+
+class Skip(Exception): "A check that cannot run here: its row reads 'skipped: <message>'"
+
+class CheckFailed(Exception):
+    "A failed check with a short reason for the table and a longer detail (a subprocess's output) for stderr"
+    def __init__(self, reason, detail=''): super().__init__(reason); self.detail = detail
+
+# ---------------------------------------------------------------- helpers
+def _autocast(device, precision):
+    "fp32: nothing; bf16/fp16: autocast on the device's type (CUDA on the GPU, CPU in the smoke run)"
+    if precision == 'fp32': return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={'bf16': torch.bfloat16, 'fp16': torch.float16}[precision])
+
+def _sync(device):
+    "Wait for queued GPU work, so a wall-clock time covers it"
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+
+_ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+def _reason(text, n=140):
+    "The line of a log that says what went wrong: the last exception line, else the last line"
+    lines = [l.strip() for l in _ANSI.sub('', text or '').splitlines() if l.strip()]
+    errs = [l for l in lines if re.match(r'^([\w.]+(Error|Exception|Exit|Interrupt)|AssertionError|Traceback)\b', l)
+            or re.search(r'\w(Error|Exception): ', l)]
+    line = (errs or lines or ['(no output)'])[-1]
+    return line if len(line) <= n else line[:n - 1] + '…'
+
+def _tail(text, n=4000): return text if len(text) <= n else '…' + text[-n:]
+
+def _run(cmd, timeout, env, cwd=ROOT):
+    "Run a command in its own process group; on timeout kill that group (torchrun's and nbdev's workers too)"
+    p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try: out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise CheckFailed(f"timed out after {timeout:.0f} s", _tail(out + err)) from None
+    if p.returncode: raise CheckFailed(f"exit {p.returncode}: {_reason(err or out)}", _tail(out + err))
+    return out, err
+
+def _env(smoke, threads):
+    "Subprocess environment: headless plots, offline hub; the smoke run hides GPUs and caps threads"
+    env = {**os.environ, 'MPLBACKEND': 'Agg', 'HF_HUB_OFFLINE': '1', 'PYTHONUNBUFFERED': '1'}
+    if smoke: env['CUDA_VISIBLE_DEVICES'] = ''
+    if threads: env['OMP_NUM_THREADS'] = str(threads)
+    return env
+
+def machine(device):
+    "Device name, torch and CUDA versions, CPU count"
+    cuda = device.type == 'cuda'
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU {platform.processor() or platform.machine()} (no CUDA GPU used)"
+    info = dict(device=name, torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), python=platform.python_version())
+    if cuda:
+        p = torch.cuda.get_device_properties(device)
+        info.update(gpu_memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)   # what "fp32" means below
+    return info
+
+# ---------------------------------------------------------------- the table
+class Checks:
+    "Runs checks one at a time against a global deadline; one row each; keeps the tracebacks of the failures"
+    def __init__(self, header:dict, out:Path, budget_s:float):
+        self.header, self.out, self.t0 = header, out, time.time()
+        self.deadline, self.rows, self.errors = self.t0 + budget_s, [], []
+
+    def left(self): return self.deadline - time.time()
+
+    def __call__(self, name, need_s, f, *args, **kwargs):
+        "Run `f` (returning (figure, values)) unless less than `need_s` seconds of the budget are left"
+        t0, values = time.time(), {}
+        try:
+            if self.left() < need_s: raise Skip(f"time budget spent ({self.left():.0f} s left, needs ~{need_s:.0f} s)")
+            figure, values = f(*args, **kwargs)
+            status = 'ok'
+        except Skip as e: status, figure = f'skipped: {e}', ''
+        except Exception as e:
+            status, figure = f'FAILED: {_reason(f"{type(e).__name__}: {e}") if not isinstance(e, CheckFailed) else e}', ''
+            self.errors.append(dict(check=name, traceback=traceback.format_exc() + (f"\n--- output ---\n{e.detail}" if getattr(e, 'detail', '') else '')))
+        self.rows.append(dict(check=name, status=status, figure=figure, seconds=round(time.time() - t0, 1), values=values))
+        self.save()
+        return values
+
+    def failed(self): return [r['check'] for r in self.rows if r['status'].startswith('FAILED')]
+
+    def markdown(self):
+        h = self.header
+        esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
+        lines = [f"## GPU check ({h['mode']}): {h['device']} · torch {h['torch']} · CUDA {h['cuda'] or '-'} · {h['cpus']} CPUs", '',
+                 '| check | status | figure | s |', '|---|---|---|---:|']
+        lines += [f"| {esc(r['check'])} | {esc(r['status'])} | {esc(r['figure'])} | {r['seconds']:.1f} |" for r in self.rows]
+        n_fail = len(self.failed())
+        lines += ['', f"{len(self.rows)} checks, {n_fail} failed, wall time {time.time() - self.t0:.0f} s"]
+        return '\n'.join(lines)
+
+    def save(self):
+        "Write the table so far (a run killed from outside still leaves what it checked)"
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out/'gpu_check.md').write_text(self.markdown() + '\n')
+        res = dict(machine=self.header, wall_s=round(time.time() - self.t0, 1), failed=self.failed(), rows=self.rows, errors=self.errors)
+        (self.out/'gpu_check.json').write_text(json.dumps(res, indent=1, default=str) + '\n')
+
+# ---------------------------------------------------------------- 1. P2P training steps
+_batches = {}
+def p2p_batch(size, bs, device, data_path):
+    "One evaluation batch of the built-in data at `size` px with its SLIC superpixels: (x, groups, y, n_classes)"
+    key = (size, bs, str(device))
+    if key not in _batches:
+        from pixelperception.data import get_eval_dl
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):   # the build's progress bars
+            dl = get_eval_dl(data_path=data_path, size=size, bs=bs, n_train=1, n_val=math.ceil(bs / 10), device=device)
+            x, groups, y = (o.as_subclass(Tensor) for o in dl.one_batch()[:3])
+        _batches[key] = x[:bs], groups[:bs], y[:bs], len(dl.dataset.vocab)
+    return _batches[key]
+
+def p2p_steps(c, precision, device, data_path, ref=None):
+    "Optimiser steps of a P2P model (the `cpu` recipe's model and losses): images/s"
+    from pixelperception.learner import p2p_model
+    from pixelperception.loss import kept_fraction, sparsity_penalty, score_function_loss
+    from pixelperception.recipes import recipe_options
+    x, groups, y, n_classes = p2p_batch(c['size'], c['bs'], device, data_path)
+    d = recipe_options('cpu', 'synthetic', c['classifier'])   # `pxp train`'s recipe for the model and the losses
+    mkw = {k: d[k] for k in inspect.signature(p2p_model).parameters if k in d and k not in ('n_classes', 'size')}
+    mkw.update(selector=c['selector'], classifier=c['classifier'], dynamic=True, pretrained=False)
+    torch.manual_seed(0)
+    model = p2p_model(n_classes, size=c['size'], **mkw).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    def step():
+        tau = torch.empty(len(x), device=device).uniform_(0.05, 1.)
+        with _autocast(device, precision):
+            logits = model(x, groups, tau)
+            aux = model.aux   # the penalties `SparsityCallback.after_loss` adds: they put the selector in the graph
+            loss = F.cross_entropy(logits.float(), y) + d['reg_weight']*sparsity_penalty(kept_fraction(aux['group_probs'].float(), groups), tau, d['reg_variant'])
+            if aux.get('log_prob') is not None: loss = loss + d['score_weight']*score_function_loss(aux['sample_probs'].float(), aux['log_prob'], y)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        return loss
+    for _ in range(2): step()                      # warm-up: cuDNN algorithms, allocator
+    _sync(device)
+    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
+    t0, n, losses = time.time(), 0, []
+    while n < c['steps'] and (n == 0 or time.time() - t0 < c['budget_s']):
+        losses.append(step()); n += 1
+    _sync(device); dt = time.time() - t0
+    losses = torch.stack(losses).detach().float().cpu()
+    if not torch.isfinite(losses).all(): raise CheckFailed(f"non-finite loss in {precision}: {losses.tolist()}")
+    ips = n*len(x)/dt
+    v = dict(images_per_s=ips, steps=n, batch=len(x), seconds=dt, loss=losses[-1].item(), n_groups=int(groups.max()) + 1)
+    fig = f"{ips:.0f} img/s ({n} steps of {len(x)})"
+    if device.type == 'cuda':
+        v['peak_gib'] = torch.cuda.max_memory_allocated(device) / 2**30
+        fig += f", peak {v['peak_gib']:.1f} GiB"
+    if ref: fig += f", ×{ips/ref['images_per_s']:.2f} vs fp32"
+    del model, opt
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    return fig, v
+
+# ---------------------------------------------------------------- 2. MoXI, token mode
+def moxi_steps(c, precision, device, ref=None):
+    "MoXI's greedy steps in token mode on a ViT with random weights: masked forward passes per second"
+    from pixelperception.model import create_classifier
+    from pixelperception.explain import MoXI
+    from pixelperception.maskers import TokenMasker
+    torch.manual_seed(0)
+    model = create_classifier(c['arch'], 10, c['size']).to(device).eval()   # timm ViT, pretrained=False: no download
+    x = torch.randn(c['n_images'], 3, c['size'], c['size'], device=device)
+    moxi = MoXI(model)
+    if not isinstance(moxi.masker, TokenMasker): raise CheckFailed(f"MoXI chose {moxi.masker} for a ViT, not TokenMasker")
+    max_steps = ref['steps'] if ref and ref['steps'] < ref['n_tokens'] else None   # only the steps fp32 reached: same work
+    with torch.inference_mode(), _autocast(device, precision):
+        x, _, target, _, N = moxi.prepare(x)
+        B, rows = len(x), torch.arange(len(x), device=device)
+        chosen = torch.zeros(B, N, dtype=torch.bool, device=device)
+        moxi.step(x, target, chosen)              # warm-up (the first step: N candidates of one token each)
+        _sync(device)
+        t0, n0, t_at = time.time(), moxi.n_evals, []
+        for t in range(max_steps or N):           # the loop of `MoXI.attribute` (early_stop=False), timed per step
+            pick = moxi.step(x, target, chosen)[0]
+            chosen[rows, pick] = True
+            _sync(device); t_at.append(time.time() - t0)
+            if t_at[-1] > c['budget_s']: break
+    n, dt, evals = len(t_at), t_at[-1], moxi.n_evals - n0
+    if evals != B*sum(N - t for t in range(n)): raise CheckFailed(f"{evals} forward passes for {n} steps of {B} images, expected {B*sum(N - t for t in range(n))}")
+    v = dict(forwards_per_s=evals/dt, steps=n, n_tokens=N, images=B, seconds=dt, forwards=evals, step_times=t_at)
+    fig = f"{evals/dt:.0f} masked fwd/s; " + (f"full order of {N} tokens: {dt/B:.2f} s/image" if n == N else
+                                               f"{n} of {N} greedy steps ({'time budget' if max_steps is None else 'as many as fp32'}) in {dt:.1f} s for {B} images")
+    if ref:
+        k = min(n, ref['steps'])
+        fig += f"; ×{ref['step_times'][k-1]/t_at[k-1]:.2f} vs fp32 on {k} steps"
+        v['speedup_vs_fp32'] = ref['step_times'][k-1]/t_at[k-1]
+    del model, moxi
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    return fig, v
+
+# ---------------------------------------------------------------- 3. pxp train
+def pxp_train(c, precision, gpu, work, env, threads, timeout):
+    "`pxp train` (as `python -m pixelperception.cli train`) in one precision: accuracy at δ=0.9 and training images/s"
+    if precision != 'fp32' and not gpu: raise Skip("mixed precision training needs a CUDA GPU (train refuses it on a CPU)")
+    exp = work/'runs'/precision
+    cmd = [sys.executable, '-m', 'pixelperception.cli', 'train', '--precision', precision, '--resolution', c['resolution'],
+           '--n-train', c['n_train'], '--n-val', c['n_val'], '--batch-size', c['batch_size'], '--classifier-epochs', c['classifier_epochs'],
+           '--epochs', c['epochs'], '--certainty', '0.9', '--data-path', work/'data', '--experiment', exp, '--no-show']
+    if threads: cmd += ['--threads', threads]
+    _run(cmd, timeout, env)
+    runs = sorted(exp.glob('train-*'))
+    if len(runs) != 1: raise CheckFailed(f"expected one run folder in {exp}, found {[r.name for r in runs]}")
+    run = runs[0]
+    cfg, m = json.loads((run/'config.json').read_text()), json.loads((run/'metrics.json').read_text())
+    if cfg['precision'] != precision: raise CheckFailed(f"config.json says precision {cfg['precision']!r}, asked for {precision!r}")
+    losses = [h.get('train_loss') for h in m['classifier_history'] + m['history']]
+    if not all(l is not None and math.isfinite(l) for l in losses): raise CheckFailed(f"non-finite training loss: {losses}")
+    ev, t = m['evaluation']['0.9'], m['timing']
+    v = dict(accuracy=ev['accuracy'], kept=ev['kept'], tau=ev['tau'], train_images_per_s=t['train_images_per_s'],
+             train_s=t['train_s'], total_s=t['total_s'], epochs=t['epochs_run'])
+    return (f"acc@δ0.9 {ev['accuracy']:.2f}, kept {ev['kept']:.2f}; train {t['train_images_per_s']:.0f} img/s "
+            f"({c['n_train']*10} imgs, {c['resolution']} px)"), v
+
+# ---------------------------------------------------------------- 4. notebooks with `#| cuda` cells
+def cuda_cells(nb:Path) -> list:
+    "Sources of the code cells of a notebook that carry the `#| cuda` flag line"
+    cells = json.loads(nb.read_text())['cells']
+    srcs = [''.join(c['source']) if isinstance(c['source'], list) else c['source'] for c in cells if c['cell_type'] == 'code']
+    return [s for s in srcs if CUDA_FLAG.search(s)]
+
+def cuda_notebooks(root:Path=ROOT) -> list:
+    "(notebook, its cuda cells) for each notebook under nbs/ with any, skipping hidden/underscored folders like nbdev does"
+    nbs = [p for p in sorted((root/'nbs').rglob('*.ipynb')) if not any(q.startswith(('.', '_')) for q in p.relative_to(root/'nbs').parts)]
+    return [(p, cells) for p in nbs if (cells := cuda_cells(p))]
+
+def needs_external(cells) -> str:
+    "What the cuda cells need from outside an offline machine ('' when nothing): hub weights, non-built-in datasets"
+    from pixelperception.data import DATASETS
+    src, why = '\n'.join(cells), []
+    if re.search(r'pretrained\s*=\s*True|--pretrained\b', src): why.append('pretrained hub weights')
+    ds = [d for d in DATASETS if d != 'synthetic' and re.search(rf"""['"]{d}['"]""", src)]
+    if ds: why.append(f"the {', '.join(ds)} data")
+    return ' and '.join(why)
+
+def _nbdev_test():
+    "The `nbdev-test` script beside this interpreter (its own venv), else the one on PATH"
+    exe = shutil.which('nbdev-test', path=str(Path(sys.executable).parent)) or shutil.which('nbdev-test')
+    if exe is None or importlib.util.find_spec('nbdev') is None or importlib.util.find_spec('execnb') is None:
+        raise Skip("nbdev/execnb not installed (pip install -e '.[dev]')")
+    return exe
+
+def _nbdev_test_cmd(path, cell_timeout):
+    "nbdev's test runner on one notebook, with the cuda flag (in-process: no worker pool)"
+    return [_nbdev_test(), path, '--flags', 'cuda', '--n-workers', '0', '--cell-timeout', int(cell_timeout)]
+
+def nbdev_flag_selftest(gpu, work, env, timeout):
+    "A throw-away notebook whose only `#| cuda` cell writes a file: does `nbdev-test --flags cuda` run it, and see the GPU?"
+    _nbdev_test()
+    from nbdev.config import get_config
+    flags = get_config(ROOT).tst_flags
+    if 'cuda' not in (flags.split() if isinstance(flags, str) else flags):
+        raise CheckFailed(f"tst_flags in pyproject.toml is {flags!r}: without 'cuda' plain nbdev-test runs the GPU cells")
+    d = work/'nbdev_selftest'; d.mkdir(parents=True)
+    shutil.copy(ROOT/'pyproject.toml', d/'pyproject.toml')   # the project's [tool.nbdev] settings, tst_flags included
+    marker = d/'marker.txt'
+    cell = lambda src: dict(cell_type='code', execution_count=None, metadata={}, outputs=[], source=src)
+    nb = dict(nbformat=4, nbformat_minor=5, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+              cells=[cell('import torch\nfrom pathlib import Path'),
+                     cell(f"#| cuda\nPath({str(marker)!r}).write_text(str(torch.cuda.is_available()))")])
+    (d/'cuda_flag.ipynb').write_text(json.dumps(nb))
+    _run(_nbdev_test_cmd(d/'cuda_flag.ipynb', timeout), timeout, env, cwd=d)
+    if not marker.exists(): raise CheckFailed("nbdev-test --flags cuda passed but did not run the #| cuda cell")
+    seen = marker.read_text() == 'True'
+    if gpu and not seen: raise CheckFailed("the #| cuda cell ran but torch.cuda.is_available() was False in it")
+    return f"#| cuda cell ran; CUDA visible in it: {seen}", dict(cuda_in_cell=seen)
+
+def nbdev_notebook(nb, cells, gpu, all_notebooks, env, timeout):
+    "Run one notebook with `nbdev-test --flags cuda`"
+    if not gpu: raise Skip(f"no CUDA GPU ({len(cells)} #| cuda cell{'s'*(len(cells) > 1)})")
+    ext = needs_external(cells)
+    if ext and not all_notebooks: raise Skip(f"its cuda cells need {ext} (offline machine; --all-notebooks runs it)")
+    _run(_nbdev_test_cmd(nb, timeout), timeout + 10, env)
+    return f"{len(cells)} #| cuda cell{'s'*(len(cells) > 1)} passed", dict(cuda_cells=len(cells))
+
+# ---------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--smoke', action='store_true', help='run the CPU smoke version even when a GPU is present')
+    ap.add_argument('--out', type=Path, default=Path(os.environ.get('OUT') or 'gpu_check_out'),
+                    help='folder for gpu_check.md and gpu_check.json (default: $OUT if set, else gpu_check_out/)')
+    ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: 1 in the smoke run: tiny tensors, often a shared CPU; else torch\'s)')
+    ap.add_argument('--budget', type=float, default=None, help='seconds for all checks (default: 440 GPU, 110 smoke)')
+    ap.add_argument('--all-notebooks', action='store_true', help='also run notebooks whose cuda cells need downloads or external data')
+    ap.add_argument('--keep', action='store_true', help='keep the temporary folder with the data and runs')
+    a = ap.parse_args(argv)
+    gpu = torch.cuda.is_available() and not a.smoke
+    smoke = not gpu
+    cfg = GPU if gpu else SMOKE
+    if smoke:
+        print("no CUDA GPU found: running the CPU smoke version of the checks" if not a.smoke else
+              "--smoke: running the CPU smoke version of the checks", flush=True)
+        a.threads = a.threads or 1
+    if a.threads: torch.set_num_threads(a.threads)
+    device = torch.device('cuda', torch.cuda.current_device()) if gpu else torch.device('cpu')
+    header = dict(mode='gpu' if gpu else 'cpu smoke', **machine(device), torch_threads=torch.get_num_threads())
+    checks = Checks(header, a.out, a.budget or cfg['budget_s'])
+    env = _env(smoke, a.threads)
+    work = Path(tempfile.mkdtemp(prefix='gpu_check-'))
+    try:
+        # timing checks first, on an otherwise idle device; then the subprocesses
+        p, m, tr = cfg['p2p'], cfg['moxi'], cfg['train']
+        name = f"P2P fwd+bwd {p['selector']}+{p['classifier']} {p['size']}px b{p['bs']}"
+        capped = lambda c: dict(c, budget_s=max(min(c['budget_s'], checks.left() - 10), 0))   # in-process loops stop in time too
+        ref = checks(f"{name} fp32", 20, lambda: p2p_steps(capped(p), 'fp32', device, work/'data'))
+        checks(f"{name} bf16 autocast", 20, lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref or None))
+        name = f"MoXI token mode {m['arch']} {m['size']}px, {m['n_images']} images"
+        ref = checks(f"{name} fp32", 20, lambda: moxi_steps(capped(m), 'fp32', device))
+        checks(f"{name} bf16 autocast", 20, lambda: moxi_steps(capped(m), 'bf16', device, ref=ref or None))
+        for prec in cfg['precisions']:
+            checks(f"pxp train {prec}", 20, lambda: pxp_train(tr, prec, gpu, work, env, a.threads, min(tr['timeout_s'], checks.left())))
+        checks("nbdev-test --flags cuda runs #| cuda cells", 5,
+               lambda: nbdev_flag_selftest(gpu, work, env, min(cfg['nb_timeout_s'], checks.left())))
+        for nb, cells in cuda_notebooks():
+            checks(f"notebook {nb.relative_to(ROOT/'nbs')}", 30 if gpu and not needs_external(cells) else 0,
+                   lambda: nbdev_notebook(nb, cells, gpu, a.all_notebooks, env, min(cfg['nb_timeout_s'], checks.left())))
+    finally:
+        if not a.keep: shutil.rmtree(work, ignore_errors=True)
+        else: print(f"kept {work}", file=sys.stderr)
+    checks.save()
+    print(checks.markdown(), flush=True)
+    print(f"(also in {a.out/'gpu_check.md'} and {a.out/'gpu_check.json'})", flush=True)
+    for e in checks.errors: print(f"\n===== FAILED: {e['check']}\n{e['traceback']}", file=sys.stderr)
+    return 1 if checks.failed() else 0
+
+if __name__ == '__main__': sys.exit(main())

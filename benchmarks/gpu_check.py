@@ -20,6 +20,14 @@ Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU 
 4, `pxp train` at 32 px in fp32 only), in under 2 minutes on 2 cores. Each check has a time budget and catches its own
 errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
 Nothing is downloaded: random weights, and the built-in data generated offline into a temporary folder.
+
+On an offline GPU machine whose Python lacks fastai/nbdev (the lent H100s here: Python 3.12 with torch, timm, numpy,
+matplotlib, scikit-image), bring their wheels: `pip download --no-deps --only-binary=:all: --python-version 3.12
+--platform manylinux2014_x86_64 -d .whl NAME==VERSION` for fastai, fastcore, fastprogress, fasttransform, plum-dispatch,
+beartype, fastdownload, cloudpickle, nbdev, execnb, ipython and its dependencies, pycocotools, ipywidgets, astunparse,
+ghapi and python-fasthtml (fastprogress imports it) with theirs (54 wheels, 13.6 MiB in all), then run from the repository
+root: `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PWD
+PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu_check.py`. Measured on an H100: benchmarks/results/gpu_check_h100.md.
 """
 import argparse, contextlib, importlib.util, inspect, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
 from pathlib import Path

@@ -27,7 +27,8 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'black_fill',
            'denormalize', 'Items', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask',
-           'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl']
+           'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items', 'superpixel_cache_dir', 'get_dls',
+           'get_eval_dl']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -290,6 +291,17 @@ def _writable(path:Path) -> bool:
     while not p.exists() and p != p.parent: p = p.parent
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
+def subset_items(items:Items, # a split
+                 n:int, # images to keep, at most
+                 seed:int=0, # which ones (the same seed, the same images)
+                ) -> Items:
+    "A class-balanced random subset of at most `n` images (n // classes per class, in file order)"
+    if not isinstance(n, int) or n < len(items.vocab): raise ValueError(f"max_train must be an int >= the number of classes ({len(items.vocab)}), got {n!r}")
+    rng, per = np.random.default_rng(seed), n // len(items.vocab)
+    idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(items.labels == c))[:per] for c in range(len(items.vocab))]))
+    pick = lambda v: None if v is None else [v[i] for i in idx]
+    return Items(pick(items.srcs), items.labels[idx], items.vocab, pick(items.masks), pick(items.key_files), items.mask_loader)
+
 def superpixel_cache_dir(data_path:Path, # folder holding the datasets
                          cache_dir:Path=None, # an explicit choice, used as given
                         ) -> Path:
@@ -314,6 +326,7 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
             device=None, # where batches go (default: CUDA when present, else CPU)
             download:bool=False, # cifar10: download with torchvision
             mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
+            max_train:int=None, # train on at most this many images, the same number per class (seeded): quick runs
            ) -> DataLoaders:
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
@@ -321,6 +334,7 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
     tr, policy = dataset_items(split='train', **kw)
     va, _ = dataset_items(split='val', **kw)
     if tr.vocab != va.vocab: raise ValueError(f"train classes {tr.vocab} differ from validation classes {va.vocab}")
+    if max_train is not None: tr = subset_items(tr, max_train, seed)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     common = dict(size=size, policy=policy, n_segments=n_segments, compactness=compactness, cache=cache)
     dstr = SuperpixelDataset(tr, train=True, sp_mode=sp_mode, color_aug=color_aug, **common)

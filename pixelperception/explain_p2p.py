@@ -63,7 +63,8 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     model, cfg = load_run(run_dir)
     edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
-                      compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu')
+                      compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
+                      mean=model.mean, std=model.std)   # the run's classifier normalisation
     x, groups, y = (o.as_subclass(Tensor) for o in edl.one_batch()[:3])
     with torch.inference_mode():
         r = model.find_tau(x, groups, [delta]) if model.dynamic else None
@@ -87,7 +88,7 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
                    p2p_kept_groups=kept.sum(1).float().mean().item(),
                    methods={m: dict(overlap=overlap[m].nanmean().item(), auc=curves[m].auc, higher_is_better=curves[m].higher_is_better,
                                     seconds_per_image=secs[m]/len(y)) for m in names})
-    imgs = denormalize(x[:6])
+    imgs = denormalize(x[:6], model.mean, model.std)
     figs = dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6]),
                 p2p_kept=show_selection(imgs, groups[:6], keep[:6]))
     write_report(out, summary, figures=figs, title=f"MoXI on the classifier of {Path(run_dir).name}")

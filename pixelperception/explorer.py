@@ -77,7 +77,7 @@ class P2PExplorer:
         r = model.find_tau(x.to(dev), groups.to(dev), self.deltas)
         self.tau, self.keep = r['tau'].cpu(), r['keep'].cpu()                  # [D,B], [D,B,H,W]
         self.probs = r['logits'].softmax(-1).cpu()                              # [D,B,C]
-        self.imgs, self.groups = denormalize(x.cpu()), groups.cpu()
+        self.imgs, self.groups = denormalize(x.cpu(), model.mean, model.std), groups.cpu()
         self.y, self.vocab = (None if y is None else _plain(y).cpu()), vocab
 
     def __len__(self): return len(self.imgs)

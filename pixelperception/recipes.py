@@ -91,6 +91,8 @@ def cpu(dataset, classifier):
     if dataset == 'cifar10' and _is_cifar_resnet(classifier): o.update(_CIFAR_PRETRAINED)
     return o
 
-# The pretrained-CIFAR-ResNet branch of `cpu`: measured in `nbs/14_train` and `benchmarks/bench_cifar10.py`
-_CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=3, learning_rate=2e-3, classifier_lr_mult=0.1, keep_init=0.,
-                         tau_prior=False, time_budget=20.)
+# The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`):
+# 4 epochs of ~4.5 min on the 2-core machine fit the 25-minute target with the superpixels and the evaluation; the budget
+# stops a slower machine after the epoch that passes 21 minutes
+_CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=4, learning_rate=2e-3, classifier_lr_mult=0.1, keep_init=0.,
+                         tau_prior=False, time_budget=21.)

@@ -126,6 +126,7 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           color_aug_intensity:float=None, # R: colour jitter in training, in [0,1] (costly on CPU)
           n_train:int=500, # built-in data: training images per class
           n_val:int=100, # built-in data: validation images per class
+          max_train:int=None, # train on at most this many images, the same number per class (quick runs; evaluation uses the whole split)
           use_dynamic_threshold:bool=True, # τ is an input of the selector; evaluate per certainty level
           certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated (the first is used for validation)
           classifier_epochs:int=None, # R: first train the classifier alone on whole images for this many epochs (0: skip)
@@ -196,7 +197,7 @@ def _run(c, cfg, deltas, t_start):
     dkw = dict(dataset=c.dataset, data_path=c.data_path, target=c.target, size=c.resolution, bs=c.batch_size // n_proc, n_segments=c.n_segments,
                compactness=c.compactness, workers=c.workers, seed=c.seed, n_train=c.n_train, n_val=c.n_val, cache_dir=c.cache_dir,
                mean=c.mean, std=c.std)
-    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, **dkw)   # rank 0 builds the data once, the others then read it
+    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, max_train=c.max_train, **dkw)   # rank 0 builds the data once, the others then read it
     t_data = time.time()
     run = broadcast_object(new_run_dir(c.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
     mkw = {k: cfg[k] for k in _MODEL_KEYS if k not in ('dynamic', 'n_segments')}   # n_segments: from the data
@@ -232,7 +233,7 @@ def _run(c, cfg, deltas, t_start):
     fit = learn.fit_one_cycle if c.lr_schedule == 'one_cycle' else learn.fit
     with _quiet(learn, c.show), distrib_ctx(learn), _autocast_guard(learn): fit(c.epochs, learn.lr, start_epoch=start)
     t_train = time.time()
-    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train)
+    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train, n_batches=max(100 // n_proc, 1))   # ~100 batches estimate BatchNorm statistics well
     broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves
     t_recal = time.time()
     edl = get_eval_dl(**{**dkw, 'bs': c.batch_size})   # global-batch evaluation batches, shared among the processes

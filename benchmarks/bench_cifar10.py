@@ -19,6 +19,7 @@ import argparse, json, os, platform, time
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
+from fastai.callback.core import Callback, CancelFitException
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +63,11 @@ def blackbox(a, minutes, out):
     as_is = classifier_scores(clf, tdl)
     print(f"  as it is: test accuracy {as_is['accuracy']:.4f}", flush=True)
     mean, std = normalization('resnet20')
-    dls = get_dls('cifar10', a.data, size=32, bs=128, color_aug=0., device='cpu', cache_dir=a.cache, mean=mean, std=std)
-    if a.n_train: dls.train.n = min(a.n_train, len(dls.train_ds))
+    dls = get_dls('cifar10', a.data, size=32, bs=128, color_aug=0., device='cpu', cache_dir=a.cache, mean=mean, std=std, max_train=a.n_train)
     learn = Learner(dls, WholeImage(clf.train()), loss_func=CrossEntropyLossFlat(), opt_func=Adam, metrics=accuracy)
     t0 = time.time()   # one timed pass over 30 batches sets the number of one-cycle epochs that fit in the time
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 0., cbs=[_StopAfter(30)])
-    per_epoch = (time.time() - t0) / 30 * (len(dls.train_ds) if not a.n_train else min(a.n_train, len(dls.train_ds))) / 128
+    per_epoch = (time.time() - t0) / 30 * len(dls.train_ds) / 128
     clf.load_state_dict(create_classifier('resnet20', 10, model_path=a.weights).state_dict())   # lr 0 changed only BN statistics: start clean
     epochs = max(1, int((minutes*60 - (time.time() - t0)) // per_epoch))
     t1 = time.time()
@@ -77,17 +77,14 @@ def blackbox(a, minutes, out):
     print(f"  fine-tuned {epochs} epochs in {t_train:.0f} s: test accuracy {tuned['accuracy']:.4f}", flush=True)
     torch.save(clf.state_dict(), out/'blackbox_finetuned.pth')
     return dict(as_is=as_is, finetuned=dict(**tuned, epochs=epochs, train_s=t_train, lr=a.bb_lr,
-                                            train_images_per_s=epochs*len(dls.train_ds)/t_train if not a.n_train else epochs*a.n_train/t_train),
+                                            train_images_per_s=epochs*len(dls.train_ds)/t_train),
                 better='finetuned' if tuned['accuracy'] > as_is['accuracy'] else 'as_is', wall_s=time.time() - t0)
 
-class _StopAfter:
-    "A fastai callback that cancels the fit after n batches"
-    def __new__(cls, n):
-        from fastai.callback.core import Callback, CancelFitException
-        class S(Callback):
-            def after_batch(self):
-                if self.iter + 1 >= n: raise CancelFitException()
-        return S()
+class _StopAfter(Callback):
+    "Cancel the fit after `n` batches"
+    def __init__(self, n): self.n = n
+    def after_batch(self):
+        if self.iter + 1 >= self.n: raise CancelFitException()
 
 def p2p_arm(a, recipe, minutes, out):
     "Train with `recipe` for `minutes`, then measure everything on the test split"
@@ -96,20 +93,9 @@ def p2p_arm(a, recipe, minutes, out):
     kw = dict(dataset='cifar10', data_path=a.data, classifier='resnet20', model_path=str(a.weights), recipe=recipe, time_budget=minutes,
               experiment=out/'runs', show=False, cache_dir=a.cache, seed=a.seed)
     if recipe == 'paper': kw['epochs'] = a.paper_epochs   # the seed's 100 scaled to what fits the time: its schedules are fractions of the run
-    if a.n_train: kw['n_train_subset'] = a.n_train
-    run = train(**{k: v for k, v in kw.items() if k != 'n_train_subset'}) if not a.n_train else _train_subset(kw)
+    run = train(**kw, max_train=a.n_train)
     wall = time.time() - t0
     return dict(run=str(run), wall_s=wall, **measure_run(run, a, out/f'{recipe}'))
-
-def _train_subset(kw):
-    "Quick looks: train on the first n training images (the data loader's length is cut)"
-    import pixelperception.train as T
-    n = kw.pop('n_train_subset'); orig = T.get_dls
-    def cut(*args, **k):
-        dls = orig(*args, **k); dls.train.n = min(n, len(dls.train_ds)); return dls
-    T.get_dls = cut
-    try: return T.train(**kw)
-    finally: T.get_dls = orig
 
 @torch.no_grad()
 def measure_run(run, a, prefix):
@@ -211,7 +197,7 @@ def main():
     p.add_argument('--weights', type=Path, default=ROOT.parent/'shared'/'weights'/'resnet20-cifar10.th')
     p.add_argument('--minutes', type=float, default=None, help="wall time per arm (default: the cpu recipe's time budget)")
     p.add_argument('--arms', default='blackbox,paper,cpu')
-    p.add_argument('--n-train', type=int, default=None, help='train on this many images only (quick looks)')
+    p.add_argument('--n-train', type=int, default=None, help='train on this many images only, the same number per class (quick looks)')
     p.add_argument('--bb-lr', type=float, default=1e-3, help="peak learning rate of the black box's fine-tuning")
     p.add_argument('--paper-epochs', type=int, default=6, help="epochs of the paper arm (the seed's 100 scaled to the time: "
                    "6 epochs of ~210 s fit 19 minutes on the 2-core development machine; 100 leaves its annealing at its first step)")

@@ -120,7 +120,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
         raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
                          "build the classifier with n_classes=dls.c")
     cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
-                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=kwargs.get('min_tau', 0.05))]
+                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
     if checkpoint: cb.append(SaveModelCallback(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         try: from fastai.callback.wandb import WandbCallback

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import RelaxedBernoulli
+from .data import IMAGENET_MEAN, IMAGENET_STD
 from .superpixels import group_pool, group_sizes, to_pixels
 
 # %% auto #0
@@ -309,7 +310,7 @@ class P2P(nn.Module):
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
                           min_tau=min_tau, max_tau=max_tau, temp=1.0, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
-        self.mean, self.std = tuple(mean or (0.485, 0.456, 0.406)), tuple(std or (0.229, 0.224, 0.225))
+        self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
         self.aux = {}
 
 # %% ../nbs/10_model.ipynb #8be16d6d

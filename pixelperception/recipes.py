@@ -8,7 +8,7 @@ Docs: https://pixelperception.github.io/pixelperception/recipes.html.md"""
 from __future__ import annotations
 import fnmatch
 from typing import Callable
-from .zoo import classifier_spec
+from .zoo import list_selectors, selector_spec
 
 # %% auto #0
 __all__ = ['RECIPE_OPTIONS', 'register_recipe', 'list_recipes', 'recipe_options', 'resolve_options', 'paper', 'cpu']
@@ -59,36 +59,30 @@ def resolve_options(recipe:str, # recipe name
     return {**recipe_options(recipe, dataset, given.get('classifier')), **given}, given
 
 # %% ../nbs/14a_recipes.ipynb #d8ab3383
-def _is_cifar_resnet(classifier):
-    return classifier is not None and classifier.startswith('resnet') and classifier[6:].isdigit() and classifier_spec(classifier).size == 32
-
-def _base(dataset, classifier):
-    "The options both recipes share: data handling and the architecture choices"
-    return dict(classifier=classifier or 'small_cnn', resolution=None, batch_size=64, n_segments=100, compactness=20., color_aug_intensity=0.,
-                norm='batch', width=24, stem_stride=None, selector_width=16, num_dims=4, validate_per_epoch=2, min_tau=0.05,
-                selector=classifier if _is_cifar_resnet(classifier) else None, classifier_lr_mult=1., time_budget=None)
+def _has_trunk_selector(classifier):
+    "A classifier whose own trunk is a registered selector (the CIFAR ResNets): its selector starts from its weights"
+    return classifier in list_selectors() and selector_spec(classifier).init_from_classifier
 
 @register_recipe()
 def paper(dataset, classifier):
     "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
-    o = _base(dataset, classifier)
-    o.update(selector=o['selector'] or 'lraspp', tau_mode='input', estimator='pathwise', straight_through=False, final_temp=0.5,
-             num_monte_carlo=1, reg_variant='kl', reg_weight=10., reg_anneal=True, warmup=0., reg_threshold=0.2, use_cov=True,
-             cov_weight=0.01, optimizer='adam', learning_rate=1e-4, lr_schedule='constant', weight_decay=0., classifier_epochs=0,
-             classifier_lr=1e-4, recalibrate=False, epochs=100, keep_init=0., tau_prior=False, rank_scale=3., tau_warmup=0.,
-             score_weight=0., tau_power=1.)
-    return o
+    return dict(classifier=classifier or 'small_cnn', selector=classifier if _has_trunk_selector(classifier) else 'lraspp',
+                resolution=None, batch_size=64, n_segments=100, compactness=20., color_aug_intensity=0., norm='batch', width=24,
+                stem_stride=None, selector_width=16, num_dims=4, validate_per_epoch=2, min_tau=0.05, classifier_lr_mult=1., time_budget=None,
+                tau_mode='input', estimator='pathwise', straight_through=False, final_temp=0.5, num_monte_carlo=1, reg_variant='kl',
+                reg_weight=10., reg_anneal=True, warmup=0., reg_threshold=0.2, use_cov=True, cov_weight=0.01, optimizer='adam',
+                learning_rate=1e-4, lr_schedule='constant', weight_decay=0., classifier_epochs=0, classifier_lr=1e-4, recalibrate=False,
+                epochs=100, keep_init=0., tau_prior=False, rank_scale=3., tau_warmup=0., score_weight=0., tau_power=1.)
 
 @register_recipe()
 def cpu(dataset, classifier):
     "The library's CPU recipe: ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
-    o = _base(dataset, classifier)
-    o.update(selector=o['selector'] or 'cnn', tau_mode='rank', estimator='score', straight_through=True, final_temp=0.5,
-             num_monte_carlo=2, reg_variant='l1', reg_weight=1., reg_anneal=True, warmup=0., reg_threshold=0.2, use_cov=False,
-             cov_weight=1e-3, optimizer='adam', learning_rate=3e-3, lr_schedule='one_cycle', weight_decay=0., classifier_epochs=12,
-             classifier_lr=3e-3, recalibrate=True, epochs=14, keep_init=6., tau_prior=True, rank_scale=3., tau_warmup=0.2,
-             score_weight=1., tau_power=2.)
-    if dataset == 'cifar10' and _is_cifar_resnet(classifier): o.update(_CIFAR_PRETRAINED)
+    o = paper(dataset, classifier)   # then every departure from the paper (explained in the P2P explanation's table)
+    o.update(selector=classifier if _has_trunk_selector(classifier) else 'cnn', tau_mode='rank', estimator='score',
+             straight_through=True, num_monte_carlo=2, reg_variant='l1', reg_weight=1., use_cov=False, cov_weight=1e-3,
+             learning_rate=3e-3, lr_schedule='one_cycle', classifier_epochs=12, classifier_lr=3e-3, recalibrate=True, epochs=14,
+             keep_init=6., tau_prior=True, tau_warmup=0.2, score_weight=1., tau_power=2.)
+    if dataset == 'cifar10' and _has_trunk_selector(classifier): o.update(_CIFAR_PRETRAINED)
     return o
 
 # The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`):

@@ -187,11 +187,12 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
     cfg['threads'] = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg['threads'])
-    try: return _run(SimpleNamespace(**cfg), cfg, deltas, t_start)
+    try: return _run(cfg, deltas, t_start)
     finally: torch.set_num_threads(old_threads)
 
-def _run(c, cfg, deltas, t_start):
-    "The body of `train`, on a checked configuration `c` (the same as the dict `cfg`, which is saved)"
+def _run(cfg, deltas, t_start):
+    "The body of `train`, on a checked configuration (saved as config.json, with what the run adds)"
+    c = SimpleNamespace(**cfg)   # the resolved options as attributes
     rank, n_proc = world()
     set_seed(c.seed, reproducible=True)
     dkw = dict(dataset=c.dataset, data_path=c.data_path, target=c.target, size=c.resolution, bs=c.batch_size // n_proc, n_segments=c.n_segments,
@@ -322,6 +323,7 @@ def load_run(run_dir:Path, # a folder written by `train`
     if not (run/'model.pth').is_file(): raise FileNotFoundError(f"{run} has no model.pth: the run was trained with save_model=False")
     cfg = json.loads((run/'config.json').read_text())
     mkw = {k: cfg[k] for k in _MODEL_KEYS if k in cfg and k != 'dynamic'}
+    mkw.setdefault('mean', IMAGENET_MEAN); mkw.setdefault('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
     model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=cfg['use_dynamic_threshold'], delta=cfg['deltas'][0], **mkw)
     model.load_state_dict(torch.load(run/'model.pth', map_location='cpu', weights_only=True))
     return model.eval(), cfg
@@ -337,10 +339,9 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     deltas = parse_deltas(certainty)
     model, cfg = load_run(run_dir)
     init_distributed()
-    mean, std = cfg.get('mean', IMAGENET_MEAN), cfg.get('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
-                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=mean, std=std)
+                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=model.mean, std=model.std)
     if list(edl.vocab) != list(cfg['vocab']):
         raise ValueError(f"the evaluation data's classes {list(edl.vocab)} are not the run's {list(cfg['vocab'])}: "
                          f"pass a data_path holding the same dataset ({cfg['dataset']}) with the same class folders")

@@ -38,27 +38,30 @@ class ModelSpec:
 
 _CLASSIFIERS, _SELECTORS = {}, {}
 
-def _register(table, kind, name, **kw):
+def _register(table, kind, name, doc=None, **kw):
     def _reg(fn):
         n = name or fn.__name__
         if n in table: raise ValueError(f"a {kind} named {n!r} is already registered: pick another name")
-        table[n] = ModelSpec(n, fn, **{'doc': (fn.__doc__ or '').strip(), **kw})
+        table[n] = ModelSpec(n, fn, doc=doc or (fn.__doc__ or '').strip(), **kw)
         return fn
     return _reg
 
 def register_classifier(name:str=None, # registry name (default: the function's name)
                         mean=IMAGENET_MEAN, std=IMAGENET_STD, # the normalisation its weights expect
                         size:int=None, # native input side
-                        source:str='pixelperception'):
+                        source:str='pixelperception',
+                        doc:str=None, # one line for `pxp models` (default: the builder's docstring)
+                       ):
     "Decorator registering `build(n_classes, size, pretrained, **kwargs) -> nn.Module` as a classifier"
-    return _register(_CLASSIFIERS, 'classifier', name, mean=tuple(mean), std=tuple(std), size=size, source=source)
+    return _register(_CLASSIFIERS, 'classifier', name, doc, mean=tuple(mean), std=tuple(std), size=size, source=source)
 
 def register_selector(name:str=None, # registry name (default: the function's name)
                       size:int=None, source:str='pixelperception',
                       init_from_classifier:bool=False, # its weights default to the classifier's `model_path`
+                      doc:str=None, # one line for `pxp models` (default: the builder's docstring)
                      ):
     "Decorator registering `build(num_dims, keep_init, pretrained, model_path, **kwargs)` as a selector (encode/decode)"
-    return _register(_SELECTORS, 'selector', name, size=size, source=source, init_from_classifier=init_from_classifier)
+    return _register(_SELECTORS, 'selector', name, doc, size=size, source=source, init_from_classifier=init_from_classifier)
 
 # %% ../nbs/10a_zoo.ipynb #c01bc924
 def _timm_arch(name:str):
@@ -161,21 +164,19 @@ def _torchvision(arch, n_classes, size, pretrained=False):
     m.fc = nn.Linear(m.fc.in_features, n_classes)
     return m
 
-def _add(spec:ModelSpec): _CLASSIFIERS[spec.name] = spec
-
 for _a in ('resnet18', 'resnet34', 'resnet50'):
-    _add(ModelSpec(_a, partial(_torchvision, _a), size=224, source='torchvision', doc=f"torchvision's {_a}"))
+    register_classifier(_a, size=224, source='torchvision', doc=f"torchvision's {_a}")(partial(_torchvision, _a))
 
 def _cifar_resnet(depth, n_classes, size, pretrained=False):
     if pretrained: _no_hub(f'resnet{depth}')
     return CifarResNet((depth - 2) // 6, n_classes)
 
 for _d in (20, 32, 44, 56, 110):
-    _add(ModelSpec(f'resnet{_d}', partial(_cifar_resnet, _d), size=32, doc=f"CIFAR ResNet-{_d} (option-A shortcuts; the shared CIFAR-10 checkpoints)"))
+    register_classifier(f'resnet{_d}', size=32, doc=f"CIFAR ResNet-{_d} (option-A shortcuts; the shared CIFAR-10 checkpoints)")(partial(_cifar_resnet, _d))
 
 for _n, _arch in (('vit_tiny', 'vit_tiny_patch16_224'), ('vit_base', 'vit_base_patch16_224')):
     _s = _timm_spec(_n, _arch)
-    _add(ModelSpec(_n, _s.build, _s.mean, _s.std, 224, 'timm', doc=f"timm's {_arch}"))
+    register_classifier(_n, _s.mean, _s.std, 224, 'timm', doc=f"timm's {_arch}")(_s.build)
 
 # %% ../nbs/10a_zoo.ipynb #60c363f0
 class CifarResNetSelector(nn.Module):
@@ -222,9 +223,12 @@ def lraspp(num_dims, keep_init=3., pretrained=False, model_path=None):
     "LR-ASPP MobileNetV3-Large (the paper's; COCO weights from the hub or model_path)"
     return LRASPPSelector(num_dims, pretrained, model_path, keep_init)
 
-_SELECTORS['mobilenet'] = ModelSpec('mobilenet', lraspp, size=224, source='torchvision', doc="alias of lraspp")
+register_selector('mobilenet', size=224, source='torchvision', doc="alias of lraspp")(lraspp)
+
+def _cifar_trunk(depth, num_dims, keep_init=3., pretrained=False, model_path=None):
+    if pretrained: _no_hub(f'resnet{depth}')
+    return CifarResNetSelector(depth, num_dims, keep_init, model_path)
 
 for _d in (20, 32, 44, 56, 110):
-    _SELECTORS[f'resnet{_d}'] = ModelSpec(f'resnet{_d}', partial(lambda d, num_dims, keep_init=3., pretrained=False, model_path=None:
-                                                                   (_no_hub(f'resnet{d}') if pretrained else CifarResNetSelector(d, num_dims, keep_init, model_path)), _d),
-                                           size=32, init_from_classifier=True, doc=f"CIFAR ResNet-{_d} trunk + 1x1 head (starts from the classifier's weights)")
+    register_selector(f'resnet{_d}', size=32, init_from_classifier=True,
+                      doc=f"CIFAR ResNet-{_d} trunk + 1x1 head (starts from the classifier's weights)")(partial(_cifar_trunk, _d))

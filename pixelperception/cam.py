@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
 from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, check_target, _plain
-from .explain import Explainer, Ranking, scores_to_order, _check_curve, _counted, _device
+from .explain import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
 
 # %% auto #0
 __all__ = ['last_conv_stage', 'GradCAM', 'attention_maps', 'rollout', 'AttentionRollout']
@@ -34,6 +34,7 @@ def last_conv_stage(model:nn.Module, # a CNN
 # %% ../nbs/32_cam.ipynb #a374517d
 class GradCAM(Explainer):
     "Grad-CAM: ReLU of the gradient-weighted activations of a late layer, pooled to features"
+    hides_features = False   # it reads gradients: captum's baselines do not apply
     def __init__(self, model, # classifier: [B,3,H,W] -> logits [B,C]
                  masker:Masker=None, # defines the features the map is pooled to (default: TokenMasker for ViTs)
                  layer:nn.Module=None, # layer whose output (CNN) or input (ViT norm) is used; default: see above
@@ -51,12 +52,13 @@ class GradCAM(Explainer):
 
     def heatmap(self, x:Tensor, # [B,3,H,W] images
                 target=None, # class: None (the prediction), an int or [B]
+                show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,h,w] non-negative map at the layer's resolution
         "Grad-CAM map of class `target` at the chosen layer's resolution"
         x = _plain(x).to(_device(self.model))
         layer, use_input, P = self._hook_point(x)
         maps = []
-        for i in range(0, len(x), self.batch_size):
+        for i in self.steps(range(0, len(x), self.batch_size), len(x), show_progress):
             xb, store = x[i:i + self.batch_size].clone().requires_grad_(True), {}
             def hook(m, args, out=None): store['a'] = args[0] if use_input else out
             h = layer.register_forward_pre_hook(hook) if use_input else layer.register_forward_hook(hook)
@@ -75,18 +77,19 @@ class GradCAM(Explainer):
             maps.append(torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1)))
         return torch.cat(maps)
 
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # the same order for both curves
+                  show_progress:bool=False, # a progress bar over the batches of images
                  ) -> Ranking: # order [B,N], scores = map averaged over each feature
         "Rank features by their mean Grad-CAM value"
         _check_curve(curve)
         x = _plain(x).to(_device(self.model))
         if groups is not None: groups = _plain(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)   # validates grid / groups / ViT
-        scores = _pool(self.masker, self.heatmap(x, target), x, groups, self.model)
+        scores = _pool(self.masker, self.heatmap(x, target, show_progress), x, groups, self.model)
         return Ranking(scores_to_order(scores), scores)
 
 def _slice_target(target, i, n):
@@ -145,30 +148,33 @@ class AttentionRollout(Explainer):
             raise ValueError("attention rollout reads the class token's row, but this ViT has no class token")
         super().__init__(model, masker, "logit", batch_size)
         self.normalize = normalize
+    hides_features = False   # it reads attention: captum's baselines do not apply
 
     def heatmap(self, x:Tensor, # [B,3,H,W] images
+                show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,gh,gw] rollout scores of the patch tokens
         "Rollout of the class token over the patch-token grid"
         x = _plain(x).to(_device(self.model))
         gh, gw = vit_grid(self.model, x)
         P = self.model.num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
         out = []
-        for i in range(0, len(x), self.batch_size):
+        for i in self.steps(range(0, len(x), self.batch_size), len(x), show_progress):
             xb = x[i:i + self.batch_size]
             out.append(rollout(attention_maps(self.model, xb), self.normalize)[:, 0, P:].float().view(len(xb), gh, gw))
             self.n_evals += len(xb)
         return torch.cat(out)
 
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # unused (rollout is class-agnostic)
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # the same order for both curves
+                  show_progress:bool=False, # a progress bar over the batches of images
                  ) -> Ranking: # order [B,N], scores = rollout pooled to features
         "Rank features by the class token's rolled-out attention"
         _check_curve(curve)
         x = _plain(x).to(_device(self.model))
         if groups is not None: groups = _plain(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)
-        scores = _pool(self.masker, self.heatmap(x), x, groups, self.model)
+        scores = _pool(self.masker, self.heatmap(x, show_progress), x, groups, self.model)
         return Ranking(scores_to_order(scores), scores)

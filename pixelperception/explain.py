@@ -7,13 +7,14 @@ Docs: https://pixelperception.github.io/pixelperception/explain.html.md"""
 # %% ../nbs/31_explain.ipynb #032bad9b
 from __future__ import annotations
 from typing import NamedTuple
-import math, torch
+import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, TokenMasker, get_reward, check_target, vit_kind, _plain
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, _plain
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'SelfShapley', 'MoXI', 'SampledShapley',
+           'RandomOrder']
 
 # %% ../nbs/31_explain.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -39,14 +40,13 @@ def _device(model):
 
 class Explainer:
     "Base of the black-box explainers: model + masker + reward, with an evaluation counter"
+    hides_features = True   # False for explainers that read the model instead of hiding features (Grad-CAM, rollout)
     def __init__(self, model, # classifier: [B,3,H,W] -> logits [B,C]
-                 masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
+                 masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs; else pass one, or feature_mask to attribute)
                  reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
                  batch_size:int=256): # forward passes per chunk
         if hasattr(model, 'eval'): model.eval()
-        if masker is None:
-            if vit_kind(model) is None: raise ValueError(f"pass a masker for {type(model).__name__}: e.g. PatchMasker(grid) or GroupMasker()")
-            masker = TokenMasker(model)
+        if masker is None and vit_kind(model) is not None: masker = TokenMasker(model)
         self.model, self.masker, self.reward, self.batch_size = model, masker, get_reward(reward), batch_size
         self.n_evals, self.evals_per_image = 0, 0.
 
@@ -67,35 +67,87 @@ class Explainer:
         self.n_evals += self.masker.n_evals - n0
         return self.reward(logits, target[:, None].expand(keep.shape[:2])), logits
 
+    def steps(self, it, # the explainer's outer loop (greedy steps, rounds, blocks of images)
+              n_images:int, # images explained together (shown in the label)
+              show:bool=False): # show a progress bar
+        "`it`, behind a fastprogress bar labelled with the method and the image count when `show`"
+        if not show: return it
+        from fastprogress.fastprogress import progress_bar
+        bar = progress_bar(it)   # the console bar takes no comment argument: set it after
+        bar.comment = f"{type(self).__name__}: {n_images} image{'' if n_images == 1 else 's'}"
+        return bar
+
     def attribute(self, x, target=None, groups=None, curve="insertion"): raise NotImplementedError
     def __call__(self, *args, **kwargs): return self.attribute(*args, **kwargs)
     def __repr__(self): return f"{type(self).__name__}(masker={self.masker}, batch_size={self.batch_size})"
 
-def _counted(f):
-    "Record the evaluations per image of an `attribute` call"
-    def _inner(self, x, *args, **kwargs):
-        n0 = self.n_evals
-        res = f(self, x, *args, **kwargs)
+# %% ../nbs/31_explain.ipynb #74bc043a
+def feature_groups(feature_mask:Tensor, # captum's id map: [B,H,W], [B,1,H,W], or one map for all images ([H,W], [1,H,W], [1,1,H,W])
+                   x:Tensor, # [B,C,H,W] the images it describes
+                  ) -> Tensor: # LongTensor [B,H,W] (groups)
+    "captum's `feature_mask` as our `groups` [B,H,W], checking it matches `x`"
+    g = _plain(feature_mask)
+    if g.dtype.is_floating_point or g.dtype == torch.bool: raise TypeError(f"feature_mask must hold integer feature ids, got {g.dtype}")
+    if g.dim() == 4:
+        if g.shape[1] != 1: raise ValueError(f"feature_mask must be the same for every channel, [B,1,H,W], got {list(g.shape)}: per-channel features are not supported")
+        g = g[:, 0]
+    if g.dim() == 2: g = g[None]
+    B, H, W = x.shape[0], *x.shape[-2:]
+    if g.dim() != 3 or tuple(g.shape[-2:]) != (H, W) or g.shape[0] not in (1, B):
+        raise ValueError(f"feature_mask must be an id map [B,H,W] or [B,1,H,W] with B = {B} (or 1) and {H}x{W} pixels like x, got {list(feature_mask.shape)}")
+    return g.long().to(x.device).expand(B, H, W)
+
+def _call_masker(self, baselines, feature_mask):
+    "The masker of one `attribute` call: the explainer's, or a copy with captum's feature_mask / baselines applied"
+    m = self.masker
+    if feature_mask is not None and not isinstance(m, GroupMasker):   # pixels hidden by id, with the masker's fill
+        m = GroupMasker(fill=getattr(m, 'fill', 0.), batch_size=m.batch_size if m is not None else self.batch_size)
+    if baselines is not None:
+        if not self.hides_features: raise ValueError(f"{type(self).__name__} does not hide features: baselines do not apply (drop them)")
+        if isinstance(m, TokenMasker): raise ValueError("baselines replace hidden pixels, but TokenMasker removes ViT tokens: "
+                                                        "pass feature_mask= (or a PatchMasker/GroupMasker) to hide pixels instead")
+        m = copy.copy(m); m.fill = baselines
+    if m is None: raise ValueError(f"pass a masker for {type(self.model).__name__}: e.g. PatchMasker(grid) or GroupMasker(), "
+                                   "or feature_mask=[B,H,W] ids to attribute")
+    return m
+
+def _attribute_api(f):
+    "Wrap an explainer's `attribute`: accept captum's names (inputs, baselines, feature_mask) and record evaluations per image"
+    sig = inspect.signature(f)
+    @functools.wraps(f)
+    def _inner(self, x=None, *args, inputs=None, baselines=None, feature_mask=None, **kwargs):
+        if (x is None) == (inputs is None):
+            raise TypeError(f"{type(self).__name__}.attribute needs the images once: attribute(x) or attribute(inputs=x) (captum's name)")
+        x = x if inputs is None else inputs
+        call = sig.bind(self, x, *args, **kwargs)
+        if feature_mask is not None:
+            if call.arguments.get('groups') is not None: raise ValueError("pass either groups or feature_mask (captum's name for them), not both")
+            call.arguments['groups'] = feature_groups(feature_mask, _plain(x))
+        masker, saved, n0 = _call_masker(self, baselines, feature_mask), self.masker, self.n_evals
+        self.masker = masker   # for this call only
+        try: res = f(*call.args, **call.kwargs)
+        finally: self.masker = saved
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
         return res
-    _inner.__doc__, _inner.__name__, _inner.__wrapped__ = f.__doc__, f.__name__, f
     return _inner
 
 # %% ../nbs/31_explain.ipynb #a0cc48dd
 class SelfShapley(Explainer):
     "Self-context Shapley values: rank by v({i}) (insertion) or by v(N\\{i}) (deletion)"
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # "insertion": v({i}); "deletion": v(N\{i})
+                  show_progress:bool=False, # a progress bar over blocks of features
                  ) -> Ranking: # order [B,N], scores = v({i}) or v(N\{i})
         "Rank features by their value alone (insertion) or by the value of all the others (deletion)"
         ins = _check_curve(curve)
         x, groups, target, _, N = self.prepare(x, target, groups)
+        B, k = x.shape[0], max(1, self.batch_size // x.shape[0])   # features per block: about one chunk of forward passes
         eye = torch.eye(N, dtype=torch.bool, device=x.device)
-        keep = (eye if ins else ~eye).expand(x.shape[0], N, N)
-        v, _ = self.value(x, keep, target, groups)
+        keep = (eye if ins else ~eye).expand(B, N, N)
+        v = torch.cat([self.value(x, keep[:, s:s + k], target, groups)[0] for s in self.steps(range(0, N, k), B, show_progress)], 1)
         return Ranking(scores_to_order(v, descending=ins), v)
 
 # %% ../nbs/31_explain.ipynb #afe30ed3
@@ -109,12 +161,13 @@ class MoXI(Explainer):
         super().__init__(model, masker, reward, batch_size)
         self.early_stop = early_stop
 
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # "insertion" (grow S) or "deletion" (grow the removed set D)
                   early_stop:bool=None, # override the constructor's early_stop
+                  show_progress:bool=False, # a progress bar over the greedy steps
                  ) -> Ranking: # order [B,N], scores = the coalition's value when each feature was chosen
         "Greedy MoXI order: each step adds the feature that makes the coalition best"
         ins, stop = _check_curve(curve), self.early_stop if early_stop is None else early_stop
@@ -125,7 +178,7 @@ class MoXI(Explainer):
         order = torch.full((B, N), -1, dtype=torch.long, device=dev)
         scores = torch.full((B, N), float('nan'), device=dev)
         active = torch.arange(B, device=dev)
-        for t in range(N):
+        for t in self.steps(range(N), B, show_progress):
             Ba = len(active)
             pick, j, cand, v, lg = self.step(x[active], target[active], chosen[active],
                                              None if groups is None else groups[active], curve)
@@ -174,12 +227,13 @@ class SampledShapley(Explainer):
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
         self.n_rounds, self.seed = n_rounds, seed
 
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # the order is phi descending for both curves
                   generator:torch.Generator=None, # random source (default: a CPU generator seeded with `seed`)
+                  show_progress:bool=False, # a progress bar over the rounds
                  ) -> Ranking: # order [B,N], scores = phi
         "Shapley values phi_i = E[v(S+i) - v(S)], S of uniformly random size"
         _check_curve(curve)
@@ -188,7 +242,7 @@ class SampledShapley(Explainer):
         B, dev = x.shape[0], x.device
         eye = torch.eye(N, dtype=torch.bool)
         phi = torch.zeros(B, N, device=dev)
-        for _ in range(self.n_rounds):
+        for _ in self.steps(range(self.n_rounds), B, show_progress):
             size = (torch.rand(B, generator=g) * (N - 1)).floor().long()             # |S| = floor((N-1) r)
             u = torch.rand(B, N, N, generator=g).masked_fill(eye, 2.)                # feature i never in its own S
             S = u.argsort(-1).argsort(-1) < size[:, None, None]                       # the |S| smallest draws
@@ -207,12 +261,13 @@ class RandomOrder(Explainer):
         super().__init__(model, masker, "logit", batch_size)
         self.seed = seed
 
-    @_counted
+    @_attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # unused, checked for range
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
                   curve:str="insertion", # the same order for both curves
                   generator:torch.Generator=None, # random source (default: seeded with `seed`)
+                  show_progress:bool=False, # accepted for a uniform API; nothing to show (no model evaluations)
                  ) -> Ranking: # order [B,N], scores = N - rank
         "A random permutation of the N features per image"
         _check_curve(curve)
@@ -221,3 +276,31 @@ class RandomOrder(Explainer):
         order = torch.rand(x.shape[0], N, generator=g).argsort(-1).to(x.device)
         scores = torch.empty_like(order, dtype=torch.float).scatter_(1, order, torch.arange(N, 0, -1.).expand_as(order).to(x.device))
         return Ranking(order, scores)
+
+# %% ../nbs/31_explain.ipynb #2765bee4
+@patch
+def to_attribution(self:Ranking, features, # groups/feature_mask [B,H,W] (or [B,1,H,W]) ids, or a grid: PatchMasker, TokenMasker or (rows, cols)
+                   size=None, # (H, W) of the images: needed for a grid
+                   values:str="rank", # "rank": (N - rank)/N, 1 for the first feature; "scores": the explainer's scores
+                  ) -> Tensor: # [B,1,H,W] float: each pixel holds its feature's value
+    "An attribution map shaped like the input (captum's layout) from a ranking"
+    if values not in ("rank", "scores"): raise ValueError(f"values must be 'rank' or 'scores', got {values!r}")
+    B, N = self.order.shape
+    if values == "rank":
+        v = torch.zeros(B, N, device=self.order.device).scatter_(1, self.order, torch.arange(N, 0, -1., device=self.order.device).expand(B, N) / N)
+    else: v = self.scores.float()
+    if isinstance(features, Tensor):   # an id map
+        g = _plain(features).to(v.device).long()
+        if g.dim() == 4 and g.shape[1] == 1: g = g[:, 0]
+        if g.dim() != 3 or g.shape[0] not in (1, B): raise ValueError(f"groups must be an id map [B,H,W] with B = {B}, got {list(features.shape)}")
+        if g.numel() and (g.min() < 0 or g.max() >= N): raise ValueError(f"groups hold ids outside 0..{N-1}, the {N} features of this ranking: pass the map the ranking was made with")
+        g = g.expand(B, *g.shape[-2:])
+        return v.gather(1, g.flatten(1)).view(B, 1, *g.shape[-2:])
+    if size is None: raise ValueError("a grid needs the image size: to_attribution(masker, size=(H, W)) (e.g. size=x.shape[-2:])")
+    H, W = size
+    if isinstance(features, TokenMasker):
+        if features.model is None: raise ValueError("TokenMasker needs its model to know the token grid: TokenMasker(model)")
+        gh, gw = vit_grid(features.model, torch.empty(0, 3, H, W))
+    else: gh, gw = features.grid if isinstance(features, PatchMasker) else _grid(features)
+    if gh * gw != N: raise ValueError(f"a {gh}x{gw} grid has {gh*gw} features, but this ranking has {N}: pass the grid it was made with")
+    return F.interpolate(v.view(B, 1, gh, gw), size=(H, W), mode="nearest")

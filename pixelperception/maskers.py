@@ -95,10 +95,15 @@ class Masker:
         return out.view(B, K, -1)
 
 # %% ../nbs/30_maskers.ipynb #00327aca
-def _fill(fill, x):
+def _fill(fill, x, b=None):
+    "The fill as a tensor that broadcasts against x[b]: a number, one value per channel, or images like x (captum's baselines)"
     f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if f.dim() == 4:   # one image per input ([B,C,H,W]) or one for all ([1,C,H,W]), as captum's baselines
+        if f.shape[1:] != x.shape[1:] or f.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"a fill (baselines) image must be [1,C,H,W] or [B,C,H,W] = {list(x.shape)} like x, got {list(f.shape)}")
+        return f if f.shape[0] == 1 or b is None else f[b]
     if f.dim() > 1 or (f.dim() == 1 and f.shape[0] not in (1, x.shape[1])):
-        raise ValueError(f"fill must be a number or one value per channel ({x.shape[1]}), got shape {tuple(f.shape)}")
+        raise ValueError(f"fill must be a number, one value per channel ({x.shape[1]}) or images [B,C,H,W] like x, got shape {tuple(f.shape)}")
     return f.reshape(1, -1, 1, 1)
 
 def _grid(grid):
@@ -118,7 +123,7 @@ def _pool_grid(heat, x, gh, gw):
 class PatchMasker(Masker):
     "Pixel masking of a g x g grid of patches: hidden patches take `fill` (in the normalised input)"
     def __init__(self, grid=8, # patches per side (int) or (rows, cols)
-                 fill=0., # value of hidden pixels: a number or one per channel (normalised space)
+                 fill=0., # value of hidden pixels: a number, one per channel, or images [B,C,H,W] (normalised space)
                  batch_size:int=256): # forward passes per chunk
         super().__init__(batch_size)
         self.grid, self.fill = _grid(grid), fill
@@ -136,7 +141,7 @@ class PatchMasker(Masker):
         return keep.view(R, gh, 1, gw, 1).expand(R, gh, H // gh, gw, W // gw).reshape(R, H, W)
     def forward_rows(self, model, x, groups, b, keep, state):
         m = self.masks(keep, *x.shape[-2:])
-        return model(torch.where(m[:, None], x[b], _fill(self.fill, x)))
+        return model(torch.where(m[:, None], x[b], _fill(self.fill, x, b)))
     def pool(self, heat, x, groups=None): 
         "Average a per-pixel (or coarser) map over each patch: [B,N]"
         return _pool_grid(heat, x, *self.grid)
@@ -144,7 +149,7 @@ class PatchMasker(Masker):
 # %% ../nbs/30_maskers.ipynb #881f5081
 class GroupMasker(Masker):
     "Pixel masking of superpixels: hidden groups take `fill` (in the normalised input)"
-    def __init__(self, fill=0., # value of hidden pixels: a number or one per channel (normalised space)
+    def __init__(self, fill=0., # value of hidden pixels: a number, one per channel, or images [B,C,H,W] (normalised space)
                  batch_size:int=256, # forward passes per chunk
                  n_groups:int=None): # pad N to at least this many groups (a fixed width across batches)
         super().__init__(batch_size)
@@ -163,7 +168,7 @@ class GroupMasker(Masker):
         return max(int(groups.max()) + 1, self.n_groups or 0)
     def forward_rows(self, model, x, groups, b, keep, state):
         m = to_pixels(keep, groups[b])
-        return model(torch.where(m[:, None], x[b], _fill(self.fill, x)))
+        return model(torch.where(m[:, None], x[b], _fill(self.fill, x, b)))
     def pool(self, heat, x, groups=None):
         "Average a per-pixel (or coarser) map over each group: [B,G]"
         N = self.n_features(x, groups)

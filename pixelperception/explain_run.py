@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/explain_run.html.md"""
 
 # %% ../nbs/34_explain_run.ipynb #0461fa25
 from __future__ import annotations
-import json, os, tempfile, time
+import json, os, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
@@ -18,11 +18,12 @@ from .cam import GradCAM, AttentionRollout
 from .cifar_resnet import resnet20, load_resnet20, load_image_folder
 from .metrics import ranking_curves
 from .files import atomic_write, new_run_dir
+from .zoo import normalization
 from dataclasses import replace
 from .distributed import init_distributed, world, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
 # %% auto #0
-__all__ = ['METHODS', 'CURVE_FREE', 'build_model', 'explain']
+__all__ = ['METHODS', 'CURVE_FREE', 'build_model', 'input_normalization', 'explain']
 
 # %% ../nbs/34_explain_run.ipynb #80f6abe0
 METHODS = {'moxi': MoXI, 'self-shapley': SelfShapley, 'sampled-shapley': SampledShapley,
@@ -53,6 +54,25 @@ def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchv
     if weights is not None: model.load_state_dict(_state_dict(weights))
     return model.eval()
 
+# %% ../nbs/34_explain_run.ipynb #8b9ba69d
+def _channels(v, name):
+    "Three floats from '0.5,0.4,0.3', a number or a sequence"
+    vals = [float(s) for s in v.split(',')] if isinstance(v, str) else [float(v)] if isinstance(v, (int, float)) else [float(s) for s in v]
+    if len(vals) == 1: vals *= 3
+    if len(vals) != 3: raise ValueError(f"{name} must be 3 comma-separated numbers (one per RGB channel) or one number, got {v!r}")
+    return tuple(vals)
+
+def input_normalization(arch:str, # the model's name, as for `build_model`
+                        mean=None, # override: 3 numbers (a string '0.49,0.48,0.45', a sequence) or one
+                        std=None, # override, likewise
+                       ) -> tuple: # (mean, std), each a 3-tuple
+    "The normalisation of the model's inputs: the overrides, else the model's (zoo, timm), else ImageNet's"
+    try: m0, s0 = normalization(arch)
+    except ValueError: m0, s0 = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = (m0 if mean is None else _channels(mean, 'mean')), (s0 if std is None else _channels(std, 'std'))
+    if min(std) <= 0: raise ValueError(f"std must be positive, got {std}")
+    return tuple(mean), tuple(std)
+
 # %% ../nbs/34_explain_run.ipynb #f41e7828
 def _parse_methods(methods, model):
     names = [m.strip().lower() for m in methods.split(',') if m.strip()]
@@ -61,8 +81,8 @@ def _parse_methods(methods, model):
     if 'rollout' in names and vit_kind(model) is None: raise ValueError("attention rollout needs a ViT: drop 'rollout' from methods for this model")
     return names
 
-def _masker(features, grid, fill, batch_size, model):
-    fillv = black_fill() if fill == 'black' else 0. if fill == 'zero' else None
+def _masker(features, grid, fill, batch_size, model, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    fillv = black_fill(mean, std) if fill == 'black' else 0. if fill == 'zero' else None
     if fillv is None: raise ValueError(f"fill must be 'zero' (0 in the normalised input) or 'black', got {fill!r}")
     if features == 'patches': return PatchMasker(grid, fill=fillv, batch_size=batch_size)
     if features == 'tokens': return TokenMasker(model, batch_size=batch_size)
@@ -89,6 +109,8 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
             batch_size:int=256, # forward passes per chunk
             chunk:int=10, # images explained together (the unit of work shared among processes; progress-bar granularity)
             seed:int=0, # seed of random orders and Shapley sampling
+            mean:str=None, # input normalisation mean, e.g. '0.49,0.48,0.45' (default: the model's, else ImageNet's)
+            std:str=None, # input normalisation std, likewise
             out:Path='explain_runs', # parent folder; each run gets a new sub-folder
             figures:bool=True, # write the PNG figures and report.md
             progress:bool=True, # show a progress bar
@@ -98,21 +120,25 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     if target not in ('label', 'pred'): raise ValueError(f"target must be 'label' or 'pred', got {target!r}")
     if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
     if chunk < 1: raise ValueError(f"chunk must be >= 1, got {chunk}")
+    mean, std = input_normalization(arch, mean, std)
     init_distributed()   # under torchrun: the chunks of images are shared among the processes
-    x, y, classes, files = load_image_folder(data, n=n_images, size=size)
+    x, y, classes, files = load_image_folder(data, n=n_images, size=size, mean=mean, std=std)
     model = build_model(arch, weights, num_classes=len(classes), img_size=size)
+    if weights is None and is_rank0():
+        warnings.warn(f"no weights given: this explains a randomly initialised {arch}, whose explanations say nothing about a trained "
+                      f"model; pass weights=FILE (--weights FILE) to explain yours", UserWarning, stacklevel=2)
     if weights is not None:
         with torch.inference_mode(): C = model(x[:1]).shape[-1]
         if C != len(classes): raise ValueError(f"the model has {C} classes but {data} has {len(classes)} class folders")
     names = _parse_methods(methods, model)
-    masker = _masker(features, grid, fill, batch_size, model)
+    masker = _masker(features, grid, fill, batch_size, model, mean, std)
     starts = list(range(0, len(x), chunk))
     mine = shard(len(starts))   # this process's chunks: c % world size == rank
     sl = lambda c: slice(starts[c], starts[c] + chunk)
     local = {c: dict(groups=None) for c in mine}
     if features == 'superpixels':
         for c in mine:
-            imgs = (denormalize(x[sl(c)]).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            imgs = (denormalize(x[sl(c)], mean, std).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
             local[c]['groups'] = torch.from_numpy(np.stack([slic_groups(im, n_segments) for im in imgs]))
         # one feature width for all chunks of images, on every process
         masker.n_groups = max(all_gather(max((int(r['groups'].max()) + 1 for r in local.values()), default=0)))
@@ -144,7 +170,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
                                settings=dict(data=str(data), arch=arch, weights=None if weights is None else str(weights), methods=names,
                                              curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
                                              fill=fill, target=target, reward=reward, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
-                                             seed=seed)) if is_rank0() else None
+                                             seed=seed, mean=list(mean), std=list(std))) if is_rank0() else None
     summary = broadcast_object(summary)
     return {**summary, 'run_dir': str(run_dir)}
 
@@ -175,7 +201,7 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary):
     for c, r in res.items():
         fig = plot_curves(r); atomic_write(run_dir/f'curves_{c}.png', lambda p: fig.savefig(p, format='png', dpi=100)); plt.close(fig)
     n = min(4, len(x)); c0 = next(iter(res))
-    fig = show_heatmaps(denormalize(x[:n]), {m: o[c0][:n] for m, o in orders.items()}, groups=None if groups is None else groups[:n], grid=grid)
+    fig = show_heatmaps(denormalize(x[:n], summary['settings']['mean'], summary['settings']['std']), {m: o[c0][:n] for m, o in orders.items()}, groups=None if groups is None else groups[:n], grid=grid)
     atomic_write(run_dir/'heatmaps.png', lambda p: fig.savefig(p, format='png', dpi=100)); plt.close(fig)
     k, s = summary['settings']['top_k'], summary['settings']
     lines = [f"# Explanation run: {s['arch']} on {s['data']}", "",

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #39da4a6f
 from __future__ import annotations
-import importlib, inspect, os, sys, traceback
+import importlib, inspect, os, sys, traceback, warnings
 from pathlib import Path
 from fastcore.script import anno_parser
 
@@ -115,6 +115,13 @@ def _usage():
 DISTRIBUTED = ('train', 'evaluate', 'explain')   # commands that share their work among torchrun's processes
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, KeyError, FloatingPointError)
 
+def _warning_line(show):
+    "A `warnings.showwarning` that prints our own UserWarnings as one line, `pxp: warning: ...`, and passes others to `show`"
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and 'pixelperception' in str(filename): print(f"pxp: warning: {message}", file=sys.stderr)
+        else: show(message, category, filename, lineno, file, line)
+    return _show
+
 # %% ../nbs/90_cli.ipynb #b1701672
 def main(argv:list=None # arguments (default: sys.argv[1:])
         ) -> int: # exit code
@@ -135,7 +142,10 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
     args = vars(anno_parser(func, prog=f'pxp {cmd}').parse_args(argv[n:]))
     params = inspect.signature(func).parameters
     rank = int(os.environ.get('RANK', '0'))   # set by torchrun / accelerate launch
-    try: res = func(**{k: v for k, v in args.items() if k in params})   # anno_parser adds --pdb/--xtra: not ours
+    try:
+        with warnings.catch_warnings():   # restores showwarning on the way out
+            warnings.showwarning = _warning_line(warnings.showwarning)
+            res = func(**{k: v for k, v in args.items() if k in params})   # anno_parser adds --pdb/--xtra: not ours
     except USER_ERRORS as e:
         if os.environ.get('PXP_DEBUG'): traceback.print_exc()
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -1,1 +1,42 @@
+"""Image classifiers that explain themselves: P2P (interpretable by design) and MoXI (game-theoretic explanations), on fastai.
+
+The public API, importable from the package: `from pixelperception import MoXI, PatchMasker, P2P, train, load_run`.
+Names load their module on first use, so `import pixelperception` (and `pxp --help`) stays fast. This file is written
+by hand, not exported by nbdev (nbdev-export only keeps `__version__` in it); each name is documented in its notebook."""
 __version__ = "0.0.1"
+
+import importlib as _importlib, sys as _sys, types as _types
+
+_API = {   # module -> its public names
+    'explain': ('Ranking', 'Explainer', 'MoXI', 'SelfShapley', 'SampledShapley', 'RandomOrder', 'feature_groups'),
+    'maskers': ('PatchMasker', 'GroupMasker', 'TokenMasker'),
+    'cam': ('GradCAM', 'AttentionRollout'),
+    'interop': ('quantus_explain_func',),
+    'model': ('P2P',),
+    'train': ('train', 'load_run', 'evaluate_run'),
+    'zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
+            'register_selector', 'normalization'),
+    'recipes': ('list_recipes',),
+    'data': ('get_dls', 'get_eval_dl'),
+    'superpixels': ('slic_groups',),
+    'metrics': ('ranking_curves',),
+    'explain_run': ('build_model',),
+}
+_WHERE = {name: mod for mod, names in _API.items() for name in names}
+__all__ = list(_WHERE)
+
+def __getattr__(name):
+    if name not in _WHERE: raise AttributeError(f"module 'pixelperception' has no attribute {name!r}")
+    obj = getattr(_importlib.import_module(f'pixelperception.{_WHERE[name]}'), name)
+    globals()[name] = obj
+    return obj
+
+def __dir__(): return sorted(set(globals()) | set(__all__))
+
+class _Package(_types.ModuleType):
+    "`pixelperception.train` is the function: importing the submodule of the same name must not replace it"
+    def __setattr__(self, name, value):
+        if isinstance(value, _types.ModuleType) and _WHERE.get(name, '') == name == value.__name__.rpartition('.')[2]: return
+        super().__setattr__(name, value)
+
+_sys.modules[__name__].__class__ = _Package

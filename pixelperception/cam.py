@@ -58,7 +58,7 @@ class GradCAM(Explainer):
         x = _plain(x).to(_device(self.model))
         layer, use_input, P = self._hook_point(x)
         maps = []
-        for i in self.steps(range(0, len(x), self.batch_size), len(x), show_progress):
+        for i in self.progress(range(0, len(x), self.batch_size), len(x), show_progress):
             xb, store = x[i:i + self.batch_size].clone().requires_grad_(True), {}
             def hook(m, args, out=None): store['a'] = args[0] if use_input else out
             h = layer.register_forward_pre_hook(hook) if use_input else layer.register_forward_hook(hook)
@@ -158,7 +158,7 @@ class AttentionRollout(Explainer):
         gh, gw = vit_grid(self.model, x)
         P = self.model.num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
         out = []
-        for i in self.steps(range(0, len(x), self.batch_size), len(x), show_progress):
+        for i in self.progress(range(0, len(x), self.batch_size), len(x), show_progress):
             xb = x[i:i + self.batch_size]
             out.append(rollout(attention_maps(self.model, xb), self.normalize)[:, 0, P:].float().view(len(xb), gh, gw))
             self.n_evals += len(xb)

@@ -67,7 +67,7 @@ class Explainer:
         self.n_evals += self.masker.n_evals - n0
         return self.reward(logits, target[:, None].expand(keep.shape[:2])), logits
 
-    def steps(self, it, # the explainer's outer loop (greedy steps, rounds, blocks of images)
+    def progress(self, it, # the explainer's outer loop (greedy steps, rounds, blocks of features, batches of images)
               n_images:int, # images explained together (shown in the label)
               show:bool=False): # show a progress bar
         "`it`, behind a fastprogress bar labelled with the method and the image count when `show`"
@@ -147,7 +147,7 @@ class SelfShapley(Explainer):
         B, k = x.shape[0], max(1, self.batch_size // x.shape[0])   # features per block: about one chunk of forward passes
         eye = torch.eye(N, dtype=torch.bool, device=x.device)
         keep = (eye if ins else ~eye).expand(B, N, N)
-        v = torch.cat([self.value(x, keep[:, s:s + k], target, groups)[0] for s in self.steps(range(0, N, k), B, show_progress)], 1)
+        v = torch.cat([self.value(x, keep[:, s:s + k], target, groups)[0] for s in self.progress(range(0, N, k), B, show_progress)], 1)
         return Ranking(scores_to_order(v, descending=ins), v)
 
 # %% ../nbs/31_explain.ipynb #afe30ed3
@@ -178,7 +178,7 @@ class MoXI(Explainer):
         order = torch.full((B, N), -1, dtype=torch.long, device=dev)
         scores = torch.full((B, N), float('nan'), device=dev)
         active = torch.arange(B, device=dev)
-        for t in self.steps(range(N), B, show_progress):
+        for t in self.progress(range(N), B, show_progress):
             Ba = len(active)
             pick, j, cand, v, lg = self.step(x[active], target[active], chosen[active],
                                              None if groups is None else groups[active], curve)
@@ -242,7 +242,7 @@ class SampledShapley(Explainer):
         B, dev = x.shape[0], x.device
         eye = torch.eye(N, dtype=torch.bool)
         phi = torch.zeros(B, N, device=dev)
-        for _ in self.steps(range(self.n_rounds), B, show_progress):
+        for _ in self.progress(range(self.n_rounds), B, show_progress):
             size = (torch.rand(B, generator=g) * (N - 1)).floor().long()             # |S| = floor((N-1) r)
             u = torch.rand(B, N, N, generator=g).masked_fill(eye, 2.)                # feature i never in its own S
             S = u.argsort(-1).argsort(-1) < size[:, None, None]                       # the |S| smallest draws

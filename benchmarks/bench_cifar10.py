@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cifar10.py                       # all arms, the time of the `cpu` recipe's budget each
     python benchmarks/bench_cifar10.py --minutes 5 --arms cpu --n-train 5000   # a quick look
+    python benchmarks/bench_cifar10.py --arms '' --measure 'candidate=runs/train-...' --merge OLD/results.json   # measure a finished run
 
 Arms (the data and weights are ../shared's: 50,000 JPEG training images, 1,000 test images, the ResNet-20 checkpoint):
   blackbox  the ResNet-20 as it is, and the same network fine-tuned on whole JPEG training images (one-cycle, as many
@@ -202,6 +203,8 @@ def main():
     p.add_argument('--paper-epochs', type=int, default=6, help="epochs of the paper arm (the seed's 100 scaled to the time: "
                    "6 epochs of ~210 s fit 19 minutes on the 2-core development machine; 100 leaves its annealing at its first step)")
     p.add_argument('--merge', type=Path, nargs='*', default=[], help='results.json files of earlier runs: their arms join the table')
+    p.add_argument('--measure', nargs='*', default=[], metavar='LABEL=RUN',
+                   help='finished `pxp train` run folders to measure as extra arms (not trained here: their wall time is the run\'s own)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--cache', type=Path, default=Path.home()/'.cache'/'pixelperception'/'superpixel_cache')
@@ -220,7 +223,14 @@ def main():
         old = json.loads(Path(f).read_text())
         for k, v in old.items():
             if isinstance(v, dict) and k not in ('machine',): results[k if k not in a.arms.split(',') else f'{k} (earlier)'] = v
-    for arm in a.arms.split(','):
+    for spec in a.measure:   # runs trained elsewhere (e.g. a recipe candidate): measured on the same test images
+        label, _, run = spec.partition('=')
+        if not run or not (Path(run)/'metrics.json').is_file(): raise SystemExit(f"--measure {spec!r}: expected LABEL=RUN_FOLDER of a finished pxp train run")
+        print(f"== measuring {label}: {run}", flush=True)
+        total = json.loads((Path(run)/'metrics.json').read_text())['timing']['total_s']
+        results[label] = dict(run=str(run), wall_s=total, **measure_run(run, a, out/label.replace(' ', '_')))
+        atomic_write(out/'results.json', lambda t: Path(t).write_text(json.dumps(results, indent=2, default=str)))
+    for arm in [x for x in a.arms.split(',') if x]:
         print(f"== {arm} ({minutes} min)", flush=True)
         results[arm] = blackbox(a, minutes, out) if arm == 'blackbox' else p2p_arm(a, arm, minutes, out)
         atomic_write(out/'results.json', lambda t: Path(t).write_text(json.dumps(results, indent=2, default=str)))

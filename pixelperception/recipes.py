@@ -87,6 +87,7 @@ def cpu(dataset, classifier):
 
 # The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`):
 # 4 epochs of ~4.5 min on the 2-core machine fit the 25-minute target with the superpixels and the evaluation; the budget
-# stops a slower machine after the epoch that passes 21 minutes
-_CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=4, learning_rate=2e-3, classifier_lr_mult=0.1, keep_init=0.,
+# stops a slower machine after the epoch that passes 21 minutes. The classifier learns at half the selector's rate: at a tenth
+# it reached 0.831 at δ = 0.9 keeping 50.8 %, at half 0.846 keeping 48.9 % (the same 4 epochs)
+_CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=4, learning_rate=2e-3, classifier_lr_mult=0.5, keep_init=0.,
                          tau_prior=False, time_budget=21.)

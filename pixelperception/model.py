@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.distributions import RelaxedBernoulli
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .superpixels import group_pool, group_sizes, to_pixels
+from .files import load_torch
 
 # %% auto #0
 __all__ = ['load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector', 'group_distribution', 'pd_jitter',
@@ -35,7 +36,7 @@ def load_state(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"model_path {str(path)!r} is not a file: download the weights (a .pth/.pt/.bin state dict) "
                                 "on a machine with internet, copy it here and pass its path as model_path, or use pretrained=False")
-    sd = torch.load(path, map_location='cpu', weights_only=True)
+    sd = load_torch(path, 'weights', "copy the weights file again (a .pth/.pt/.bin state dict), or pass another model_path")
     for k in ('state_dict', 'model', 'model_state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
     if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")

@@ -7,13 +7,15 @@ Docs: https://pixelperception.github.io/pixelperception/explain.html.md"""
 # %% ../nbs/31_explain.ipynb #032bad9b
 from __future__ import annotations
 from typing import NamedTuple
-import math, torch
+import inspect, math, torch
 from torch import Tensor
 from fastcore.basics import patch
 from .maskers import Masker, TokenMasker, get_reward, check_target, vit_kind, _plain
+from .files import check_logits
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley',
+           'RandomOrder']
 
 # %% ../nbs/31_explain.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -56,7 +58,7 @@ class Explainer:
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
         if groups is not None: groups = _plain(groups).to(x.device)
         N = self.masker.n_features(x, groups, model=self.model)
-        with torch.inference_mode(): logits = self.model(x)
+        with torch.inference_mode(): logits = check_logits(self.model(x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
         self.n_evals += x.shape[0]
         return x, groups, check_target(target, logits), logits, N
 
@@ -72,14 +74,26 @@ class Explainer:
     def __repr__(self): return f"{type(self).__name__}(masker={self.masker}, batch_size={self.batch_size})"
 
 def _counted(f):
-    "Record the evaluations per image of an `attribute` call"
+    "Record the evaluations per image of an `attribute` call, and put features absent from an image last in its order (`absent_last`)"
+    sig = inspect.signature(f)
     def _inner(self, x, *args, **kwargs):
         n0 = self.n_evals
         res = f(self, x, *args, **kwargs)
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
-        return res
+        groups = sig.bind(self, x, *args, **kwargs).arguments.get('groups')
+        return absent_last(res, self.masker.present(_plain(x), groups) if hasattr(self.masker, 'present') else None)
     _inner.__doc__, _inner.__name__, _inner.__wrapped__ = f.__doc__, f.__name__, f
     return _inner
+
+def absent_last(r:Ranking, # an explainer's ranking
+                present:Tensor=None, # bool [B,N]: features that exist in each image (None: all)
+               ) -> Ranking: # the same order with absent features moved to the end; their scores NaN
+    "Features absent from an image (superpixel ids it does not have) are no part of its explanation: last in the order, score NaN"
+    if present is None: return r
+    present = present.to(r.order.device)
+    if present.all(): return r
+    idx = torch.sort((~present.gather(1, r.order)).long(), dim=1, stable=True).indices   # present first, in their order
+    return Ranking(r.order.gather(1, idx), r.scores.float().masked_fill(~present.to(r.scores.device), float('nan')))
 
 # %% ../nbs/31_explain.ipynb #a0cc48dd
 class SelfShapley(Explainer):

@@ -144,7 +144,12 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
               f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2
     func = _resolve(COMMANDS[cmd][0])
-    args = vars(anno_parser(func, prog=f'pxp {cmd}').parse_args(argv[n:]))
+    parser = anno_parser(func, prog=f'pxp {cmd}')
+    def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
+        print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
+    parser.error = _bad_option
+    try: args = vars(parser.parse_args(argv[n:]))
+    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
     params = inspect.signature(func).parameters
     rank = int(os.environ.get('RANK', '0'))   # set by torchrun / accelerate launch
     who = f"pxp{f' (rank {rank})' if rank else ''}"

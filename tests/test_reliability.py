@@ -258,6 +258,10 @@ def test_class_count_mismatch_names_the_fix(tmp_path, capsys):
     rc, _, err = pxp(capsys, 'explain', imgs, '--weights', weights(tmp_path, resnet20(10)), '--out', tmp_path/'out')
     one_error(rc, err, 'the model has 10 classes but', 'has 2 class folders', 'pass the data the model was trained on')
 
+def test_bad_option_syntax_is_one_line(tmp_path, capsys):
+    one_error(*pxp(capsys, 'train', '--epochs', 'two')[::2], "argument --epochs: invalid int value: 'two'", 'see `pxp train --help`')
+    one_error(*pxp(capsys, 'evaluate', tmp_path, '--no-such-option')[::2], 'unrecognized arguments: --no-such-option', 'see `pxp evaluate --help`')
+
 def test_debug_flag_shows_the_traceback(tmp_path, capsys):
     rc, _, err = pxp(capsys, '--debug', 'train', '--batch-size', 0, '--data-path', tmp_path)
     assert rc == 2 and 'Traceback' in err and err.strip().splitlines()[-1].startswith('pxp: error: batch_size')

@@ -137,8 +137,7 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
         cmd = ' '.join(argv[:n])
         if cmd in COMMANDS: break
     else:
-        print(_usage(), file=sys.stderr)
-        print(f"\npxp: error: unknown command {' '.join(argv[:2])!r}", file=sys.stderr); return 2
+        print(f"pxp: error: unknown command {' '.join(argv[:2])!r}: use one of {', '.join(COMMANDS)} (`pxp --help` describes them)", file=sys.stderr); return 2
     if cmd == 'explain' and len(argv) > 1 and (Path(argv[1])/'config.json').is_file(): cmd = 'explain-p2p'   # a `pxp train` run
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and cmd not in DISTRIBUTED:   # each process would redo it all
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "

@@ -261,6 +261,7 @@ def test_class_count_mismatch_names_the_fix(tmp_path, capsys):
 def test_bad_option_syntax_is_one_line(tmp_path, capsys):
     one_error(*pxp(capsys, 'train', '--epochs', 'two')[::2], "argument --epochs: invalid int value: 'two'", 'see `pxp train --help`')
     one_error(*pxp(capsys, 'evaluate', tmp_path, '--no-such-option')[::2], 'unrecognized arguments: --no-such-option', 'see `pxp evaluate --help`')
+    one_error(*pxp(capsys, 'teleport')[::2], "unknown command 'teleport': use one of train,", '`pxp --help`')
 
 def test_debug_flag_shows_the_traceback(tmp_path, capsys):
     rc, _, err = pxp(capsys, '--debug', 'train', '--batch-size', 0, '--data-path', tmp_path)

@@ -342,6 +342,8 @@ def _check_complete(run:Path):
              f"train again (delete {run}: it holds no model)")
     if state == 'running' and _pid_alive(st):
         raise PxpError(f"{run} is still running (process {st['pid']}, started {st.get('time')})", "wait until it has finished, then evaluate it")
+    if state == 'running' and st.get('host') not in (None, socket.gethostname()):
+        raise PxpError(f"{run} is incomplete: the run started on {st['host']} at {st.get('time')} has not finished", f"if it is still running there, wait; else {again}")
     if state == 'running': raise PxpError(f"{run} is incomplete: the run was killed before it finished (started {st.get('time')}, no model written)", again)
     raise PxpError(f"{run} is incomplete: the run {state} ({st.get('error', 'no error recorded')})", again)
 

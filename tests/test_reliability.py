@@ -249,6 +249,8 @@ def test_killed_and_failed_runs_are_named(run_copy, capsys):
     one_error(*pxp(capsys, 'evaluate', run)[::2], 'the run failed (RuntimeError: out of memory)')
     (run/'status.json').write_text(json.dumps(dict(state='running', pid=os.getpid(), host=socket.gethostname())))
     one_error(*pxp(capsys, 'evaluate', run)[::2], 'is still running', 'wait until it has finished')
+    (run/'status.json').write_text(json.dumps(dict(state='running', pid=1, host='another-machine', time='t0')))
+    one_error(*pxp(capsys, 'evaluate', run)[::2], 'the run started on another-machine at t0 has not finished', 'if it is still running there, wait')
     (run/'status.json').unlink()                                      # a run from before status.json: still not blamed on save_model
     line = one_error(*pxp(capsys, 'evaluate', run)[::2], 'has no model.pth: the run did not finish')
     assert 'save_model' not in line

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import inspect, math, torch
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, TokenMasker, get_reward, check_target, vit_kind, _plain
+from .maskers import Masker, TokenMasker, get_reward, check_target, vit_kind, present_first, _plain
 from .files import check_logits
 
 # %% auto #0
@@ -92,8 +92,7 @@ def absent_last(r:Ranking, # an explainer's ranking
     if present is None: return r
     present = present.to(r.order.device)
     if present.all(): return r
-    idx = torch.sort((~present.gather(1, r.order)).long(), dim=1, stable=True).indices   # present first, in their order
-    return Ranking(r.order.gather(1, idx), r.scores.float().masked_fill(~present.to(r.scores.device), float('nan')))
+    return Ranking(present_first(r.order, present), r.scores.float().masked_fill(~present.to(r.scores.device), float('nan')))
 
 # %% ../nbs/31_explain.ipynb #a0cc48dd
 class SelfShapley(Explainer):

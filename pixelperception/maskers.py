@@ -13,7 +13,7 @@ from .files import check_logits
 
 # %% auto #0
 __all__ = ['REWARDS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker', 'GroupMasker',
-           'vit_kind', 'vit_grid', 'TokenMasker']
+           'present_first', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -177,6 +177,13 @@ class GroupMasker(Masker):
         if heat.dim() == 4: heat = heat[:, 0]
         if heat.shape[-2:] != x.shape[-2:]: heat = F.interpolate(heat[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
         return group_pool(heat, _plain(groups).to(heat.device), n_groups=N)
+
+def present_first(orders:Tensor, # [B,N] feature ids, most important first
+                  present:Tensor, # bool [B,N]: the features each image has (`Masker.present`)
+                 ) -> Tensor: # [B,N] the same orders, absent features moved to the end
+    "Orders with the features each image has first, in their ranked order, and the absent ones last"
+    idx = torch.sort((~present.to(orders.device).gather(1, orders)).long(), dim=1, stable=True).indices
+    return orders.gather(1, idx)
 
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
 def vit_kind(model) -> str|None:

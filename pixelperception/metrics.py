@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score, average_precision_score
 from fastcore.basics import patch
 from .superpixels import group_sizes
 from .files import check_logits, check_finite
+from .maskers import present_first
 
 # %% auto #0
 __all__ = ['PXAP_BIN_WIDTH', 'P2P_THRESHOLDS', 'correct', 'accuracy', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'PxAP',
@@ -333,11 +334,6 @@ def _check_orders(orders, B, N):
         raise ValueError(f"each row of orders must be a permutation of 0..{N-1} (every feature ranked exactly once)")
     return orders.long()
 
-def _present_first(orders, present):
-    "Orders with the features each image has first, in their ranked order (absent ones last)"
-    idx = torch.sort((~present.gather(1, orders)).long(), dim=1, stable=True).indices
-    return orders.gather(1, idx)
-
 def _own_steps(ks, N, present, B):
     "[B,K] numbers of features per image: k where every image has all N, else round(k/N · N_b) of its own N_b features"
     if present is None or present.all(): return ks[None].expand(B, -1)
@@ -390,7 +386,7 @@ def ranking_curves(model, # classifier called by the masker
         if _shape(target) != (B,): raise ValueError(f"target must be [B] = [{B}] class ids, got shape {_shape(target)}")
         sel = (full == target).nonzero()[:, 0] if only_correct else torch.arange(B, device=x.device)
         kb = _own_steps(ks.to(x.device), N, present, B)                      # [B,K] each image's own k at x = k/N
-        if present is not None: orders = _present_first(orders, present.to(x.device))
+        if present is not None: orders = present_first(orders, present)
         keep = ranking_keep(orders[sel], kb[sel], curve)                       # [B',K,N]
         Bs, K = keep.shape[:2]
         bi, kc = max(1, batch_size // K), min(K, batch_size)                  # images x subsets per call <= batch_size

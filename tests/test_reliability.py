@@ -121,6 +121,19 @@ def test_interrupted_coco10_build_is_refused(tmp_path, capsys, monkeypatch):
     items, _ = dataset_items('coco10', tmp_path/'data', 'train')
     assert len(items.vocab) == 10
 
+def test_interrupted_imagenet9_build_is_refused(tmp_path, capsys):
+    from pixelperception.imagenet9 import fake_imagenet9, build_imagenet9
+    from pixelperception.data import dataset_items
+    fx = fake_imagenet9(tmp_path/'data', n_train=1, n_val=1, n_test=1)
+    build_imagenet9(fx['imagenet'], fx['pkl_dir'], fx['pkl_dir'], progress=False)
+    (fx['pkl_dir']/'imagenet9.json').unlink()                        # a complete build from before the completion record: accepted
+    assert len(dataset_items('imagenet9', tmp_path/'data', 'train')[0]) == 9
+    next((fx['pkl_dir']/'val').rglob('*.JPEG')).unlink()            # now interrupted, and ImageNet is not there to finish it
+    shutil.rmtree(fx['imagenet'])
+    rc, _, err = pxp(capsys, 'train', '--dataset', 'imagenet9', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs', *TINY_ARGS)
+    one_error(rc, err, 'the ImageNet-9 build in', 'is incomplete', f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {fx['pkl_dir']}")
+    assert not (tmp_path/'runs').exists()
+
 def test_superpixel_padding_groups_come_last(tmp_path, capsys):
     "Images with fewer superpixels than the widest one: their absent groups are last in every order, never ranked among real ones"
     rc, out, err = pxp(capsys, 'explain', folder(tmp_path, n=2), '--features', 'superpixels', '--n-segments', 12, '--methods', 'moxi,self-shapley,random',

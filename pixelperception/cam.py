@@ -10,6 +10,7 @@ import torch, torch.nn as nn
 from torch import Tensor
 from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, check_target, _plain
 from .explain import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
+from .files import check_logits, check_finite
 
 # %% auto #0
 __all__ = ['last_conv_stage', 'GradCAM', 'attention_maps', 'rollout', 'AttentionRollout']
@@ -64,7 +65,7 @@ class GradCAM(Explainer):
             h = layer.register_forward_pre_hook(hook) if use_input else layer.register_forward_hook(hook)
             try:
                 with torch.enable_grad():
-                    logits = self.model(xb)
+                    logits = check_logits(self.model(xb), len(xb))   # NaN or a tuple: one clear error
                     t = check_target(None if target is None else _slice_target(target, i, len(xb)), logits.detach())
                     a = store['a']
                     g, = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
@@ -89,7 +90,7 @@ class GradCAM(Explainer):
         x = _plain(x).to(_device(self.model))
         if groups is not None: groups = _plain(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)   # validates grid / groups / ViT
-        scores = _pool(self.masker, self.heatmap(x, target, show_progress), x, groups, self.model)
+        scores = check_finite(_pool(self.masker, self.heatmap(x, target, show_progress), x, groups, self.model), 'the Grad-CAM scores')
         return Ranking(scores_to_order(scores), scores)
 
 def _slice_target(target, i, n):

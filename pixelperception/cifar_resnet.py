@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from .data import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
+from .files import load_torch, load_matching, read_image, check_number, PxpError
 
 # %% auto #0
 __all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
@@ -60,12 +61,13 @@ def load_resnet20(path, # checkpoint `{"state_dict": ...}` (keys may carry a `mo
     "Build a ResNet-20 and load pretrained CIFAR-10 weights"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no ResNet-20 weights at {path} (expected e.g. ../shared/weights/resnet20-cifar10.th)")
-    sd = torch.load(path, map_location=map_location, weights_only=True)
-    sd = sd.get('state_dict', sd)
+    fix = "pass a CIFAR ResNet-20 checkpoint (a state dict, or {'state_dict': ...}), e.g. ../shared/weights/resnet20-cifar10.th"
+    sd = load_torch(path, 'ResNet-20 weights', fix, map_location=map_location)
+    sd = sd.get('state_dict', sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict) or not isinstance(sd.get('linear.weight', sd.get('module.linear.weight')), torch.Tensor):
+        raise PxpError(f"{path} is not a ResNet-20 state dict (no 'linear.weight' tensor)", fix)
     sd = {k.removeprefix('module.'): v for k, v in sd.items()}
-    model = resnet20(sd['linear.weight'].shape[0])
-    model.load_state_dict(sd)
-    return model.eval()
+    return load_matching(resnet20(sd['linear.weight'].shape[0]), sd, str(path), fix).eval()
 
 # %% ../nbs/33_cifar_resnet.ipynb #abead56e
 def load_image_folder(path, # ImageFolder root: one sub-folder of images per class
@@ -89,10 +91,16 @@ def load_image_folder(path, # ImageFolder root: one sub-folder of images per cla
         items = picked[:n]
     else: items = [(i, f) for i, fs in enumerate(files) for f in fs]
     if not items: raise ValueError(f"no images found under {path}")
+    if size is not None: check_number('size', size, 1, integer=True)
     imgs = []
     for _, f in items:
-        im = Image.open(f).convert('RGB')
+        im = Image.fromarray(read_image(f))   # 16-bit images scaled; a damaged file is one clear error naming it
         if size is not None: im = im.resize((size, size), Image.BILINEAR)
         imgs.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255)
+    sizes = {tuple(t.shape[1:]) for t in imgs}
+    if len(sizes) > 1:
+        ex = {tuple(t.shape[1:]): f for t, (_, f) in zip(imgs, items)}
+        raise PxpError(f"the images under {path} have {len(sizes)} different sizes (e.g. " + ', '.join(f"{f.name} {w}x{h}" for (h, w), f in list(ex.items())[:2]) + ")",
+                       "pass size=N (--size N) to resize them all to N x N")
     x = (torch.stack(imgs) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]

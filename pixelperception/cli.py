@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib, inspect, os, sys, traceback, warnings
 from pathlib import Path
 from fastcore.script import anno_parser
+from .files import PxpError, os_error_message
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'models', 'main']
@@ -38,7 +39,8 @@ def _save_preview(root, fn):
     import matplotlib.pyplot as plt, tempfile
     from pixelperception.data import SuperpixelDataset, SuperpixelDL, folder_items, SuperpixelCache
     import json
-    size = json.loads((root/'synthetic.json').read_text())['params']['size']
+    from pixelperception.files import read_json
+    size = read_json(root/'synthetic.json', 'the synthetic dataset record')['params']['size']
     items = folder_items(root/'data'/'obj'/'val', root/'data'/'obj'/'val_mask')
     ds = SuperpixelDataset(items, size=size, policy='synthetic', with_masks=True)
     sub = SuperpixelDL(ds, bs=len(ds), device='cpu', shuffle=False)
@@ -110,10 +112,11 @@ def _resolve(spec):
 def _usage():
     w = max(map(len, COMMANDS))
     lines = [f"  pxp {c:<{w}}  {h}" for c, (_, h) in COMMANDS.items()]
-    return "usage: pxp COMMAND [options]   (pxp COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
+    return ("usage: pxp [--debug] COMMAND [options]   (pxp COMMAND --help for its options; --debug or PXP_DEBUG=1: tracebacks of errors)"
+            "\n\ncommands:\n" + "\n".join(lines))
 
 DISTRIBUTED = ('train', 'evaluate', 'explain')   # commands that share their work among torchrun's processes
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, KeyError, FloatingPointError)
+USER_ERRORS = (PxpError, ValueError, OSError, KeyError, FloatingPointError)   # bad input: one line, exit code 2; anything else is a bug
 
 def _warning_line(show):
     "A `warnings.showwarning` that prints our own UserWarnings as one line, `pxp: warning: ...`, and passes others to `show`"
@@ -123,35 +126,51 @@ def _warning_line(show):
     return _show
 
 # %% ../nbs/90_cli.ipynb #b1701672
+def _one_line(e:BaseException) -> str:
+    "The message of a user error on one line: the file and reason of an `OSError`, a `KeyError`'s key, whitespace runs joined"
+    msg = os_error_message(e) or (str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) or type(e).__name__
+    return ' '.join(l.strip() for l in msg.splitlines() if l.strip())
+
+def _debug(argv) -> tuple:
+    "(debug?, argv without --debug): `pxp --debug ...` or PXP_DEBUG=1 show tracebacks"
+    return '--debug' in argv or os.environ.get('PXP_DEBUG', '') not in ('', '0'), [a for a in argv if a != '--debug']
+
 def main(argv:list=None # arguments (default: sys.argv[1:])
         ) -> int: # exit code
     "Entry point of the `pxp` command"
-    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = _debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ('-h', '--help', 'help'): print(_usage()); return 0
     for n in (2, 1):
         cmd = ' '.join(argv[:n])
         if cmd in COMMANDS: break
     else:
-        print(_usage(), file=sys.stderr)
-        print(f"\npxp: error: unknown command {' '.join(argv[:2])!r}", file=sys.stderr); return 2
+        print(f"pxp: error: unknown command {' '.join(argv[:2])!r}: use one of {', '.join(COMMANDS)} (`pxp --help` describes them)", file=sys.stderr); return 2
     if cmd == 'explain' and len(argv) > 1 and (Path(argv[1])/'config.json').is_file(): cmd = 'explain-p2p'   # a `pxp train` run
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and cmd not in DISTRIBUTED:   # each process would redo it all
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
               f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2
     func = _resolve(COMMANDS[cmd][0])
-    args = vars(anno_parser(func, prog=f'pxp {cmd}').parse_args(argv[n:]))
+    parser = anno_parser(func, prog=f'pxp {cmd}')
+    def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
+        print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
+    parser.error = _bad_option
+    try: args = vars(parser.parse_args(argv[n:]))
+    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
     params = inspect.signature(func).parameters
     rank = int(os.environ.get('RANK', '0'))   # set by torchrun / accelerate launch
+    who = f"pxp{f' (rank {rank})' if rank else ''}"
     try:
         with warnings.catch_warnings():   # restores showwarning on the way out
             warnings.showwarning = _warning_line(warnings.showwarning)
             res = func(**{k: v for k, v in args.items() if k in params})   # anno_parser adds --pdb/--xtra: not ours
     except USER_ERRORS as e:
-        if os.environ.get('PXP_DEBUG'): traceback.print_exc()
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"pxp{f' (rank {rank})' if rank else ''}: error: {msg}", file=sys.stderr); return 2
+        if debug: traceback.print_exc()
+        print(f"{who}: error: {_one_line(e)}", file=sys.stderr); return 2
     except KeyboardInterrupt:
-        print("pxp: interrupted (outputs are written atomically: nothing half-written was left)", file=sys.stderr); return 130
+        print(f"{who}: interrupted (outputs are written atomically: nothing half-written was left)", file=sys.stderr); return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"{who}: internal error (a bug, not your input): please report it with the traceback above", file=sys.stderr); return 1
     if 'torch.distributed' in sys.modules: importlib.import_module('pixelperception.distributed').teardown_distributed()
     out = res.get('run_dir') if isinstance(res, dict) else res if isinstance(res, Path) else None
     if out is not None and cmd != 'data synthetic' and not rank: print(f"results: {out}")   # once, from rank 0

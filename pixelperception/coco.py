@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
 from fastprogress.fastprogress import progress_bar
-from .files import atomic_write, remove_temps
+from .files import atomic_write, remove_temps, read_json, read_image, PxpError
 
 # %% auto #0
 __all__ = ['COCO_LAYOUTS', 'FAKE_CATEGORIES', 'PAPER_CLASSES', 'SEED_SWAPS', 'find_coco', 'fake_coco', 'category_images',
@@ -102,11 +102,29 @@ def fake_coco(path:Path, # folder to write (created)
     return path
 
 # %% ../nbs/03_coco.ipynb #f77a8ed7
+def _check_ann(d, src):
+    "A `PxpError` naming the first thing that makes `d` no COCO annotation file: missing lists or keys, ids that point nowhere"
+    fix = "pass COCO 2017's annotations/instances_train2017.json (download or extract it again if it is damaged)"
+    if not isinstance(d, dict): raise PxpError(f"{src} is not a COCO annotation file: it holds a {type(d).__name__}, not an object", fix)
+    missing = [k for k in ('images', 'annotations', 'categories') if not isinstance(d.get(k), list)]
+    if missing: raise PxpError(f"{src} is not a COCO annotation file: it has no {' / '.join(repr(k) for k in missing)} list", fix)
+    for k, need in (('categories', ('id', 'name')), ('images', ('id', 'file_name', 'width', 'height')), ('annotations', ('image_id', 'category_id'))):
+        bad = next((j for j, r in enumerate(d[k]) if not isinstance(r, dict) or any(f not in r for f in need)), None)
+        if bad is not None: raise PxpError(f"{src}: entry {bad} of {k!r} lacks one of the keys {list(need)}", fix)
+    cats, imgs = {c['id'] for c in d['categories']}, {r['id'] for r in d['images']}
+    for a in d['annotations']:
+        if a['category_id'] not in cats:
+            raise PxpError(f"{src}: annotation {a.get('id', '?')} refers to category_id {a['category_id']}, which is not among its 'categories'", fix)
+        if a['image_id'] not in imgs:
+            raise PxpError(f"{src}: annotation {a.get('id', '?')} refers to image_id {a['image_id']}, which is not among its 'images'", fix)
+
 def _quiet_coco(ann) -> COCO:
+    "A pycocotools `COCO` from an annotation file or dict, checked first (`_check_ann`), without pycocotools' printing"
     if isinstance(ann, COCO): return ann
+    d = ann if isinstance(ann, dict) else read_json(ann, 'COCO annotations', "download or extract COCO 2017's annotations again")
+    _check_ann(d, 'the annotation dict' if isinstance(ann, dict) else ann)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
-        if isinstance(ann, dict): api = COCO(); api.dataset = ann; api.createIndex(); return api
-        return COCO(str(ann))
+        api = COCO(); api.dataset = d; api.createIndex(); return api
 
 def category_images(ann, # pycocotools `COCO`, annotation dict, or path to the annotation JSON
                    ) -> dict: # {category name: set of image ids}, in annotation-file category order
@@ -184,14 +202,14 @@ def _check_args(per_class, n_train, size, min_area, max_area):
     if not (isinstance(size, int) and size >= 1): raise ValueError(f"size must be a whole number >= 1 (crop side; paper: 224), got {size!r}")
     if not 0 <= min_area < max_area <= 1: raise ValueError(f"need 0 <= min_area < max_area <= 1 (paper: 0.05 and 0.95), got {min_area!r}, {max_area!r}")
 
-def _check_manifest(out, params):
+def _check_manifest(out, params, coco=None):
     f = out/'coco10.json'
     if f.exists():
-        old = json.loads(f.read_text()).get('params')
+        old = read_json(f, 'the COCO-10 build record', f"delete {f} and build again").get('params')
         if old != params: raise ValueError(f"{out} holds a COCO-10 build with other settings ({old}); rerun with those settings to complete it, or pass a new output folder for {params}")
     elif out.is_dir() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no coco10.json: pass a new (or empty) output folder so no earlier results are overwritten")
-    else: _save_json(f, dict(params=params))
+    else: _save_json(f, dict(params=params, complete=False, coco=None if coco is None else str(coco)))   # `complete` turns true as the last write
 
 def _save_json(f, d): atomic_write(f, lambda t: Path(t).write_text(json.dumps(d, indent=1)))
 def _save_png(f, img): atomic_write(f, lambda t: img.save(t, format='PNG'))
@@ -212,9 +230,8 @@ def _eval_crop(img, size, interp):
 def _read_rgb(fn, w, h):
     "(PIL RGB image, None) or (None, reason)"
     if not fn.is_file(): return None, 'missing: no such file'
-    try:
-        with Image.open(fn) as im: img = im.convert('RGB')
-    except Exception as e: return None, f'unreadable: {type(e).__name__}: {e}'
+    try: img = Image.fromarray(read_image(fn))   # 16-bit greyscale scaled, damaged files one reason
+    except PxpError as e: return None, f'unreadable: {e.what}'
     if img.size != (w, h): return None, f'unreadable: size {img.size[0]}x{img.size[1]} differs from the annotation {w}x{h}'
     return img, None
 
@@ -269,7 +286,7 @@ def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017
     by_class = class_images(api, names)
     out = Path(out)
     params = dict(classes=names, per_class=per_class, n_train=n_train, size=size, min_area=min_area, max_area=max_area)
-    _check_manifest(out, params)
+    _check_manifest(out, params, coco)
     n_temps = remove_temps(out)
     short = {c: len(v) for c, v in by_class.items() if len(v) < per_class}
     if short:
@@ -288,7 +305,7 @@ def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017
         if what in ('train', 'val'): written, reused = written + wrote, reused + (not wrote)
     total = {k: sum(v[k] for v in counts.values()) for k in ('images', 'train', 'val', 'skipped', 'missing', 'unreadable')}
     res = dict(classes=names, counts=counts, total=total, written=written, reused=reused, removed_temps=n_temps, problems=problems)
-    _save_json(out/'coco10.json', dict(params=params, report=res))
+    _save_json(out/'coco10.json', dict(params=params, complete=True, coco=str(coco), report=res))   # last: the build is complete
     if progress: print('\n' + coco10_summary(res, out))
     if problems:
         warnings.warn(f"COCO-10: {total['missing']} missing and {total['unreadable']} unreadable images were not built, e.g. "

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #9b81c372
 from __future__ import annotations
-import copy, os
+import copy, os, shlex
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -20,15 +20,15 @@ from fastai.data.transforms import Category
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
-from .files import safe_pickle_load
-from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9
+from .files import safe_pickle_load, read_image, PxpError, check_number, read_json
+from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'black_fill',
-           'denormalize', 'Items', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask',
-           'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items', 'superpixel_cache_dir', 'get_dls',
-           'get_eval_dl']
+           'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm',
+           'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items',
+           'superpixel_cache_dir', 'get_dls', 'get_eval_dl']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -60,22 +60,31 @@ class Items:
         "Image `i` as HxWx3 uint8"
         s = self.srcs[i]
         if isinstance(s, np.ndarray): return s
-        try:
-            with Image.open(s) as im: return np.array(im.convert('RGB'))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"cannot read image {s}: {e}. Remove or replace the corrupt file.") from None
+        return read_image(s)   # 16-bit images scaled (not clipped to white); a damaged file is one clear error
 
     def mask(self, i) -> np.ndarray:
         "Ground-truth object mask `i` as HxW bool"
         m = self.mask_loader(self.masks[i])
         if m.ndim == 3 and m.shape[-1] == 1: m = m[..., 0]
         if m.ndim != 2: raise ValueError(f"mask {self.masks[i]} has shape {m.shape}: expected an HxW array")
-        return m.astype(bool)
+        return binary_mask(m, self.masks[i])
 
     def key(self, i):
         "(file, tag) identifying image `i` for the superpixel cache"
         s = self.srcs[i]
         return (s, '') if not isinstance(s, np.ndarray) else (self.key_files[i], f'#{i}')
+
+# %% ../nbs/01_data.ipynb #e180212a
+def binary_mask(m:np.ndarray, # a mask array
+                src='mask', # its file, for the message
+               ) -> np.ndarray: # bool, same shape
+    "A mask as bool: bool arrays, or values all in {0, 1} or all in {0, 255}; anything else is refused with a `PxpError`"
+    m = np.asarray(m)
+    if m.dtype == bool: return m
+    vals = np.unique(m) if m.size else np.zeros(0)
+    if np.isin(vals, (0, 1)).all() or np.isin(vals, (0, 255)).all(): return m != 0
+    raise PxpError(f"mask {src} is not binary: it holds values such as {', '.join(f'{v:g}' for v in vals[~np.isin(vals, (0, 1, 255))][:3])} (0 and 1 expected)",
+                   "save binary masks (bool, or 0/1 values), e.g. np.save(path, mask > 0.5) with the threshold that is right for your data")
 
 # %% ../nbs/01_data.ipynb #e26cc5b2
 _LAYOUT = "root/<class>/<image>.{jpg,png,...} (one folder per class)"
@@ -90,7 +99,7 @@ def folder_items(root:Path, # ImageFolder root: one sub-folder per class
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
     if not classes: raise ValueError(f"{root} has no class folders: expected {_LAYOUT}")
     if vocab is not None and list(vocab) != classes:
-        raise ValueError(f"{root} has class folders {classes}, expected {list(vocab)}")
+        raise PxpError(f"{root} has class folders {classes}, expected {list(vocab)}", "pass the folder of this dataset, with exactly one sub-folder per class")
     srcs, labels = [], []
     for i, c in enumerate(classes):
         fs = sorted(f for f in (root/c).iterdir() if f.suffix.lower() in IMG_EXTS)
@@ -275,14 +284,36 @@ def dataset_items(dataset:str='synthetic', # one of `DATASETS`
     if dataset == 'coco10':
         root = dp/'coco10'
         if not root.is_dir(): raise FileNotFoundError(f"{root} not found: build it with `pxp data coco10 --coco COCO_DIR --out {root}`")
+        _check_coco10_build(root)
         return folder_items(root/split, root/'mask'/split), 'imagenet'
     # imagenet9: data_path/imagenet9 holds the path-list pickles, the built train/val and backgrounds_challenge_data/
     root = dp/'imagenet9'
     if split == 'test':   # paired by position, checked to be 224x224, never resized
         t = imagenet9_test(root, size=None)
         return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask), 'none'
-    if not (root/split).is_dir(): build_imagenet9(dp/'imagenet', pkl_dir=root, out=root)
+    _complete_imagenet9(dp/'imagenet', root)
     return folder_items(root/split, vocab=IMAGENET9_FOLDERS), 'imagenet'
+
+# %% ../nbs/01_data.ipynb #5ad726d8
+def _check_coco10_build(root:Path):
+    "A `PxpError` unless `root` holds a finished COCO-10 build (coco10.json records it complete)"
+    f, again = root/'coco10.json', f"pxp data coco10 --coco COCO_DIR --out {root}"
+    if not f.is_file(): raise PxpError(f"{root} is not a COCO-10 build (it has no coco10.json)", f"build it with `{again}`")
+    d = read_json(f, 'the COCO-10 build record', f"build it again with `{again}`")
+    if d.get('complete', 'report' in d): return   # builds from before the 'complete' flag recorded their report at the end
+    p = d.get('params', {})
+    cmd = (f"pxp data coco10 --coco {shlex.quote(d.get('coco', 'COCO_DIR'))} --out {shlex.quote(str(root))} --classes {shlex.quote(','.join(p.get('classes', [])))} "
+           f"--per-class {p.get('per_class')} --n-train {p.get('n_train')} --size {p.get('size')}")
+    raise PxpError(f"the COCO-10 build in {root} is incomplete: it was interrupted before it finished", f"finish it with `{cmd}` (images already built are kept)")
+
+def _complete_imagenet9(imagenet:Path, root:Path):
+    "Make sure `root` holds a finished ImageNet-9 train/val build: build or finish it from ImageNet, or say how"
+    if (root/'imagenet9.json').is_file(): return
+    if imagenet9_missing(root, root) == 0: return   # complete, built before imagenet9.json existed
+    if imagenet.is_dir(): build_imagenet9(imagenet, pkl_dir=root, out=root); return
+    if not any((root/s).is_dir() for s in ('train', 'val')): build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
+    raise PxpError(f"the ImageNet-9 build in {root} is incomplete: it was interrupted before it finished",
+                   f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}` (files already there are kept)")
 
 # %% ../nbs/01_data.ipynb #1c50d5a4
 def _writable(path:Path) -> bool:
@@ -329,6 +360,7 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
             max_train:int=None, # train on at most this many images, the same number per class (seeded): quick runs
            ) -> DataLoaders:
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
+    check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)   # 0 is not 'the default'
     size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
     kw = dict(dataset=dataset, data_path=data_path, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
     tr, policy = dataset_items(split='train', **kw)
@@ -357,6 +389,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
+    check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
     items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
     if policy != 'none' and split == 'test' and dataset == 'imagenet9': policy = 'none'

@@ -10,11 +10,12 @@ from typing import NamedTuple
 import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, _plain
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain
+from .files import check_logits
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'SelfShapley', 'MoXI', 'SampledShapley',
-           'RandomOrder']
+__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'absent_last', 'SelfShapley', 'MoXI',
+           'SampledShapley', 'RandomOrder']
 
 # %% ../nbs/31_explain.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -56,7 +57,7 @@ class Explainer:
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
         if groups is not None: groups = _plain(groups).to(x.device)
         N = self.masker.n_features(x, groups, model=self.model)
-        with torch.inference_mode(): logits = self.model(x)
+        with torch.inference_mode(): logits = check_logits(self.model(x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
         self.n_evals += x.shape[0]
         return x, groups, check_target(target, logits), logits, N
 
@@ -128,8 +129,18 @@ def _attribute_api(f):
         try: res = f(*call.args, **call.kwargs)
         finally: self.masker = saved
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
-        return res
+        present = masker.present(_plain(x), call.arguments.get('groups')) if hasattr(masker, 'present') else None
+        return absent_last(res, present)   # features absent from an image (padding groups) go last
     return _inner
+
+def absent_last(r:Ranking, # an explainer's ranking
+                present:Tensor=None, # bool [B,N]: features that exist in each image (None: all)
+               ) -> Ranking: # the same order with absent features moved to the end; their scores NaN
+    "Features absent from an image (superpixel ids it does not have) are no part of its explanation: last in the order, score NaN"
+    if present is None: return r
+    present = present.to(r.order.device)
+    if present.all(): return r
+    return Ranking(present_first(r.order, present), r.scores.float().masked_fill(~present.to(r.scores.device), float('nan')))
 
 # %% ../nbs/31_explain.ipynb #a0cc48dd
 class SelfShapley(Explainer):

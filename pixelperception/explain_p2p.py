@@ -17,7 +17,7 @@ from .maskers import GroupMasker
 from .explain import MoXI, SelfShapley, RandomOrder
 from .metrics import ranking_curves
 from .plots import plot_curves, show_heatmaps, show_selection
-from .files import new_run_dir
+from .files import new_run_dir, removed_on_error, atomic_write
 from .report import write_report
 from .train import load_run
 from .data import denormalize
@@ -82,8 +82,6 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
         curves[m] = ranking_curves(model.classifier, x, None, orders[m], masker, groups=groups, curve=curve, batch_size=batch_size)
         overlap[m] = p2p_overlap(orders[m], kept)
         if progress: print(f"{m}: {secs[m]:.1f}s, overlap with P2P's kept groups {overlap[m].nanmean().item():.3f}")
-    out = new_run_dir(run_dir, 'explain')
-    torch.save(dict(orders=orders, kept=kept, groups=groups, labels=y), out/'orders.pt')
     summary = dict(run=str(run_dir), delta=delta, curve=curve, n_images=len(y), n_groups=N,
                    p2p_kept_groups=kept.sum(1).float().mean().item(),
                    methods={m: dict(overlap=overlap[m].nanmean().item(), auc=curves[m].auc, higher_is_better=curves[m].higher_is_better,
@@ -91,7 +89,9 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
     imgs = denormalize(x[:6], model.mean, model.std)
     figs = dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6]),
                 p2p_kept=show_selection(imgs, groups[:6], keep[:6]))
-    write_report(out, summary, figures=figs, title=f"MoXI on the classifier of {Path(run_dir).name}")
+    with removed_on_error(new_run_dir(run_dir, 'explain')) as out:   # a failure leaves no half-written folder
+        atomic_write(out/'orders.pt', lambda t: torch.save(dict(orders=orders, kept=kept, groups=groups, labels=y), t))
+        write_report(out, summary, figures=figs, title=f"MoXI on the classifier of {Path(run_dir).name}")
     plt.close('all')
     summary['run_dir'] = str(out)
     return summary

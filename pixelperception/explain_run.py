@@ -17,7 +17,7 @@ from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
 from .cifar_resnet import resnet20, load_resnet20, load_image_folder
 from .metrics import ranking_curves
-from .files import atomic_write, new_run_dir
+from .files import atomic_write, new_run_dir, removed_on_error, check_writable, load_torch, load_matching, check_number, check_logits, PxpError
 from .zoo import normalization
 from dataclasses import replace
 from .distributed import init_distributed, world, shard, all_gather, gather_by_index, broadcast_object, is_rank0
@@ -31,9 +31,10 @@ METHODS = {'moxi': MoXI, 'self-shapley': SelfShapley, 'sampled-shapley': Sampled
 CURVE_FREE = {'sampled-shapley', 'gradcam', 'rollout', 'random'}   # same order for insertion and deletion
 
 def _state_dict(path):
-    sd = torch.load(path, map_location='cpu', weights_only=True)
+    sd = load_torch(path, 'model weights', "pass a weights file (state dict) for --arch")
     for k in ('state_dict', 'model'):
         if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
+    if not isinstance(sd, dict): raise PxpError(f"{path} holds a {type(sd).__name__}, not a state dict", "pass a weights file saved with torch.save(model.state_dict(), path)")
     return {k.removeprefix('module.'): v for k, v in sd.items()}
 
 def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchvision model builder name
@@ -51,7 +52,7 @@ def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchv
         except TypeError: model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     elif arch in torchvision.models.list_models(): model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     else: raise ValueError(f"unknown arch {arch!r}: use 'resnet20', a timm model name or a torchvision model name")
-    if weights is not None: model.load_state_dict(_state_dict(weights))
+    if weights is not None: load_matching(model, _state_dict(weights), str(weights), f"pass weights of a {arch} with {num_classes} classes (the class folders of the data), or the --arch they were trained for")
     return model.eval()
 
 # %% ../nbs/34_explain_run.ipynb #8b9ba69d
@@ -118,8 +119,8 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     "Explain `n_images` images of `data` with several methods and score them by insertion/deletion curves"
     if curve not in ('insertion', 'deletion', 'both'): raise ValueError(f"curve must be 'insertion', 'deletion' or 'both', got {curve!r}")
     if target not in ('label', 'pred'): raise ValueError(f"target must be 'label' or 'pred', got {target!r}")
-    if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
-    if chunk < 1: raise ValueError(f"chunk must be >= 1, got {chunk}")
+    for k, v in dict(n_images=n_images, chunk=chunk, batch_size=batch_size, grid=grid, n_segments=n_segments, n_rounds=n_rounds, top_k=top_k).items():
+        check_number(k, v, 1, integer=True)
     mean, std = input_normalization(arch, mean, std)
     init_distributed()   # under torchrun: the chunks of images are shared among the processes
     x, y, classes, files = load_image_folder(data, n=n_images, size=size, mean=mean, std=std)
@@ -128,8 +129,9 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         warnings.warn(f"no weights given: this explains a randomly initialised {arch}, whose explanations say nothing about a trained "
                       f"model; pass weights=FILE (--weights FILE) to explain yours", UserWarning, stacklevel=2)
     if weights is not None:
-        with torch.inference_mode(): C = model(x[:1]).shape[-1]
-        if C != len(classes): raise ValueError(f"the model has {C} classes but {data} has {len(classes)} class folders")
+        with torch.inference_mode(): C = check_logits(model(x[:1]), 1).shape[-1]
+        if C != len(classes): raise PxpError(f"the model has {C} classes but {data} has {len(classes)} class folders",
+                                             f"pass the data the model was trained on (one folder per class, in the model's class order), or weights for {len(classes)} classes")
     names = _parse_methods(methods, model)
     masker = _masker(features, grid, fill, batch_size, model, mean, std)
     starts = list(range(0, len(x), chunk))
@@ -145,14 +147,14 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     N = masker.n_groups if features == 'superpixels' else masker.n_features(x[:1], model=model)
     if not 1 <= top_k <= N: raise ValueError(f"top_k must be in 1..{N} (the number of features), got {top_k}")
     curves = ['insertion', 'deletion'] if curve == 'both' else [curve]
-    run_dir = broadcast_object(new_run_dir(out, f"{arch}-{features}") if is_rank0() else None)
+    if is_rank0(): check_writable(out)   # before the work: the run folder itself is made once there are results to write
     kw = dict(masker=masker, batch_size=batch_size)
     explainers = {m: (METHODS[m](model, seed=seed, **kw) if m == 'random' else
                       METHODS[m](model, n_rounds=n_rounds, seed=seed, reward=reward, **kw) if m == 'sampled-shapley' else
                       METHODS[m](model, **kw) if m in ('gradcam', 'rollout') else
                       METHODS[m](model, reward=reward, **kw)) for m in names}
     for c in mine:
-        with torch.inference_mode(): local[c].update(pred=model(x[sl(c)]).argmax(-1), orders={m: {} for m in names},
+        with torch.inference_mode(): local[c].update(pred=check_logits(model(x[sl(c)])).argmax(-1), orders={m: {} for m in names},
                                                      evals=dict.fromkeys(names, 0), secs=dict.fromkeys(names, 0.))
     jobs = [(k, m, c) for k in mine for m in names for c in (curves[:1] if m in CURVE_FREE else curves)]
     for k, m, c in (progress_bar(jobs) if progress and is_rank0() else jobs):
@@ -166,12 +168,15 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         r['curves'] = {c: {m: ranking_curves(model, x[sl(k)], y[sl(k)], r['orders'][m][c], masker, groups=r['groups'], curve=c,
                                              batch_size=batch_size, only_correct=only_correct) for m in names} for c in curves}
     parts = gather_by_index(local, dst=0)   # every chunk, in image order, on rank 0
-    summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model,
-                               settings=dict(data=str(data), arch=arch, weights=None if weights is None else str(weights), methods=names,
-                                             curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
-                                             fill=fill, target=target, reward=reward, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
-                                             seed=seed, mean=list(mean), std=list(std))) if is_rank0() else None
-    summary = broadcast_object(summary)
+    summary = run_dir = None
+    if is_rank0():
+        with removed_on_error(new_run_dir(out, f"{arch}-{features}")) as run_dir:   # a failure while writing leaves no half-written folder
+            summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model,
+                                       settings=dict(data=str(data), arch=arch, weights=None if weights is None else str(weights), methods=names,
+                                                     curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
+                                                     fill=fill, target=target, reward=reward, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
+                                                     seed=seed, mean=list(mean), std=list(std)))
+    summary, run_dir = broadcast_object((summary, run_dir))
     return {**summary, 'run_dir': str(run_dir)}
 
 def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, settings):

@@ -1,4 +1,4 @@
-"""Reading and writing files safely: atomic writes, cleaning up after interrupted runs, fresh run folders that never overwrite an earlier run, and data pickles loaded without running code.
+"""Reading and writing files safely: atomic writes, cleaning up after interrupted runs, fresh run folders that never overwrite an earlier run, data pickles loaded without running code, and one error type for bad input that names the problem and the fix.
 
 Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
@@ -6,14 +6,50 @@ Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
 # %% ../nbs/00a_files.ipynb #e5bc8ed2
 from __future__ import annotations
-import os, pickle, re, secrets
-from contextlib import nullcontext
+import errno, json, math, os, pickle, re, secrets, shutil, tempfile
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
+import torch
+from PIL import Image
 
 # %% auto #0
-__all__ = ['SAFE_PICKLE_GLOBALS', 'atomic_write', 'remove_temps', 'new_run_dir', 'SafeUnpickler', 'safe_pickle_load']
+__all__ = ['SAFE_PICKLE_GLOBALS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps', 'new_run_dir',
+           'removed_on_error', 'check_writable', 'SafeUnpickler', 'safe_pickle_load', 'read_json', 'load_torch',
+           'load_matching', 'read_image', 'check_finite', 'check_logits', 'os_error_message']
+
+# %% ../nbs/00a_files.ipynb #2da58c87
+class PxpError(ValueError):
+    "Bad input: `what` is wrong and how to `fix` it; `pxp` prints it as one line `pxp: error: <what>: <fix>` and exits with code 2"
+    def __init__(self, what:str, # the problem, naming the file, option or value
+                 fix:str=None, # what the user should do about it
+                ):
+        super().__init__(what if fix is None else f"{what}: {fix}")
+        self.what, self.fix = what, fix
+
+class NonFiniteError(PxpError, FloatingPointError):
+    "A model output, score or loss that is NaN or infinite"
+
+# %% ../nbs/00a_files.ipynb #06f00303
+def check_number(name:str, # the option's name, as the user writes it
+                 v, # its value
+                 lo=None, hi=None, # allowed range (None: unbounded)
+                 lo_open:bool=False, hi_open:bool=False, # exclude the bound itself
+                 integer:bool=False, # must be a whole number
+                 none:bool=False, # None is allowed (a default is chosen later)
+                 fix:str=None, # what to pass instead (default: a value in the range)
+                ):
+    "`v` if it is a finite number (whole if `integer`) in range, else a `PxpError` naming the option, the value and the range"
+    if v is None and none: return v
+    kind = 'a whole number' if integer else 'a finite number'
+    rng = ' and '.join(f"{op} {b}" for op, b in ((('>' if lo_open else '>='), lo), (('<' if hi_open else '<='), hi)) if b is not None)
+    desc = f"{kind}{' ' + rng if rng else ''}{' (or left unset for the default)' if none else ''}"
+    num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    ok = num and math.isfinite(float(v)) and (not integer or isinstance(v, (int, np.integer)))
+    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok: raise PxpError(f"{name} must be {desc}, got {v!r}", fix or f"pass {name} {rng or 'as ' + kind}")
+    return v
 
 # %% ../nbs/00a_files.ipynb #7fdf5129
 def atomic_write(path:Path, # final file name
@@ -51,6 +87,21 @@ def new_run_dir(root, # parent folder (created if missing)
         return p
     raise RuntimeError(f"could not create a new run folder under {root}")
 
+@contextmanager
+def removed_on_error(d:Path, # a run's new output folder
+                    ):
+    "Delete folder `d` if the block raises (or is interrupted), so a failed run leaves nothing half-written behind"
+    try: yield Path(d)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True); raise
+
+def check_writable(folder:Path, # a folder outputs will go into (created if missing)
+                  ) -> Path:
+    "Fail now, not after the work, if `folder` cannot be written: creates it and a probe folder inside, then removes the probe"
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    os.rmdir(tempfile.mkdtemp(prefix='.probe-', dir=folder))
+    return folder
+
 # %% ../nbs/00a_files.ipynb #d255a98a
 def _numpy_pickle_globals() -> dict:
     "{(module, name): object} for the globals numpy pickles arrays and scalars with, under numpy 1's and numpy 2's module names"
@@ -75,13 +126,132 @@ def safe_pickle_load(f, # path, or a binary file object
                      encoding:str='ASCII', # how to decode Python 2 strings: 'latin1' for Python 2 pickles of numpy arrays (CIFAR-10)
                      what:str='data', # what the file should hold, for error messages, e.g. 'CIFAR-10 data'
                     ): # the unpickled builtin values and numpy arrays
-    "Unpickle `f` with `SafeUnpickler`; a refused global or a truncated/corrupt file raises `ValueError` naming the file and the fix"
+    "Unpickle `f` with `SafeUnpickler`; a refused global or a truncated/corrupt file raises `PxpError` naming the file and the fix"
     is_path = isinstance(f, (str, os.PathLike))
     name = f if is_path else getattr(f, 'name', 'pickle')
     try:
         with (open(f, 'rb') if is_path else nullcontext(f)) as fh: return SafeUnpickler(fh, encoding=encoding).load()
     except _Refused as e:
-        raise ValueError(f"{name}: {e}: this pickle holds code, not {what}. Replace it with the original file from the dataset's release.") from None
+        raise PxpError(f"{name}: {e}: this pickle holds code, not {what}. Replace it with the original file from the dataset's release.") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError) as e:
-        raise ValueError(f"{name}: cannot read {what} from this pickle, the file is truncated or corrupt ({type(e).__name__}: {e}). "
+        raise PxpError(f"{name}: cannot read {what} from this pickle, the file is truncated or corrupt ({type(e).__name__}: {e}). "
                          "Download or extract it again.") from e
+
+# %% ../nbs/00a_files.ipynb #0db3564e
+def _first_line(e:BaseException, n:int=160) -> str:
+    "The first line of an exception's message, at most `n` characters"
+    s = (str(e).strip().splitlines() or [''])[0]
+    return f"{type(e).__name__}: {s[:n]}{'…' if len(s) > n else ''}"
+
+def read_json(path:Path, # a JSON file
+              what:str='JSON', # what it holds, e.g. 'the run configuration'
+              fix:str=None, # how to get a good copy (default: restore or rebuild it)
+             ):
+    "Parse a JSON file; a truncated or malformed one raises `PxpError` naming the file, the place and the fix"
+    path = Path(path)
+    try: return json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise PxpError(f"{path} is not valid JSON ({what}): {e.msg} at line {e.lineno}, column {e.colno}; the file is truncated or corrupt",
+                       fix or "restore it, or rebuild it with the command that wrote it") from None
+    except UnicodeDecodeError:
+        raise PxpError(f"{path} is not a text file ({what} should be JSON)", fix or "restore it, or rebuild it with the command that wrote it") from None
+
+# %% ../nbs/00a_files.ipynb #601561f8
+def load_torch(path:Path, # a file written by `torch.save`
+               what:str='weights', # what it should hold, for the message
+               fix:str=None, # how to get a good copy
+               map_location='cpu',
+              ):
+    "`torch.load(path, weights_only=True)`; a truncated, corrupt or non-PyTorch file raises `PxpError` naming it"
+    path = Path(path)
+    fix = fix or "copy or download the file again (or pass another one)"
+    if path.is_file() and path.stat().st_size == 0: raise PxpError(f"{path} is empty (0 bytes), not {what}", fix)
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError): raise
+    except pickle.UnpicklingError as e:
+        if 'weights only' in str(e).lower():
+            raise PxpError(f"{path} holds pickled Python objects, not only tensors ({what}); they are not loaded because unpickling them could run code",
+                           "save a state dict instead: torch.save(model.state_dict(), path)") from None
+        raise PxpError(f"{path}: cannot read {what}, the file is truncated or corrupt ({_first_line(e)})", fix) from None
+    except Exception as e:   # a damaged file can make the unpickler fail in any way (struct.error, KeyError, UnicodeDecodeError, ...)
+        raise PxpError(f"{path}: cannot read {what}, the file is truncated, corrupt or not a PyTorch file ({_first_line(e)})", fix) from None
+
+def load_matching(model:torch.nn.Module, # the model to fill
+                  sd:dict, # a state dict
+                  source:str, # where `sd` came from (a file name), for the message
+                  fix:str, # what to do when it does not fit
+                 ) -> torch.nn.Module:
+    "`model.load_state_dict(sd)` (strict); tensors missing, unexpected or of another shape raise `PxpError` listing a few"
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]   # older checkpoints lack BatchNorm's counter; torch fills it
+    extra = [k for k in sd if k not in own]
+    shape = [f"{k} {list(sd[k].shape)} vs {list(own[k].shape)}" for k in own
+             if k in sd and hasattr(sd[k], 'shape') and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shape:
+        parts = [f"{len(v)} {n} (e.g. {', '.join(map(str, v[:2]))})" for n, v in
+                 (('missing', missing), ('unexpected', extra), ('of another shape, file vs model:', shape)) if v]
+        raise PxpError(f"{source} does not fit {type(model).__name__}: tensors {'; '.join(parts)}", fix)
+    model.load_state_dict(sd)
+    return model
+
+# %% ../nbs/00a_files.ipynb #2c31c43b
+_WIDE = {'I;16': 65535, 'I;16L': 65535, 'I;16B': 65535, 'I;16N': 65535}   # PIL modes of 16-bit integer images
+
+def read_image(path:Path, # an image file
+              ) -> np.ndarray: # HxWx3 uint8
+    "Decode an image to RGB uint8: 16-bit images are scaled to 8 bits (not clipped); a damaged file raises `PxpError` naming it"
+    path, fix = Path(path), "replace the file with a good copy, or delete it"
+    if path.is_file() and path.stat().st_size == 0: raise PxpError(f"cannot read image {path}: the file is empty (0 bytes)", fix)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            wide = _WIDE.get(im.mode) or (65535 if im.mode == 'I' and im.format in ('PNG', 'TIFF') and np.asarray(im).max() <= 65535 else None)
+            if wide: a = np.round(np.asarray(im, dtype=np.float64) * (255 / wide)).astype(np.uint8)
+            elif im.mode in ('I', 'F'):
+                raise PxpError(f"image {path} holds {'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels, which have no standard 8-bit scale",
+                               "convert it to an 8-bit (or 16-bit) RGB or greyscale image")
+            else: return np.array(im.convert('RGB'))
+    except PxpError: raise
+    except FileNotFoundError: raise
+    except Exception as e:   # PIL's decoders fail in many ways on damaged files (OSError, SyntaxError, struct.error, ...)
+        raise PxpError(f"cannot read image {path}: the file is truncated, corrupt or not an image ({_first_line(e)})", fix) from None
+    return np.repeat(a[..., None], 3, -1)
+
+# %% ../nbs/00a_files.ipynb #d349727c
+def check_finite(t:torch.Tensor, # values that must be finite
+                 what:str, # what they are, e.g. "the model's logits"
+                 fix:str="the model or its weights are broken (e.g. training diverged): check the weights file, or retrain with a lower learning rate",
+                ) -> torch.Tensor:
+    "`t` if every value is finite, else a `NonFiniteError` counting the NaN/inf values"
+    bad = ~torch.isfinite(t.detach())
+    if bad.any(): raise NonFiniteError(f"{what}: {int(bad.sum())} of {t.numel()} values are not finite (NaN or inf)", fix)
+    return t
+
+def check_logits(out, # what the model returned
+                 n:int=None, # expected number of rows (images)
+                 what:str="the model", # who returned it, for the message
+                ) -> torch.Tensor: # `out`, checked: finite logits [n,C]
+    "`out` if it is a finite logits tensor [n,C]; else a `PxpError` naming what came back and how to fix it"
+    if not isinstance(out, torch.Tensor):
+        raise PxpError(f"{what} returned a {type(out).__name__}, not a logits tensor [B,C]",
+                       "pass a model whose forward returns the logits only, e.g. wrap it: `lambda x: model(x)[0]`")
+    if out.dim() != 2 or (n is not None and out.shape[0] != n):
+        raise PxpError(f"{what} returned a tensor of shape {tuple(out.shape)}, not logits [B,C]{f' with B={n}' if n is not None else ''}",
+                       "pass a classifier whose forward returns one row of class scores per image")
+    return check_finite(out, f"{what}'s logits")
+
+# %% ../nbs/00a_files.ipynb #b3e4938e
+_OS_FIXES = {errno.EACCES: "the folder is read-only for you: choose a writable folder (e.g. --out, --experiment, --cache-dir) or change its permissions",
+             errno.EPERM: "the file or folder is protected: choose a writable folder (e.g. --out, --experiment, --cache-dir) or change its permissions",
+             errno.EROFS: "it is on a read-only file system: choose a folder on a writable disk (e.g. --out, --experiment, --cache-dir)",
+             errno.ENOSPC: "the disk is full: free some space, or write to another disk",
+             errno.EDQUOT: "your disk quota is used up: free some space, or write to another disk",
+             errno.ENOENT: "no such file or folder: check the path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+             errno.EISDIR: "it is a folder where a file was expected: check the path"}
+
+def os_error_message(e:OSError) -> str|None:
+    "`<file>: <reason>: <fix>` for an `OSError` that names a file, else None"
+    if not isinstance(e, OSError) or e.filename is None: return None
+    name = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+    return f"{name}: {(e.strerror or 'error').lower()}: {_OS_FIXES.get(e.errno, 'check the path and its permissions')}"

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/imagenet9.html.md"""
 
 # %% ../nbs/04_imagenet9.ipynb #594173f2
 from __future__ import annotations
-import os, pickle, shutil
+import json, os, pickle, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -15,7 +15,7 @@ from .files import atomic_write, remove_temps, safe_pickle_load
 
 # %% auto #0
 __all__ = ['IMAGENET9_CLASSES', 'IMAGENET9_FOLDERS', 'IMAGENET9_PKLS', 'FAKE_WNIDS', 'IMG_SUFFIXES', 'read_imagenet9_pkl',
-           'fake_imagenet9', 'build_imagenet9', 'load_bg_mask', 'imagenet9_test']
+           'fake_imagenet9', 'build_imagenet9', 'imagenet9_missing', 'load_bg_mask', 'imagenet9_test']
 
 # %% ../nbs/04_imagenet9.ipynb #2c22beb9
 IMAGENET9_CLASSES = ('dog', 'bird', 'wheeled_vehicle', 'reptile', 'carnivore', 'insect', 'musical_instrument', 'primate', 'fish')
@@ -121,11 +121,21 @@ def build_imagenet9(imagenet:Path, # ImageNet folder (train/<wnid>/*.JPEG, val/.
     for src, dst, split, folder in (progress_bar(plan) if progress else plan):
         res['reused' if dst.exists() else _place(src, dst, link)] += 1
         res['counts'][split][folder] += 1
+    atomic_write(out/'imagenet9.json', lambda t: Path(t).write_text(json.dumps(dict(complete=True, counts=res['counts']), indent=1)))   # last: the build is complete
     if progress:
         n = {s: sum(v.values()) for s, v in res['counts'].items()}
         print(f"\nImageNet-9 at {out}: {n['train']} train and {n['val']} val images in {len(IMAGENET9_FOLDERS)} classes "
               f"({res['linked']} linked, {res['copied']} copied, {res['reused']} already there)")
     return res
+
+def imagenet9_missing(pkl_dir:Path, # folder holding the two path-list pickles
+                      out:Path, # the ImageNet-9 folder they were built into
+                     ) -> int: # listed images absent from out/train and out/val
+    "How many images of the path lists a build in `out` lacks (0: complete), without needing ImageNet itself"
+    pkl_dir, out = Path(pkl_dir), Path(out)
+    if not all((pkl_dir/n).is_file() for n in IMAGENET9_PKLS.values()): return -1
+    return sum(not (out/split/folder/Path(p).name).is_file() for split, name in IMAGENET9_PKLS.items()
+               for folder, paths in zip(IMAGENET9_FOLDERS, read_imagenet9_pkl(pkl_dir/name)) for p in paths)
 
 # %% ../nbs/04_imagenet9.ipynb #10f353f6
 IMG_SUFFIXES = ('.jpg', '.jpeg', '.png')

@@ -26,10 +26,14 @@ from .model import P2P, check_delta, mask_input
 from .zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
+from fastai.learner import save_model
+from fastai.torch_core import rank_distrib
+from fastcore.xtras import join_path_file
+from .files import atomic_write, check_logits
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'p2p_learner', 'WholeImage', 'classifier_learner', 'kept_vs_tau',
-           'recalibrate_bn', 'p2p_batch_outputs', 'summarize_p2p', 'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'WholeImage', 'classifier_learner',
+           'kept_vs_tau', 'recalibrate_bn', 'p2p_batch_outputs', 'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -87,6 +91,14 @@ def _n_out(clf, size):
 class P2PLearner(Learner):
     "A fastai Learner for P2P models; `show_results` draws image, superpixels, kept regions and prediction"
 
+# %% ../nbs/13_learner.ipynb #ebd89271
+class AtomicSaveModel(SaveModelCallback):
+    "fastai's `SaveModelCallback`, each file written atomically (temporary file, then rename): a kill during a save leaves the earlier checkpoints intact"
+    def _save(self, name):
+        if rank_distrib(): return   # only rank 0 saves, as in fastai
+        file = join_path_file(name, self.learn.path/self.learn.model_dir, ext='.pth')
+        self.last_saved_path = atomic_write(file, lambda t: save_model(t, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt))
+
 # %% ../nbs/13_learner.ipynb #94b56feb
 def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 selector='cnn', # selector name or module (encode/decode)
@@ -121,7 +133,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                          "build the classifier with n_classes=dls.c")
     cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
                            tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
-    if checkpoint: cb.append(SaveModelCallback(every_epoch=True, with_opt=True, fname='checkpoint'))
+    if checkpoint: cb.append(AtomicSaveModel(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         try: from fastai.callback.wandb import WandbCallback
         except ImportError: raise ImportError("wandb=True needs the `wandb` package: pip install wandb (or run with wandb off)") from None
@@ -199,7 +211,7 @@ def recalibrate_bn(model:P2P, # trained P2P model
 
 # %% ../nbs/13_learner.ipynb #139eccbf
 def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
-    probs = logits.softmax(-1)
+    probs = check_logits(logits, len(y), 'the P2P model').softmax(-1)   # NaN logits would score as chance, not fail
     r = dict(accuracy=(logits.argmax(-1) == y).float().mean().item(), kept=kept.mean().item(),
              tau=tau.mean().item() if tau is not None else None, n_images=len(y))
     for k, f in (('auroc', M.auroc), ('aupr', M.aupr)):

@@ -8,11 +8,12 @@ Docs: https://pixelperception.github.io/pixelperception/maskers.html.md"""
 from __future__ import annotations
 import numpy as np, torch, torch.nn.functional as F
 from torch import Tensor
-from .superpixels import to_pixels, group_pool
+from .superpixels import to_pixels, group_pool, group_sizes
+from .files import check_logits
 
 # %% auto #0
 __all__ = ['REWARDS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker', 'GroupMasker',
-           'vit_kind', 'vit_grid', 'TokenMasker']
+           'present_first', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -66,6 +67,7 @@ class Masker:
     def prepare(self, model, x, groups): return None # per-call state shared by all chunks
     def forward_rows(self, model, x, groups, b, keep, state): raise NotImplementedError # logits [R,C] for rows (b[R], keep[R,N])
     def pool(self, heat, x, groups=None): raise NotImplementedError
+    def present(self, x, groups=None): return None # bool [B,N]: features that exist in each image (None: all of them)
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v}' for k,v in self._repr_args().items())})"
     def _repr_args(self): return dict(batch_size=self.batch_size)
 
@@ -90,7 +92,8 @@ class Masker:
         with torch.inference_mode():
             state = self.prepare(model, x, groups)
             flat, b = keep.reshape(B * K, N), torch.arange(B, device=x.device).repeat_interleave(K)
-            out = torch.cat([self.forward_rows(model, x, groups, b[i:i+bs], flat[i:i+bs], state) for i in range(0, B * K, bs)])
+            out = torch.cat([check_logits(self.forward_rows(model, x, groups, b[i:i+bs], flat[i:i+bs], state), len(b[i:i+bs]))
+                             for i in range(0, B * K, bs)])   # NaN, a tuple: one clear error, never a ranking
         self.n_evals += B * K
         return out.view(B, K, -1)
 
@@ -166,6 +169,9 @@ class GroupMasker(Masker):
                              f"expected [B,H,W] = {[x.shape[0], *x.shape[-2:]]}")
         if groups.numel() and groups.min() < 0: raise ValueError("groups must hold non-negative ids (0..G-1)")
         return max(int(groups.max()) + 1, self.n_groups or 0)
+    def present(self, x, groups=None):
+        "Groups with at least one pixel in each image, bool [B,N]: with `n_groups` padding, or images of fewer superpixels, the rest are absent"
+        return group_sizes(_plain(groups), self.n_features(x, groups)) > 0
     def forward_rows(self, model, x, groups, b, keep, state):
         m = to_pixels(keep, groups[b])
         return model(torch.where(m[:, None], x[b], _fill(self.fill, x, b)))
@@ -176,6 +182,13 @@ class GroupMasker(Masker):
         if heat.dim() == 4: heat = heat[:, 0]
         if heat.shape[-2:] != x.shape[-2:]: heat = F.interpolate(heat[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
         return group_pool(heat, _plain(groups).to(heat.device), n_groups=N)
+
+def present_first(orders:Tensor, # [B,N] feature ids, most important first
+                  present:Tensor, # bool [B,N]: the features each image has (`Masker.present`)
+                 ) -> Tensor: # [B,N] the same orders, absent features moved to the end
+    "Orders with the features each image has first, in their ranked order, and the absent ones last"
+    idx = torch.sort((~present.to(orders.device).gather(1, orders)).long(), dim=1, stable=True).indices
+    return orders.gather(1, idx)
 
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
 def vit_kind(model) -> str|None:

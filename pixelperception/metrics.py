@@ -13,6 +13,8 @@ from torch import Tensor
 from sklearn.metrics import roc_auc_score, average_precision_score
 from fastcore.basics import patch
 from .superpixels import group_sizes
+from .files import check_logits, check_finite
+from .maskers import present_first
 
 # %% auto #0
 __all__ = ['PXAP_BIN_WIDTH', 'P2P_THRESHOLDS', 'correct', 'accuracy', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'PxAP',
@@ -47,7 +49,7 @@ def _check_maps(a, b, na, nb):
 def _preds(logits_or_preds, y):
     p, y = _plain(logits_or_preds, 'logits_or_preds'), _plain(y, 'y')
     if y.dim() != 1: raise ValueError(f"y must be a [N] vector of class ids, got shape {_shape(y)}")
-    if p.dim() == 2: p = p.argmax(-1)
+    if p.dim() == 2: p = check_logits(p, what='logits_or_preds').argmax(-1)   # NaN logits would count as class 0
     if p.dim() != 1 or p.shape[0] != y.shape[0]:
         raise ValueError(f"logits_or_preds must be [N,C] logits or [N] class ids with N={y.shape[0]} like y, got shape {_shape(p)}")
     if y.shape[0] == 0: raise ValueError("accuracy of an empty set (N=0) is undefined")
@@ -74,7 +76,7 @@ def _ovr(probs, y, score_fn, name):
     if y.dim() != 1 or y.shape[0] != probs.shape[0]:
         raise ValueError(f"y must be [N] class ids with N={probs.shape[0]} like probs, got shape {_shape(y)}")
     if probs.shape[0] == 0: raise ValueError(f"{name} of an empty set (N=0) is undefined")
-    p = probs.detach().float().cpu().numpy(); t = y.detach().cpu().numpy().astype(np.int64)
+    p = check_finite(probs.detach().float(), 'probs').cpu().numpy(); t = y.detach().cpu().numpy().astype(np.int64)
     C = p.shape[1]
     if t.min() < 0 or t.max() >= C: raise ValueError(f"y holds class ids in [{t.min()}, {t.max()}] but probs has only C={C} columns")
     present, counts = np.unique(t, return_counts=True)
@@ -287,7 +289,7 @@ def _fill(fill, x):
     return f.view(1, -1, 1, 1)
 
 def _predict(model, xs, batch_size):
-    return torch.cat([model(xs[i:i + batch_size]).argmax(-1) for i in range(0, len(xs), batch_size)])
+    return torch.cat([check_logits(model(xs[i:i + batch_size]), len(xs[i:i + batch_size])).argmax(-1) for i in range(0, len(xs), batch_size)])
 
 def fidelity_curves(model, # classifier: images [N,C,H,W] -> logits [N,classes]
                     x:Tensor, # [B,C,H,W] input as the model sees it (P2P: already masked by its own selection)
@@ -317,7 +319,7 @@ def fidelity_curves(model, # classifier: images [N,C,H,W] -> logits [N,classes]
             j = torch.arange(i, min(i + batch_size, B * T), device=x.device)
             b, k = j // T, j % T
             m = pix[b, k].view(len(j), 1, *x.shape[2:])
-            agree[j] = model(torch.where(m, x[b], f)).argmax(-1) == base[b]
+            agree[j] = check_logits(model(torch.where(m, x[b], f)), len(j)).argmax(-1) == base[b]
     per_image = agree.view(B, T).float()
     if not insertion: per_image[:, t.to(x.device) == 0] = 1.                            # deletion at t = 0 is 1 by definition
     return Curves(t.cpu(), per_image.cpu(), 'insertion' if insertion else 'deletion', higher_is_better=insertion, metric='agreement')
@@ -332,6 +334,12 @@ def _check_orders(orders, B, N):
         raise ValueError(f"each row of orders must be a permutation of 0..{N-1} (every feature ranked exactly once)")
     return orders.long()
 
+def _own_steps(ks, N, present, B):
+    "[B,K] numbers of features per image: k where every image has all N, else round(k/N · N_b) of its own N_b features"
+    if present is None or present.all(): return ks[None].expand(B, -1)
+    n_b = present.sum(1, keepdim=True).to(ks.device)
+    return torch.div(2 * ks[None] * n_b + N, 2 * N, rounding_mode='floor')   # round half up, exact in integers
+
 def _n_features(masker, x, groups, model):
     "N from the masker; maskers that need the model (token removal) get it as `model=`"
     try: takes_model = 'model' in inspect.signature(masker.n_features).parameters
@@ -339,13 +347,14 @@ def _n_features(masker, x, groups, model):
     return int(masker.n_features(x, groups, model=model) if takes_model else masker.n_features(x, groups))
 
 def ranking_keep(orders:Tensor, # [B,N] feature ids, most important first
-                 steps:Tensor, # [K] numbers of features k in 0..N
+                 steps:Tensor, # [K] numbers of features k in 0..N, or [B,K]: one row per image
                  curve:str='insertion', # 'insertion': first k visible; 'deletion': first k removed
                 ) -> Tensor: # bool [B,K,N], True = feature visible
     "Visibility of each feature after revealing (insertion) or removing (deletion) the first k of each order"
     B, N = orders.shape
     rank = torch.empty_like(orders).scatter_(1, orders, torch.arange(N, device=orders.device).expand(B, N))  # rank of each feature
-    shown = rank[:, None, :] < torch.as_tensor(steps, device=orders.device)[None, :, None]
+    steps = torch.as_tensor(steps, device=orders.device)
+    shown = rank[:, None, :] < (steps[None] if steps.dim() == 1 else steps)[..., None]
     return shown if curve == 'insertion' else ~shown
 
 def ranking_curves(model, # classifier called by the masker
@@ -367,6 +376,7 @@ def ranking_curves(model, # classifier called by the masker
     B, N = x.shape[0], _n_features(masker, x, groups, model)
     if B == 0: raise ValueError("empty set (B=0): nothing to score")
     orders = _check_orders(orders, B, N).to(x.device)
+    present = masker.present(x, groups) if hasattr(masker, 'present') else None   # features each image has (superpixels: padding groups are absent)
     ks = torch.arange(1, N + 1) if steps is None else torch.as_tensor(list(steps) if not isinstance(steps, Tensor) else steps).long().flatten()
     if ks.numel() == 0 or ks.min() < 0 or ks.max() > N or (ks.diff() <= 0).any():
         raise ValueError(f"steps must be increasing numbers of features in 0..{N}, got {ks.tolist()}")
@@ -375,7 +385,9 @@ def ranking_curves(model, # classifier called by the masker
         target = full if target is None else _plain(target, 'target').to(x.device)
         if _shape(target) != (B,): raise ValueError(f"target must be [B] = [{B}] class ids, got shape {_shape(target)}")
         sel = (full == target).nonzero()[:, 0] if only_correct else torch.arange(B, device=x.device)
-        keep = ranking_keep(orders[sel], ks.to(x.device), curve)              # [B',K,N]
+        kb = _own_steps(ks.to(x.device), N, present, B)                      # [B,K] each image's own k at x = k/N
+        if present is not None: orders = present_first(orders, present)
+        keep = ranking_keep(orders[sel], kb[sel], curve)                       # [B',K,N]
         Bs, K = keep.shape[:2]
         bi, kc = max(1, batch_size // K), min(K, batch_size)                  # images x subsets per call <= batch_size
         hit = torch.empty(Bs, K, dtype=torch.bool, device=x.device)

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.distributions import RelaxedBernoulli
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .superpixels import group_pool, group_sizes, to_pixels
+from .files import load_torch, PxpError
 
 # %% auto #0
 __all__ = ['load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector', 'group_distribution', 'pd_jitter',
@@ -35,7 +36,7 @@ def load_state(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"model_path {str(path)!r} is not a file: download the weights (a .pth/.pt/.bin state dict) "
                                 "on a machine with internet, copy it here and pass its path as model_path, or use pretrained=False")
-    sd = torch.load(path, map_location='cpu', weights_only=True)
+    sd = load_torch(path, 'weights', "copy the weights file again (a .pth/.pt/.bin state dict), or pass another model_path")
     for k in ('state_dict', 'model', 'model_state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
     if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
@@ -51,7 +52,12 @@ def load_weights(model:nn.Module, # model to fill in place
         sd['pos_embed'] = resample_abs_pos_embed(sd['pos_embed'], list(model.patch_embed.grid_size),
                                                  num_prefix_tokens=getattr(model, 'num_prefix_tokens', 1))
     keep = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    if not keep: raise ValueError(f"no tensor in {path} matches the model {type(model).__name__}: is it the right architecture?")
+    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]   # older checkpoints lack BatchNorm's counter
+    extra = [k for k in sd if k not in own]
+    if not keep or missing or extra:   # another architecture (a deeper ResNet shares the names of a shallower one: `extra` catches it)
+        raise PxpError(f"{path} does not fit the model {type(model).__name__}: {len(keep)} of its {len(own)} tensors match"
+                       + ''.join(f"; {len(v)} {w} (e.g. {', '.join(v[:2])})" for w, v in (('missing from the file', missing), ('not in the model', extra)) if v),
+                       "pass weights of this architecture (only the classification head may differ in size), or the --classifier/--selector they were trained for")
     model.load_state_dict(keep, strict=False)
     return model
 

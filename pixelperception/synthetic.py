@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/synthetic.html.md"""
 
 # %% ../nbs/02_synthetic.ipynb #8303c24b
 from __future__ import annotations
-import json, os, shutil, tempfile, time
+import json, os, shutil, socket, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -14,9 +14,10 @@ from skimage import data as skdata, draw
 from skimage.transform import rotate
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
+from .files import read_json
 
 # %% auto #0
-__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic']
+__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic', 'remove_stale_builds']
 
 # %% ../nbs/02_synthetic.ipynb #7fb92d4a
 SCENES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'brick', 'grass', 'gravel', 'coins', 'camera', 'hubble_deep_field')
@@ -133,15 +134,18 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
     manifest = out/'synthetic.json'
     if manifest.exists():
         if _same_build(manifest, params): return out
-        old = json.loads(manifest.read_text())
+        old = read_json(manifest, 'the synthetic dataset record', f"delete {out} and build it again")
         raise FileExistsError(f"{out} already holds a synthetic dataset built with other parameters ({old.get('params')}); "
                               "choose another --out folder or delete that one")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not an empty folder nor a synthetic dataset: choose another --out folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
     try:
+        (tmp/'builder.json').write_text(json.dumps(dict(pid=os.getpid(), host=socket.gethostname())))   # whose build this is
         counts = _write_splits(tmp, params, progress)
+        (tmp/'builder.json').unlink()
         (tmp/'synthetic.json').write_text(json.dumps(dict(params=params, counts=counts), indent=1))
         try:
             if out.exists(): out.rmdir()
@@ -152,6 +156,25 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out
+
+# %% ../nbs/02_synthetic.ipynb #12b9b142
+def _builder_gone(d:Path, max_age:float=86400.) -> bool:
+    "Is the build in folder `d` abandoned: its process ended (same machine), or the folder untouched for `max_age` seconds?"
+    try: st = json.loads((d/'builder.json').read_text())
+    except (OSError, ValueError): st = {}
+    if time.time() - d.stat().st_mtime > max_age: return True
+    if st.get('host') != socket.gethostname() or not isinstance(st.get('pid'), int): return False
+    try: os.kill(st['pid'], 0)
+    except ProcessLookupError: return True
+    except PermissionError: return False
+    return False
+
+def remove_stale_builds(out:Path, # the dataset folder a build would produce
+                       ) -> list: # the folders removed
+    "Delete the hidden `.<name>-building-*` folders of killed builds of `out`"
+    gone = [d for d in Path(out).parent.glob(f".{Path(out).name}-building-*") if d.is_dir() and _builder_gone(d)]
+    for d in gone: shutil.rmtree(d, ignore_errors=True)
+    return gone
 
 # %% ../nbs/02_synthetic.ipynb #594cf59b
 def _write_splits(root, params, progress):

@@ -31,13 +31,15 @@ from .model import mask_input
 from .data import denormalize, IMAGENET_MEAN, IMAGENET_STD
 import matplotlib.pyplot as plt
 from torch import Tensor
-from .files import atomic_write
+from .files import atomic_write, removed_on_error, PxpError, check_number, check_finite, read_json, load_torch, load_matching, _first_line
+import shutil, socket, sys
+from datetime import datetime, timezone
 from fastai.torch_core import num_distrib
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'load_run', 'evaluate_run']
+__all__ = ['PRECISIONS', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'load_run', 'evaluate_run']
 
 # %% ../nbs/14_train.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -102,11 +104,30 @@ def _check_args(c):
         raise ValueError(f"precision={c['precision']!r} (mixed precision) needs a CUDA GPU (fastai autocasts CUDA operations only): use precision='fp32' on a CPU")
     if c['batch_size'] % max(num_distrib(), 1):
         raise ValueError(f"batch_size {c['batch_size']} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes: use a multiple of {num_distrib()}")
-    if c['resume']: _last_checkpoint(c['resume'])
+    if c['resume']: _check_resume(c)
     for k in ('model_path', 'selector_path'):
         if c[k] and not Path(c[k]).is_file():
             raise FileNotFoundError(f"{k} {c[k]!r} is not a file: copy the weights there, or leave it empty")
+    _check_numbers(c)   # the rest of the numbers: finite, whole where they must be, in range
     parse_deltas(c['certainty'])
+
+# %% ../nbs/14_train.ipynb #d4222891
+_NUMBERS = dict(   # option: check_number's arguments (range, whole number, None allowed)
+    resolution=dict(lo=16, integer=True, none=True, fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default"),
+    batch_size=dict(lo=1, integer=True), workers=dict(lo=0, integer=True), n_segments=dict(lo=1, integer=True),
+    compactness=dict(lo=0, lo_open=True), color_aug_intensity=dict(lo=0, hi=1), n_train=dict(lo=1, integer=True), n_val=dict(lo=1, integer=True),
+    max_train=dict(lo=2, integer=True, none=True), classifier_epochs=dict(lo=0, integer=True), classifier_lr=dict(lo=0, lo_open=True),
+    epochs=dict(lo=1, integer=True), validate_per_epoch=dict(lo=1, integer=True), learning_rate=dict(lo=0, lo_open=True),
+    classifier_lr_mult=dict(lo=0, lo_open=True), weight_decay=dict(lo=0), reg_threshold=dict(lo=0, hi=1, hi_open=True), reg_weight=dict(lo=0),
+    warmup=dict(lo=0, hi=1, hi_open=True), cov_weight=dict(lo=0), num_dims=dict(lo=1, integer=True), num_monte_carlo=dict(lo=1, integer=True),
+    final_temp=dict(lo=0, lo_open=True), keep_init=dict(), width=dict(lo=1, integer=True), stem_stride=dict(lo=1, integer=True, none=True),
+    selector_width=dict(lo=1, integer=True), rank_scale=dict(lo=0, lo_open=True), tau_warmup=dict(lo=0, hi=1, hi_open=True),
+    score_weight=dict(lo=0), tau_power=dict(lo=0, lo_open=True), min_tau=dict(lo=0, hi=0.5, lo_open=True),
+    time_budget=dict(lo=0, lo_open=True, none=True), seed=dict(lo=0, integer=True), threads=dict(lo=1, integer=True, none=True))
+
+def _check_numbers(c):
+    "Every numeric option finite and in its range (`_NUMBERS`)"
+    for k, kw in _NUMBERS.items(): check_number(k, c[k], **kw)
 
 # %% ../nbs/14_train.ipynb #f24b2221
 def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder
@@ -187,10 +208,14 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
     cfg['threads'] = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg['threads'])
-    try: return _run(cfg, deltas, t_start)
+    state = {}   # `_run` records its run folder here, so a failure can clean it up or mark it incomplete
+    try: return _run(cfg, deltas, t_start, state)
+    except BaseException as e:
+        if state.get('run') is not None and is_rank0(): _abandon(state['run'], e)
+        raise
     finally: torch.set_num_threads(old_threads)
 
-def _run(cfg, deltas, t_start):
+def _run(cfg, deltas, t_start, state):
     "The body of `train`, on a checked configuration (saved as config.json, with what the run adds)"
     c = SimpleNamespace(**cfg)   # the resolved options as attributes
     rank, n_proc = world()
@@ -201,12 +226,14 @@ def _run(cfg, deltas, t_start):
     dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, max_train=c.max_train, **dkw)   # rank 0 builds the data once, the others then read it
     t_data = time.time()
     run = broadcast_object(new_run_dir(c.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
+    state['run'] = run
+    if is_rank0(): _write_status(run, 'running')
     mkw = {k: cfg[k] for k in _MODEL_KEYS if k not in ('dynamic', 'n_segments')}   # n_segments: from the data
     learn = p2p_learner(dls, optimizer=c.optimizer, lr=c.learning_rate, classifier_lr_mult=c.classifier_lr_mult, wd=c.weight_decay,
                         seed=c.seed, reg_variant=c.reg_variant, reg_threshold=c.reg_threshold, reg_weight=c.reg_weight,
                         reg_anneal=c.reg_anneal, warmup=c.warmup, cov_weight=c.cov_weight, final_temp=c.final_temp, tau_warmup=c.tau_warmup,
                         score_weight=c.score_weight, tau_power=c.tau_power, checkpoint=c.checkpoint, wandb=c.wandb, path=run,
-                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget)],
+                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision)],
                         dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
                         selector_path=c.selector_path, **mkw)
     if c.precision == 'fp16': learn.to_fp16()
@@ -218,15 +245,14 @@ def _run(cfg, deltas, t_start):
                n_params_classifier=sum(p.numel() for p in learn.model.classifier.parameters()))
     start = 0
     if c.resume:
-        ckpt = _last_checkpoint(c.resume)
-        learn.load(ckpt.with_suffix('').resolve(), with_opt=True)
+        ckpt = _load_checkpoint(learn, c.resume)
         start = int(ckpt.stem.rsplit('_', 1)[1]) + 1
         cfg['resumed_from'] = str(ckpt)
     if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
     if rank: set_seed(c.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     clf_hist = []
     if c.classifier_epochs and not c.resume:   # phase 1: the classifier alone, on whole images
-        cl = classifier_learner(dls, learn.model, optimizer=c.optimizer, wd=c.weight_decay, path=run, cbs=[TimeBudget(c.time_budget)])
+        cl = classifier_learner(dls, learn.model, optimizer=c.optimizer, wd=c.weight_decay, path=run, cbs=[TimeBudget(c.time_budget), FiniteLoss(c.precision)])
         with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(c.classifier_epochs, c.classifier_lr)
         clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
         if c.time_budget: budget.minutes = max(c.time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
@@ -253,14 +279,9 @@ def _run(cfg, deltas, t_start):
         figs = _figures(learn, metrics)
         write_report(run, metrics, figs, title=f"P2P training run {run.name}")
         for f in figs.values(): plt.close(f)
+        _write_status(run, 'complete')   # last: a run without it did not finish
     barrier()
     return run
-
-def _last_checkpoint(run) -> Path:
-    "The latest `models/checkpoint_<epoch>.pth` of a run folder"
-    ck = sorted((Path(run)/'models').glob('checkpoint_*.pth'), key=lambda p: int(p.stem.rsplit('_', 1)[1]))
-    if not ck: raise FileNotFoundError(f"no checkpoint in {Path(run)/'models'}: resume needs a run trained with checkpoint=True")
-    return ck[-1]
 
 @contextmanager
 def _autocast_guard(learn):
@@ -286,6 +307,89 @@ def _epoch_means(h):
     for r in h: out.setdefault(r['epoch'], []).append(r)
     return [dict(epoch=e, **{k: float(np.mean([r[k] for r in rs])) for k in ('w', 'temp', 'sparsity', 'cov', 'score', 'kept', 'loss')})
             for e, rs in out.items()]
+
+# %% ../nbs/14_train.ipynb #701a75de
+def _write_status(run:Path, state:str, **extra):
+    "status.json of a run folder: its state (running, complete, failed, interrupted), when, and by which process"
+    d = dict(state=state, time=datetime.now(timezone.utc).isoformat(timespec='seconds'), pid=os.getpid(), host=socket.gethostname(), **extra)
+    atomic_write(Path(run)/'status.json', lambda t: Path(t).write_text(json.dumps(d, indent=1) + '\n'))
+
+def _abandon(run:Path, e:BaseException):
+    "After a failure: delete the run folder if it holds no checkpoint, else mark it failed/interrupted with how to resume"
+    run = Path(run)
+    if not run.is_dir(): return
+    if not _checkpoints(run, must=False): shutil.rmtree(run, ignore_errors=True); return
+    _write_status(run, 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed', error=_first_line(e) if str(e) else type(e).__name__,
+                  resume=f"pxp train --resume {run} (with the options of the interrupted run)")
+
+def _pid_alive(st:dict) -> bool:
+    "Is the process that wrote status `st` still running (on this machine)?"
+    if st.get('host') != socket.gethostname() or not isinstance(st.get('pid'), int): return False
+    try: os.kill(st['pid'], 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _check_complete(run:Path):
+    "A `PxpError` saying why a run folder is not a finished run (still running, interrupted, failed); nothing for complete or old runs"
+    run = Path(run); f = run/'status.json'
+    if not f.is_file(): return
+    st = read_json(f, 'the run status')
+    state = st.get('state')
+    if state == 'complete': return
+    ck = _checkpoints(run, must=False)
+    again = (f"resume it with `pxp train --resume {run}` and the run's options (it has {len(ck)} checkpoint(s))" if ck else
+             f"train again (delete {run}: it holds no model)")
+    if state == 'running' and _pid_alive(st):
+        raise PxpError(f"{run} is still running (process {st['pid']}, started {st.get('time')})", "wait until it has finished, then evaluate it")
+    if state == 'running' and st.get('host') not in (None, socket.gethostname()):
+        raise PxpError(f"{run} is incomplete: the run started on {st['host']} at {st.get('time')} has not finished", f"if it is still running there, wait; else {again}")
+    if state == 'running': raise PxpError(f"{run} is incomplete: the run was killed before it finished (started {st.get('time')}, no model written)", again)
+    raise PxpError(f"{run} is incomplete: the run {state} ({st.get('error', 'no error recorded')})", again)
+
+# %% ../nbs/14_train.ipynb #e9c2386c
+def _checkpoints(run, must:bool=True) -> list:
+    "The `models/checkpoint_<epoch>.pth` of a run folder, oldest first (none: an error if `must`)"
+    ck = [p for p in (Path(run)/'models').glob('checkpoint_*.pth') if p.stem.rsplit('_', 1)[1].isdigit()]
+    if not ck and must: raise PxpError(f"no checkpoint in {Path(run)/'models'}", "resume needs a run trained with checkpoint=True (--checkpoint)")
+    return sorted(ck, key=lambda p: int(p.stem.rsplit('_', 1)[1]))
+
+def _load_checkpoint(learn, run) -> Path:
+    "Load the newest readable checkpoint of `run` into `learn` (model and optimiser), saying which unreadable ones were skipped"
+    ck = _checkpoints(run)
+    for p in reversed(ck):
+        try: learn.load(p.with_suffix('').resolve(), with_opt=True); return p
+        except Exception as e:   # a damaged file fails in many ways; the model options were checked to match (`_check_resume`)
+            print(f"pxp: skipping checkpoint {p}: it cannot be read ({_first_line(e, 80)}); trying the one before", file=sys.stderr)
+    raise PxpError(f"none of the {len(ck)} checkpoints in {Path(run)/'models'} can be read (all truncated or corrupt)", "train again without --resume")
+
+def _check_resume(c):
+    "`--resume RUN`: a run folder with checkpoints, trained with the model options asked for now"
+    run = Path(c['resume'])
+    if not (run/'config.json').is_file():
+        raise PxpError(f"resume: {run} is not a run folder (no config.json)", "pass a folder written by `pxp train --checkpoint`")
+    _checkpoints(run)
+    old = read_json(run/'config.json', 'the run configuration')
+    same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+    keys = [k for k in (*_MODEL_KEYS, 'dataset', 'target', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
+    diff = [k for k in keys if not same(old[k], c[k])]
+    if diff:
+        raise PxpError(f"resume: {run} was trained with other model settings: " + ', '.join(f"{k}={old[k]!r} (now {c[k]!r})" for k in diff),
+                       "resume with the run's settings (" + ' '.join(f"--{k.replace('_', '-')} {old[k]}" for k in diff if not isinstance(old[k], list))
+                       + "), or start a new run without --resume")
+
+# %% ../nbs/14_train.ipynb #29f5469c
+class FiniteLoss(Callback):
+    "Stop training with a `NonFiniteError` when the loss is NaN or infinite (mixed precision: `patience` batches in a row)"
+    order = 90   # after the sparsity callback has added its penalties to the loss
+    def __init__(self, precision:str='fp32', patience:int=20): self.patience, self.bad = (0 if precision == 'fp32' else patience), 0
+    def after_loss(self):
+        if not self.training: return
+        if torch.isfinite(self.learn.loss_grad.detach()).all(): self.bad = 0; return
+        self.bad += 1
+        if self.bad > self.patience:
+            check_finite(self.learn.loss_grad, f"the training loss at epoch {self.epoch}, batch {self.iter}",
+                         f"training diverged: lower the learning rate (now {self.learn.lr}), or check the inputs for NaN")
 
 # %% ../nbs/14_train.ipynb #67033d86
 def _figures(learn, metrics):
@@ -317,15 +421,23 @@ def _figures(learn, metrics):
 # %% ../nbs/14_train.ipynb #7deb93db
 def load_run(run_dir:Path, # a folder written by `train`
             ) -> tuple: # (P2P model in evaluation mode, config dict)
-    "Rebuild a trained P2P model from a run folder"
+    "Rebuild a trained P2P model from a run folder, or say why the folder holds no finished run"
     run = Path(run_dir)
     if not (run/'config.json').is_file(): raise FileNotFoundError(f"{run} has no config.json: is it a folder written by `train`?")
-    if not (run/'model.pth').is_file(): raise FileNotFoundError(f"{run} has no model.pth: the run was trained with save_model=False")
-    cfg = json.loads((run/'config.json').read_text())
-    mkw = {k: cfg[k] for k in _MODEL_KEYS if k in cfg and k != 'dynamic'}
-    mkw.setdefault('mean', IMAGENET_MEAN); mkw.setdefault('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
-    model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=cfg['use_dynamic_threshold'], delta=cfg['deltas'][0], **mkw)
-    model.load_state_dict(torch.load(run/'model.pth', map_location='cpu', weights_only=True))
+    _check_complete(run)
+    fix = f"the run folder was damaged or its files mixed up: restore {run}'s own files, or train again"
+    cfg = read_json(run/'config.json', 'the run configuration', fix)
+    if not (run/'model.pth').is_file():
+        if cfg.get('save_model') is False: raise PxpError(f"{run} has no model.pth: it was trained with save_model=False", "train again with save_model=True (the default)")
+        raise PxpError(f"{run} has no model.pth: the run did not finish (it was interrupted or failed before saving its model)",
+                       f"train again, or resume it with `pxp train --resume {run}` if it saved checkpoints")
+    try:
+        mkw = {k: cfg[k] for k in _MODEL_KEYS if k in cfg and k != 'dynamic'}
+        mkw.setdefault('mean', IMAGENET_MEAN); mkw.setdefault('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
+        model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=cfg['use_dynamic_threshold'], delta=cfg['deltas'][0], **mkw)
+    except KeyError as e: raise PxpError(f"{run/'config.json'} lacks the option {e.args[0]!r}", fix) from None
+    load_matching(model, load_torch(run/'model.pth', "the run's P2P weights", fix), str(run/'model.pth'),
+                  f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
     return model.eval(), cfg
 
 def evaluate_run(run_dir:Path, # a folder written by `train`
@@ -337,6 +449,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
                 ) -> Path: # the new evaluation folder
     "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
     deltas = parse_deltas(certainty)
+    check_number('batch_size', batch_size, 1, integer=True)
     model, cfg = load_run(run_dir)
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
@@ -351,10 +464,10 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     if is_rank0():
         figs = _evaluation_figures(model, edl, deltas[0] if model.dynamic else None)
         fid = figs.pop('_fidelity')
-        out = new_run_dir(run_dir, 'evaluate')
-        write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
-                               n_images=len(edl.dataset)), figures=figs,
-                     title=f"P2P evaluation of {Path(run_dir).name}")
+        with removed_on_error(new_run_dir(run_dir, 'evaluate')) as out:
+            write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
+                                   n_images=len(edl.dataset)), figures=figs,
+                         title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)
 

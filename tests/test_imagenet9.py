@@ -25,7 +25,7 @@ def test_build_layout_counts_and_links(fx, tmp_path):
                 d = tmp_path/'i9'/s/folder/Path(p).name
                 assert d.read_bytes() == (fx['imagenet']/p).read_bytes()
                 if res['linked'] == 45: assert d.stat().st_ino == (fx['imagenet']/p).stat().st_ino
-    assert len(_files(tmp_path/'i9')) == 45
+    assert len(_files(tmp_path/'i9')) == 46 and 'imagenet9.json' in _files(tmp_path/'i9')   # 45 images and the completion record
 
 def test_copy_mode_and_link_fallback(fx, tmp_path, monkeypatch):
     res = build_imagenet9(fx['imagenet'], fx['pkl_dir'], tmp_path/'cp', link=False, progress=False)

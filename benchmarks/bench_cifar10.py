@@ -16,7 +16,7 @@ figures of kept regions for right and wrong predictions, and for the paper arm t
 share of images whose mask collapses (keeps ≤ 5% or ≥ 95% at every τ). Everything goes to a new folder under --out;
 run nothing else on the machine meanwhile (timings are wall time on a shared-nothing machine).
 """
-import argparse, json, os, platform, time
+import argparse, json, os, platform, re, time
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
@@ -139,7 +139,7 @@ def measure_run(run, a, prefix):
     for k, rs in rows.items():
         if not rs: continue
         fig = show_selection(denormalize(torch.stack([r[0] for r in rs]), model.mean, model.std), torch.stack([r[1] for r in rs]),
-                             torch.stack([r[2] for r in rs]), titles=[r[3] for r in rs])
+                             torch.stack([r[2] for r in rs]), titles=[r[3] for r in rs], dropped='black')
         fig.savefig(f'{prefix}_kept_{k}.png', dpi=90, bbox_inches='tight'); plt.close(fig)
     kvt = kept_vs_tau(model, tdl, taus=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))
     collapse = _collapse(model, tdl)
@@ -228,7 +228,7 @@ def main():
         if not run or not (Path(run)/'metrics.json').is_file(): raise SystemExit(f"--measure {spec!r}: expected LABEL=RUN_FOLDER of a finished pxp train run")
         print(f"== measuring {label}: {run}", flush=True)
         total = json.loads((Path(run)/'metrics.json').read_text())['timing']['total_s']
-        results[label] = dict(run=str(run), wall_s=total, **measure_run(run, a, out/label.replace(' ', '_')))
+        results[label] = dict(run=str(run), wall_s=total, **measure_run(run, a, out/re.sub(r'[^\w.-]+', '_', label).strip('_')))
         atomic_write(out/'results.json', lambda t: Path(t).write_text(json.dumps(results, indent=2, default=str)))
     for arm in [x for x in a.arms.split(',') if x]:
         print(f"== {arm} ({minutes} min)", flush=True)

@@ -1,11 +1,15 @@
 """Image classifiers that explain themselves: P2P (interpretable by design) and MoXI (game-theoretic explanations), on fastai.
 
-The public API, importable from the package: `from pixelperception import MoXI, PatchMasker, P2P, train, load_run`.
+The public API, importable from the package: `from pixelperception import MoXI, PatchMasker, P2P, load_run`.
 Names load their module on first use, so `import pixelperception` (and `pxp --help`) stays fast. This file is written
 by hand, not exported by nbdev (nbdev-export only keeps `__version__` in it); each name is documented in its notebook."""
 __version__ = "0.0.1"
 
-import importlib as _importlib, sys as _sys, types as _types
+import importlib as _importlib, warnings as _warnings
+
+# fastai's layers use `torch.jit.script` at import, which torch 2.14 deprecates with a FutureWarning on every run; it is not
+# something a user of this library can act on, so it is silenced (that one message only)
+_warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 _API = {   # module -> its public names
     'explain': ('Ranking', 'Explainer', 'MoXI', 'SelfShapley', 'SampledShapley', 'RandomOrder', 'feature_groups'),
@@ -13,7 +17,7 @@ _API = {   # module -> its public names
     'cam': ('GradCAM', 'AttentionRollout'),
     'interop': ('quantus_explain_func',),
     'model': ('P2P',),
-    'train': ('train', 'load_run', 'evaluate_run'),
+    'train': ('load_run', 'evaluate_run'),   # not `train` itself: `pixelperception.train` is its module (from pixelperception.train import train)
     'zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
             'register_selector', 'normalization'),
     'recipes': ('list_recipes',),
@@ -32,11 +36,3 @@ def __getattr__(name):
     return obj
 
 def __dir__(): return sorted(set(globals()) | set(__all__))
-
-class _Package(_types.ModuleType):
-    "`pixelperception.train` is the function: importing the submodule of the same name must not replace it"
-    def __setattr__(self, name, value):
-        if isinstance(value, _types.ModuleType) and _WHERE.get(name, '') == name == value.__name__.rpartition('.')[2]: return
-        super().__setattr__(name, value)
-
-_sys.modules[__name__].__class__ = _Package

@@ -123,6 +123,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         check_number(k, v, 1, integer=True)
     mean, std = input_normalization(arch, mean, std)
     init_distributed()   # under torchrun: the chunks of images are shared among the processes
+    if is_rank0(): check_writable(out)   # before any work: the run folder itself is made once there are results to write
     x, y, classes, files = load_image_folder(data, n=n_images, size=size, mean=mean, std=std)
     model = build_model(arch, weights, num_classes=len(classes), img_size=size)
     if weights is None and is_rank0():
@@ -147,7 +148,6 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     N = masker.n_groups if features == 'superpixels' else masker.n_features(x[:1], model=model)
     if not 1 <= top_k <= N: raise ValueError(f"top_k must be in 1..{N} (the number of features), got {top_k}")
     curves = ['insertion', 'deletion'] if curve == 'both' else [curve]
-    if is_rank0(): check_writable(out)   # before the work: the run folder itself is made once there are results to write
     kw = dict(masker=masker, batch_size=batch_size)
     explainers = {m: (METHODS[m](model, seed=seed, **kw) if m == 'random' else
                       METHODS[m](model, n_rounds=n_rounds, seed=seed, reward=reward, **kw) if m == 'sampled-shapley' else

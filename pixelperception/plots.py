@@ -74,6 +74,7 @@ def show_selection(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
                    gt:Tensor=None, # [B,H,W] ground-truth object masks (optional column)
                    titles:list=None, # one title per row (e.g. predicted class)
                    size:float=2.2, # inches per panel
+                   dropped:str='fade', # how dropped pixels look: 'fade' (dimmed, context visible) or 'black' (what P2P's classifier sees)
                   ) -> Figure:
     "Rows of image | superpixel boundaries | kept regions | ground truth"
     imgs = _batch(imgs)
@@ -81,6 +82,7 @@ def show_selection(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
     if groups.dim() == 2: groups = groups[None]
     if tuple(groups.shape) != (imgs.shape[0], *imgs.shape[2:]):
         raise ValueError(f"groups of shape {tuple(groups.shape)} does not match imgs of shape {tuple(imgs.shape)}: expected [B,H,W]")
+    if dropped not in ('fade', 'black'): raise ValueError(f"dropped must be 'fade' or 'black', got {dropped!r}")
     keep = _keep_pixels(keep, groups)
     if gt is not None:
         gt = torch.as_tensor(gt.as_subclass(Tensor) if isinstance(gt, Tensor) else np.asarray(gt)).detach().cpu().bool()
@@ -92,7 +94,7 @@ def show_selection(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
         im = _img(imgs[b]); k = keep[b].numpy()
         show_image(im, ctx=axs[b, 0], title=titles[b] if titles else 'image')
         show_groups(im, groups[b], ctx=axs[b, 1], title=f"{int(groups[b].max()) + 1} superpixels")
-        show_image(np.where(k[..., None], im, .5 * im + .25), ctx=axs[b, 2], title=f"kept {k.mean():.0%}")
+        show_image(np.where(k[..., None], im, .5 * im + .25 if dropped == 'fade' else 0.), ctx=axs[b, 2], title=f"kept {k.mean():.0%}")
         if gt is not None:
             g = gt[b].numpy()
             show_image(np.where(g[..., None], im, .5 * im + .25), ctx=axs[b, 3], title=f"ground truth {g.mean():.0%}")

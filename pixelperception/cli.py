@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib, inspect, os, sys, traceback, warnings
 from pathlib import Path
 from fastcore.script import anno_parser
-from .files import PxpError, os_error_message
+from .files import PxpError, os_error_message, read_json
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'models', 'main']
@@ -125,6 +125,42 @@ def _warning_line(show):
         else: show(message, category, filename, lineno, file, line)
     return _show
 
+# %% ../nbs/90_cli.ipynb #fdd9327e
+def _choices(cmd) -> dict:
+    "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
+    if cmd != 'train': return {}
+    from pixelperception.data import DATASETS
+    from pixelperception.recipes import list_recipes
+    from pixelperception.zoo import list_selectors
+    from pixelperception.learner import OPTIMIZERS
+    from pixelperception.train import PRECISIONS
+    return dict(dataset=DATASETS, recipe=list_recipes(), selector=list_selectors(), optimizer=OPTIMIZERS, precision=PRECISIONS,
+                target=('object', 'scene'), tau_mode=('input', 'rank'), estimator=('pathwise', 'score'), reg_variant=('kl', 'l1'),
+                lr_schedule=('one_cycle', 'constant'), norm=('batch', 'group', 'none'))
+
+def _tidy(parser, choices:dict={}):
+    "Help written for the flag as typed: `--no-X` says what it turns off, values are named after the option, choices are listed and enforced"
+    for a in parser._actions:
+        if not a.option_strings or a.dest == 'help': continue
+        if a.option_strings[0].startswith('--no-') and a.help:   # a store_false flag: its docment describes the option it turns off
+            a.help = f"turn off (on by default): {a.help.replace(' (default: True)', '')}"
+        if a.dest in choices: a.choices, a.metavar = list(choices[a.dest]), None   # argparse shows {a,b,...}
+        elif isinstance(a.metavar, str) and a.metavar.startswith('('):   # fastcore's '(int)' etc.
+            a.metavar = dict(int='N', float='X', path='PATH', bool='BOOL').get(a.metavar.strip('()'), 'TEXT')
+    return parser
+
+def _config_defaults(parser, argv:list, params) -> list:
+    "`--config FILE`: a JSON file of options (e.g. a run's config.json) as the defaults; flags given on the line still win"
+    if '--config' not in argv: return argv
+    i = argv.index('--config')
+    if i + 1 >= len(argv): raise PxpError("--config needs a file", "pass a JSON file of options, e.g. --config runs/train-.../config.json")
+    cfg = read_json(argv[i + 1], 'options for --config', "pass a JSON object of options, e.g. a run's config.json")
+    if not isinstance(cfg, dict): raise PxpError(f"{argv[i + 1]} holds a {type(cfg).__name__}, not a JSON object of options", "pass a JSON object, e.g. a run's config.json")
+    keep = {k: v for k, v in cfg.items() if k in params and k not in ('resume',)}   # a run's config also records what the run added
+    if not keep: raise PxpError(f"{argv[i + 1]} sets none of this command's options", "pass the config.json of a run of the same command")
+    parser.set_defaults(**keep)
+    return argv[:i] + argv[i + 2:]
+
 # %% ../nbs/90_cli.ipynb #b1701672
 def _one_line(e:BaseException) -> str:
     "The message of a user error on one line: the file and reason of an `OSError`, a `KeyError`'s key, whitespace runs joined"
@@ -150,13 +186,17 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
               f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2
     func = _resolve(COMMANDS[cmd][0])
-    parser = anno_parser(func, prog=f'pxp {cmd}')
+    parser = _tidy(anno_parser(func, prog=f'pxp {cmd}'), _choices(cmd))
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
     parser.error = _bad_option
-    try: args = vars(parser.parse_args(argv[n:]))
-    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
     params = inspect.signature(func).parameters
+    if cmd == 'train': parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
+    try:
+        rest = _config_defaults(parser, argv[n:], params)
+        args = vars(parser.parse_args(rest))
+    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
+    except USER_ERRORS as e: print(f"pxp: error: {_one_line(e)}", file=sys.stderr); return 2
     rank = int(os.environ.get('RANK', '0'))   # set by torchrun / accelerate launch
     who = f"pxp{f' (rank {rank})' if rank else ''}"
     try:

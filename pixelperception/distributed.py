@@ -17,22 +17,29 @@ from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, p2p_batch_output
 from .model import check_delta
 
 # %% auto #0
-__all__ = ['forward_model_attrs', 'ForwardModelAttrs', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
-           'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object', 'shard_dl', 'evaluate_p2p_sharded',
-           'kept_vs_tau_sharded', 'average_bn_stats', 'broadcast_model', 'recalibrate_bn_sharded', 'init_distributed',
-           'teardown_distributed']
+__all__ = ['GlooDistributedDL', 'gloo_broadcast', 'forward_model_attrs', 'ForwardModelAttrs', 'all_gather', 'SyncMetrics',
+           'is_rank0', 'barrier', 'rank0_first', 'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object',
+           'shard_dl', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'average_bn_stats', 'broadcast_model',
+           'recalibrate_bn_sharded', 'init_distributed', 'teardown_distributed']
 
 # %% ../nbs/15_distributed.ipynb #3c00c614
 def _backend_device():
     return 'cuda' if dist.is_available() and dist.is_initialized() and dist.get_backend() == 'nccl' else 'cpu'
 
-def _broadcast(self, t, rank):
-    "Broadcast list `t` from `rank` on the device the process group's backend needs (fastai's version always uses CUDA)"
-    t = torch.tensor(t, dtype=torch.long, device=_backend_device())
-    dist.broadcast(t, rank)
-    return t.cpu().tolist()
+class GlooDistributedDL(DistributedDL):
+    "fastai's `DistributedDL` whose shuffled order is broadcast on the device the process group needs (fastai's always uses CUDA)"
+    def _broadcast(self, t, rank):
+        t = torch.tensor(t, dtype=torch.long, device=_backend_device())
+        dist.broadcast(t, rank)
+        return t.cpu().tolist()
 
-DistributedDL._broadcast = _broadcast
+@contextmanager
+def gloo_broadcast():
+    "Within the block, the `DistributedDL`s that fastai's `Learner.distrib_ctx` makes broadcast like `GlooDistributedDL` (restored after)"
+    old = DistributedDL._broadcast
+    DistributedDL._broadcast = GlooDistributedDL._broadcast
+    try: yield
+    finally: DistributedDL._broadcast = old
 
 # %% ../nbs/15_distributed.ipynb #65ff4029
 class _ModelAttrs:
@@ -107,7 +114,7 @@ def distrib_ctx(learn, # a fastai `Learner`
         if sync_bn: raise ValueError("sync_bn=True needs GPUs (PyTorch's SyncBatchNorm does not run on CPU): use sync_bn=False")
         kwargs.setdefault('cpu', True)
     cbs = [ForwardModelAttrs(), SyncMetrics()]
-    with learn.distrib_ctx(sync_bn=sync_bn, **kwargs):
+    with gloo_broadcast(), learn.distrib_ctx(sync_bn=sync_bn, **kwargs):
         learn.add_cbs(cbs)
         try: yield learn
         finally: learn.remove_cbs(cbs)
@@ -223,7 +230,7 @@ def recalibrate_bn_sharded(model, # trained P2P model
                           ) -> int: # images used over all processes
     "`recalibrate_bn` on this process's share of the training batches, then the statistics averaged over the processes"
     if world()[1] == 1: return recalibrate_bn(model, dl, **kwargs)
-    n = recalibrate_bn(model, DistributedDL(dl), **kwargs)
+    n = recalibrate_bn(model, GlooDistributedDL(dl), **kwargs)
     average_bn_stats(model, n)
     return sum(all_gather(n))
 

@@ -77,6 +77,7 @@ def test_explain_p2p_run(tmp_path):
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
     e = pxp('explain', run, '--n-images', 3, '--methods', 'moxi,random')   # a run folder: explains the P2P model
     assert e.returncode == 0, e.stderr
+    assert f"pxp: note: {run} is a `pxp train` run: running `pxp explain-p2p`" in e.stderr   # said, not silent
     out = Path(e.stdout.strip().splitlines()[-1].split('results: ')[1])
     m = json.loads((out/'metrics.json').read_text())
     assert set(m['methods']) == {'moxi', 'random'} and 0 <= m['methods']['moxi']['overlap'] <= 1

@@ -149,11 +149,12 @@ def _mask_hw(shape):
 def load_bg_mask(fn:Path, # a Backgrounds Challenge `fg_mask` .npy
                 ) -> np.ndarray: # bool HxW foreground mask
     "Read one ImageNet-9 foreground mask as a bool HxW array"
-    m = np.load(fn)
+    from pixelperception.data import binary_mask   # here: data imports this module
+    m = binary_mask(np.load(fn), fn)   # bool, or 0/1 or 0/255 values; soft masks (e.g. 0.3) are refused, not counted as object
     if m.ndim == 3 and m.shape[-1] in (1, 3, 4): m = m.any(-1)
     elif m.ndim == 3 and m.shape[0] in (1, 3, 4): m = m.any(0)
     if m.ndim != 2: raise ValueError(f"{fn}: expected an HxW mask (or HxWxC / CxHxW), got shape {m.shape}")
-    return m != 0
+    return m
 
 def _bg_root(root):
     for d in (root/'backgrounds_challenge_data'/'bg_challenge', root/'bg_challenge', root):

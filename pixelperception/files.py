@@ -95,11 +95,15 @@ def removed_on_error(d:Path, # a run's new output folder
     except BaseException:
         shutil.rmtree(d, ignore_errors=True); raise
 
-def check_writable(folder:Path, # a folder outputs will go into (created if missing)
+def check_writable(folder:Path, # a folder outputs will go into (it need not exist yet)
                   ) -> Path:
-    "Fail now, not after the work, if `folder` cannot be written: creates it and a probe folder inside, then removes the probe"
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    os.rmdir(tempfile.mkdtemp(prefix='.probe-', dir=folder))
+    "Fail now, not after the work, if `folder` could not be written; creates nothing that stays (a missing folder is probed at its nearest existing parent)"
+    folder = Path(folder); probe_in = folder
+    while not probe_in.exists() and probe_in.parent != probe_in: probe_in = probe_in.parent
+    if not probe_in.is_dir(): raise NotADirectoryError(errno.ENOTDIR, 'Not a directory', str(probe_in))
+    probe = probe_in/f'.probe-{secrets.token_hex(4)}'
+    try: probe.mkdir(); probe.rmdir()   # as the run folder will be made
+    except OSError as e: raise type(e)(e.errno, e.strerror, str(folder)) from None   # name the folder asked for, not the probe
     return folder
 
 # %% ../nbs/00a_files.ipynb #d255a98a

@@ -85,7 +85,10 @@ def test_options_override_the_recipe(tmp_path):
     assert cfg['recipe'] == 'cpu' and cfg['tau_power'] == 1. and cfg['classifier_epochs'] == 0
     assert cfg['overrides']['tau_power'] == 1. and 'tau_mode' not in cfg['overrides'] and cfg['tau_mode'] == 'rank'
     rc, _, err = _cli(['train', '--recipe', 'fast', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs2'])
-    assert rc == 2 and 'unknown recipe' in err and 'cpu, paper' in err and not (tmp_path/'runs2').exists()
+    assert rc == 2 and "invalid choice: 'fast' (choose from 'cpu', 'paper')" in err and not (tmp_path/'runs2').exists()   # the CLI lists the registry's recipes
+    with pytest.raises(ValueError, match='unknown recipe .fast.: choose one of cpu, paper'):   # the Python API says the same
+        train(recipe='fast', data_path=tmp_path/'data', experiment=tmp_path/'runs2', **TINY)
+    assert not (tmp_path/'runs2').exists()
 
 # ---------------------------------------------------------------- CIFAR-10, both layouts, and evaluate --data-path
 def _cifar_folder(root, n_train=3, n_test=2, seed=0):

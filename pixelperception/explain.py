@@ -10,12 +10,12 @@ from typing import NamedTuple
 import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain, check_precision, autocast_call, _is_conv
 from .files import check_logits
 
 # %% auto #0
-__all__ = ['CURVES', 'PRECISIONS', 'Ranking', 'scores_to_order', 'check_precision', 'Explainer', 'feature_groups', 'absent_last',
-           'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'absent_last', 'SelfShapley', 'MoXI',
+           'SampledShapley', 'RandomOrder']
 
 # %% ../nbs/31_explain.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -39,18 +39,6 @@ def _device(model):
     p = next(iter(model.parameters()), None) if hasattr(model, 'parameters') else None
     return p.device if p is not None else torch.device('cpu')
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-def check_precision(precision:str, # "fp32", "bf16" or "fp16"
-                    device=None, # where the model runs (fp16 autocast needs CUDA)
-                   ) -> str:
-    "Validate a `precision` option: the name, and fp16 only on a GPU"
-    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and torch.device(device or 'cpu').type != 'cuda':
-        raise ValueError("precision='fp16' needs a CUDA model (CPU autocast has no fast fp16): use precision='bf16' on CPU, or move the model to a GPU")
-    return precision
-
-def _is_conv(model): return hasattr(model, 'modules') and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
 class Explainer:
     "Base of the black-box explainers: model + masker + reward, with an evaluation counter"
     hides_features = True   # False for explainers that read the model instead of hiding features (Grad-CAM, rollout)
@@ -69,8 +57,7 @@ class Explainer:
     def forward(self, f, *args, **kwargs):
         "f(*args) (the model, or the masker running it) under this explainer's precision; logits come back float32"
         if self.precision == "fp32": return f(*args, **kwargs)   # the reference path, untouched
-        with torch.autocast(_device(self.model).type, dtype=PRECISIONS[self.precision]):
-            return f(*args, **kwargs).float()   # rewards, ties and log-odds in float32: bf16's 8-bit mantissa is too coarse for them
+        return autocast_call(self.precision, _device(self.model), f, *args, **kwargs)
 
     def prepare(self, x, target=None, groups=None):
         "Move inputs to the model's device, find the full-image logits, resolve target, count features"

@@ -12,8 +12,8 @@ import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .superpixels import slic_groups
-from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid
-from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder, check_precision
+from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision
+from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
 from .cifar_resnet import resnet20, load_resnet20, load_image_folder
 from .metrics import ranking_curves

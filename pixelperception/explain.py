@@ -10,7 +10,7 @@ from typing import NamedTuple
 import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain, check_precision, autocast_call, _is_conv
 from .files import check_logits
 
 # %% auto #0
@@ -45,11 +45,19 @@ class Explainer:
     def __init__(self, model, # classifier: [B,3,H,W] -> logits [B,C]
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs; else pass one, or feature_mask to attribute)
                  reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
-                 batch_size:int=256): # forward passes per chunk
+                 batch_size:int=256, # forward passes per chunk
+                 precision:str="fp32"): # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (autocast, GPU only)
         if hasattr(model, 'eval'): model.eval()
         if masker is None and vit_kind(model) is not None: masker = TokenMasker(model)
         self.model, self.masker, self.reward, self.batch_size = model, masker, get_reward(reward), batch_size
+        self.precision = check_precision(precision, _device(model))
+        if self.precision != "fp32" and _is_conv(model): model.to(memory_format=torch.channels_last)   # oneDNN/cuDNN's fast layout for low-precision convs
         self.n_evals, self.evals_per_image = 0, 0.
+
+    def forward(self, f, *args, **kwargs):
+        "f(*args) (the model, or the masker running it) under this explainer's precision; logits come back float32"
+        if self.precision == "fp32": return f(*args, **kwargs)   # the reference path, untouched
+        return autocast_call(self.precision, _device(self.model), f, *args, **kwargs)
 
     def prepare(self, x, target=None, groups=None):
         "Move inputs to the model's device, find the full-image logits, resolve target, count features"
@@ -57,14 +65,15 @@ class Explainer:
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
         if groups is not None: groups = _plain(groups).to(x.device)
         N = self.masker.n_features(x, groups, model=self.model)
-        with torch.inference_mode(): logits = check_logits(self.model(x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
+        if self.precision != "fp32" and _is_conv(self.model): x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(): logits = check_logits(self.forward(self.model, x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
         self.n_evals += x.shape[0]
         return x, groups, check_target(target, logits), logits, N
 
     def value(self, x, keep, target, groups=None):
         "v(S) for every coalition of keep [B,K,N]: (rewards [B,K], logits [B,K,C])"
         n0 = self.masker.n_evals
-        logits = self.masker(self.model, x, keep, groups, batch_size=self.batch_size)
+        logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size)
         self.n_evals += self.masker.n_evals - n0
         return self.reward(logits, target[:, None].expand(keep.shape[:2])), logits
 
@@ -80,7 +89,9 @@ class Explainer:
 
     def attribute(self, x, target=None, groups=None, curve="insertion"): raise NotImplementedError
     def __call__(self, *args, **kwargs): return self.attribute(*args, **kwargs)
-    def __repr__(self): return f"{type(self).__name__}(masker={self.masker}, batch_size={self.batch_size})"
+    def __repr__(self):
+        p = "" if self.precision == "fp32" else f", precision={self.precision!r}"
+        return f"{type(self).__name__}(masker={self.masker}, batch_size={self.batch_size}{p})"
 
 # %% ../nbs/31_explain.ipynb #74bc043a
 def feature_groups(feature_mask:Tensor, # captum's id map: [B,H,W], [B,1,H,W], or one map for all images ([H,W], [1,H,W], [1,1,H,W])
@@ -168,8 +179,9 @@ class MoXI(Explainer):
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
                  reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
                  batch_size:int=256, # forward passes per chunk
+                 precision:str="fp32", # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (GPU only)
                  early_stop:bool=False): # stop once insertion reaches (deletion leaves) the full image's prediction
-        super().__init__(model, masker, reward, batch_size)
+        super().__init__(model, masker, reward, batch_size, precision)
         self.early_stop = early_stop
 
     @_attribute_api
@@ -232,9 +244,10 @@ class SampledShapley(Explainer):
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
                  reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
                  batch_size:int=256, # forward passes per chunk
+                 precision:str="fp32", # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (GPU only)
                  n_rounds:int=200, # rounds of N marginal contributions each
                  seed:int=0): # seed of the coalition sampler
-        super().__init__(model, masker, reward, batch_size)
+        super().__init__(model, masker, reward, batch_size, precision)
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
         self.n_rounds, self.seed = n_rounds, seed
 

@@ -12,7 +12,7 @@ import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .superpixels import slic_groups
-from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid
+from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision
 from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
 from .cifar_resnet import resnet20, load_resnet20, load_image_folder
@@ -108,6 +108,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
             top_k:int=4, # report accuracy with top_k features shown (insertion) / removed (deletion)
             only_correct:bool=False, # curves over correctly classified images only
             batch_size:int=256, # forward passes per chunk
+            precision:str='fp32', # model arithmetic of the hiding explainers: 'fp32' (exact), 'bf16' (autocast, faster on CPUs with bf16 units) or 'fp16' (GPU)
             chunk:int=10, # images explained together (the unit of work shared among processes; progress-bar granularity)
             seed:int=0, # seed of random orders and Shapley sampling
             mean:str=None, # input normalisation mean, e.g. '0.49,0.48,0.45' (default: the model's, else ImageNet's)
@@ -134,6 +135,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         if C != len(classes): raise PxpError(f"the model has {C} classes but {data} has {len(classes)} class folders",
                                              f"pass the data the model was trained on (one folder per class, in the model's class order), or weights for {len(classes)} classes")
     names = _parse_methods(methods, model)
+    check_precision(precision, next(model.parameters()).device)
     masker = _masker(features, grid, fill, batch_size, model, mean, std)
     starts = list(range(0, len(x), chunk))
     mine = shard(len(starts))   # this process's chunks: c % world size == rank
@@ -150,9 +152,9 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     curves = ['insertion', 'deletion'] if curve == 'both' else [curve]
     kw = dict(masker=masker, batch_size=batch_size)
     explainers = {m: (METHODS[m](model, seed=seed, **kw) if m == 'random' else
-                      METHODS[m](model, n_rounds=n_rounds, seed=seed, reward=reward, **kw) if m == 'sampled-shapley' else
+                      METHODS[m](model, n_rounds=n_rounds, seed=seed, reward=reward, precision=precision, **kw) if m == 'sampled-shapley' else
                       METHODS[m](model, **kw) if m in ('gradcam', 'rollout') else
-                      METHODS[m](model, reward=reward, **kw)) for m in names}
+                      METHODS[m](model, reward=reward, precision=precision, **kw)) for m in names}
     for c in mine:
         with torch.inference_mode(): local[c].update(pred=check_logits(model(x[sl(c)])).argmax(-1), orders={m: {} for m in names},
                                                      evals=dict.fromkeys(names, 0), secs=dict.fromkeys(names, 0.))
@@ -174,7 +176,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
             summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model,
                                        settings=dict(data=str(data), arch=arch, weights=None if weights is None else str(weights), methods=names,
                                                      curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
-                                                     fill=fill, target=target, reward=reward, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
+                                                     fill=fill, target=target, reward=reward, precision=precision, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
                                                      seed=seed, mean=list(mean), std=list(std)))
     summary, run_dir = broadcast_object((summary, run_dir))
     return {**summary, 'run_dir': str(run_dir)}

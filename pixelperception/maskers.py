@@ -12,8 +12,8 @@ from .superpixels import to_pixels, group_pool, group_sizes
 from .files import check_logits
 
 # %% auto #0
-__all__ = ['REWARDS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker', 'GroupMasker',
-           'present_first', 'vit_kind', 'vit_grid', 'TokenMasker']
+__all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
+           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -189,6 +189,27 @@ def present_first(orders:Tensor, # [B,N] feature ids, most important first
     "Orders with the features each image has first, in their ranked order, and the absent ones last"
     idx = torch.sort((~present.to(orders.device).gather(1, orders)).long(), dim=1, stable=True).indices
     return orders.gather(1, idx)
+
+# %% ../nbs/30_maskers.ipynb #08c1dfbb
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+def check_precision(precision:str, # "fp32", "bf16" or "fp16"
+                    device=None, # where the model runs (fp16 autocast needs CUDA)
+                   ) -> str:
+    "Validate a `precision` option: the name, and fp16 only on a GPU"
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and torch.device(device or 'cpu').type != 'cuda':
+        raise ValueError("precision='fp16' needs a CUDA model (CPU autocast has no fast fp16): use precision='bf16' on CPU, or move the model to a GPU")
+    return precision
+
+def _is_conv(model): return hasattr(model, 'modules') and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+def autocast_call(precision:str, # "bf16" or "fp16" ("fp32" calls f as it is)
+                  device, # where the model runs
+                  f, *args, **kwargs): # the model, or a masker running it, and its arguments
+    "f(*args) under autocast at `precision`, its logits cast back to float32 (rewards and ties need full precision)"
+    if precision == "fp32": return f(*args, **kwargs)
+    with torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision]): return f(*args, **kwargs).float()
+
 
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
 def vit_kind(model) -> str|None:

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score, average_precision_score
 from fastcore.basics import patch
 from .superpixels import group_sizes
 from .files import check_logits, check_finite
-from .maskers import present_first
+from .maskers import present_first, check_precision, autocast_call
 
 # %% auto #0
 __all__ = ['PXAP_BIN_WIDTH', 'P2P_THRESHOLDS', 'correct', 'accuracy', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'PxAP',
@@ -367,10 +367,12 @@ def ranking_curves(model, # classifier called by the masker
                    steps=None, # numbers of features k to evaluate (default 1..N)
                    batch_size:int=256, # masked inputs per masker call
                    only_correct:bool=False, # keep only images classified correctly with all features visible
+                   precision:str='fp32', # the model's arithmetic: 'fp32', 'bf16' (autocast) or 'fp16' (GPU)
                   ) -> Curves: # per-image correctness [B',K], mean curve, AUC, direction
     "Ranking curve: accuracy w.r.t. target after showing (insertion ↑) or removing (deletion ↓) the first k features"
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_precision(precision, x.device)
     x = _plain(x, 'x')
     if x.dim() != 4: raise ValueError(f"x must be [B,C,H,W], got shape {_shape(x)}")
     B, N = x.shape[0], _n_features(masker, x, groups, model)
@@ -381,7 +383,7 @@ def ranking_curves(model, # classifier called by the masker
     if ks.numel() == 0 or ks.min() < 0 or ks.max() > N or (ks.diff() <= 0).any():
         raise ValueError(f"steps must be increasing numbers of features in 0..{N}, got {ks.tolist()}")
     with torch.inference_mode():
-        full = masker(model, x, torch.ones(B, 1, N, dtype=torch.bool, device=x.device), groups)[:, 0].argmax(-1)
+        full = autocast_call(precision, x.device, masker, model, x, torch.ones(B, 1, N, dtype=torch.bool, device=x.device), groups)[:, 0].argmax(-1)
         target = full if target is None else _plain(target, 'target').to(x.device)
         if _shape(target) != (B,): raise ValueError(f"target must be [B] = [{B}] class ids, got shape {_shape(target)}")
         sel = (full == target).nonzero()[:, 0] if only_correct else torch.arange(B, device=x.device)
@@ -394,6 +396,6 @@ def ranking_curves(model, # classifier called by the masker
         for i in range(0, Bs, bi):
             rows = sel[i:i + bi]
             for j in range(0, K, kc):
-                logits = masker(model, x[rows], keep[i:i + bi, j:j + kc], None if groups is None else groups[rows])
+                logits = autocast_call(precision, x.device, masker, model, x[rows], keep[i:i + bi, j:j + kc], None if groups is None else groups[rows])
                 hit[i:i + bi, j:j + kc] = logits.argmax(-1) == target[rows, None]
     return Curves(ks.float() / N, hit.float().cpu(), curve, higher_is_better=curve == 'insertion', metric='accuracy', steps=ks)

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
 # %% ../nbs/00a_files.ipynb #e5bc8ed2
 from __future__ import annotations
-import errno, json, math, os, pickle, re, secrets, shutil, tempfile
+import errno, json, math, os, pickle, re, secrets, shutil, socket, tempfile
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +16,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['SAFE_PICKLE_GLOBALS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps', 'new_run_dir',
-           'removed_on_error', 'check_writable', 'SafeUnpickler', 'safe_pickle_load', 'read_json', 'load_torch',
-           'load_matching', 'read_image', 'check_finite', 'check_logits', 'os_error_message']
+           'removed_on_error', 'check_writable', 'process_record', 'process_state', 'SafeUnpickler', 'safe_pickle_load',
+           'read_json', 'load_torch', 'load_matching', 'read_image', 'check_finite', 'check_logits', 'os_error_message']
 
 # %% ../nbs/00a_files.ipynb #2da58c87
 class PxpError(ValueError):
@@ -105,6 +105,20 @@ def check_writable(folder:Path, # a folder outputs will go into (it need not exi
     try: probe.mkdir(); probe.rmdir()   # as the run folder will be made
     except OSError as e: raise type(e)(e.errno, e.strerror, str(folder)) from None   # name the folder asked for, not the probe
     return folder
+
+# %% ../nbs/00a_files.ipynb #cba5c967
+def process_record() -> dict:
+    "This process's identity, for a marker file that says who is writing an output: {'pid', 'host'}"
+    return dict(pid=os.getpid(), host=socket.gethostname())
+
+def process_state(rec:dict, # a `process_record` read back from a marker file
+                 ) -> str: # 'alive', 'gone', or 'unknown' (written on another machine, or no pid)
+    "Is the process that wrote `rec` still running? Only this machine's processes can be checked"
+    if rec.get('host') != socket.gethostname() or not isinstance(rec.get('pid'), int): return 'unknown'
+    try: os.kill(rec['pid'], 0)
+    except ProcessLookupError: return 'gone'
+    except PermissionError: return 'alive'   # it exists, under another user
+    return 'alive'
 
 # %% ../nbs/00a_files.ipynb #d255a98a
 def _numpy_pickle_globals() -> dict:

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/synthetic.html.md"""
 
 # %% ../nbs/02_synthetic.ipynb #8303c24b
 from __future__ import annotations
-import json, os, shutil, socket, tempfile, time
+import json, os, shutil, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -14,7 +14,7 @@ from skimage import data as skdata, draw
 from skimage.transform import rotate
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
-from .files import read_json
+from .files import read_json, process_record, process_state
 
 # %% auto #0
 __all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic', 'remove_stale_builds']
@@ -143,7 +143,7 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
     remove_stale_builds(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
     try:
-        (tmp/'builder.json').write_text(json.dumps(dict(pid=os.getpid(), host=socket.gethostname())))   # whose build this is
+        (tmp/'builder.json').write_text(json.dumps(process_record()))   # whose build this is
         counts = _write_splits(tmp, params, progress)
         (tmp/'builder.json').unlink()
         (tmp/'synthetic.json').write_text(json.dumps(dict(params=params, counts=counts), indent=1))
@@ -163,11 +163,7 @@ def _builder_gone(d:Path, max_age:float=86400.) -> bool:
     try: st = json.loads((d/'builder.json').read_text())
     except (OSError, ValueError): st = {}
     if time.time() - d.stat().st_mtime > max_age: return True
-    if st.get('host') != socket.gethostname() or not isinstance(st.get('pid'), int): return False
-    try: os.kill(st['pid'], 0)
-    except ProcessLookupError: return True
-    except PermissionError: return False
-    return False
+    return process_state(st) == 'gone'
 
 def remove_stale_builds(out:Path, # the dataset folder a build would produce
                        ) -> list: # the folders removed

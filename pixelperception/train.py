@@ -31,7 +31,7 @@ from .model import mask_input
 from .data import denormalize, IMAGENET_MEAN, IMAGENET_STD
 import matplotlib.pyplot as plt
 from torch import Tensor
-from .files import atomic_write, removed_on_error, PxpError, check_number, check_finite, read_json, load_torch, load_matching, _first_line
+from .files import atomic_write, removed_on_error, PxpError, check_number, check_finite, read_json, load_torch, load_matching, _first_line, process_record, process_state
 import shutil, socket, sys
 from datetime import datetime, timezone
 from fastai.torch_core import num_distrib
@@ -311,7 +311,7 @@ def _epoch_means(h):
 # %% ../nbs/14_train.ipynb #701a75de
 def _write_status(run:Path, state:str, **extra):
     "status.json of a run folder: its state (running, complete, failed, interrupted), when, and by which process"
-    d = dict(state=state, time=datetime.now(timezone.utc).isoformat(timespec='seconds'), pid=os.getpid(), host=socket.gethostname(), **extra)
+    d = dict(state=state, time=datetime.now(timezone.utc).isoformat(timespec='seconds'), **process_record(), **extra)
     atomic_write(Path(run)/'status.json', lambda t: Path(t).write_text(json.dumps(d, indent=1) + '\n'))
 
 def _abandon(run:Path, e:BaseException):
@@ -321,14 +321,6 @@ def _abandon(run:Path, e:BaseException):
     if not _checkpoints(run, must=False): shutil.rmtree(run, ignore_errors=True); return
     _write_status(run, 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed', error=_first_line(e) if str(e) else type(e).__name__,
                   resume=f"pxp train --resume {run} (with the options of the interrupted run)")
-
-def _pid_alive(st:dict) -> bool:
-    "Is the process that wrote status `st` still running (on this machine)?"
-    if st.get('host') != socket.gethostname() or not isinstance(st.get('pid'), int): return False
-    try: os.kill(st['pid'], 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
 
 def _check_complete(run:Path):
     "A `PxpError` saying why a run folder is not a finished run (still running, interrupted, failed); nothing for complete or old runs"
@@ -340,7 +332,7 @@ def _check_complete(run:Path):
     ck = _checkpoints(run, must=False)
     again = (f"resume it with `pxp train --resume {run}` and the run's options (it has {len(ck)} checkpoint(s))" if ck else
              f"train again (delete {run}: it holds no model)")
-    if state == 'running' and _pid_alive(st):
+    if state == 'running' and process_state(st) == 'alive':
         raise PxpError(f"{run} is still running (process {st['pid']}, started {st.get('time')})", "wait until it has finished, then evaluate it")
     if state == 'running' and st.get('host') not in (None, socket.gethostname()):
         raise PxpError(f"{run} is incomplete: the run started on {st['host']} at {st.get('time')} has not finished", f"if it is still running there, wait; else {again}")

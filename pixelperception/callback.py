@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
-from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss
+from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss, REG_VARIANTS
 
 # %% auto #0
 __all__ = ['SparsityCallback', 'KeptFraction', 'MeanTau']
@@ -31,7 +31,7 @@ class SparsityCallback(Callback):
                  score_weight:float=1., # weight of the score-function surrogate (models with estimator='score')
                  tau_power:float=1., # τ = lo + (max_tau - lo)·u^tau_power, u ~ U(0,1): 1 uniform (paper), > 1 favours small τ
                 ):
-        if reg_variant not in ("kl", "l1"): raise ValueError(f"reg_variant must be 'kl' or 'l1', got {reg_variant!r}")
+        if reg_variant not in REG_VARIANTS: raise ValueError(f"reg_variant must be 'kl' or 'l1', got {reg_variant!r}")
         if not 0 <= reg_threshold < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {reg_threshold!r}")
         if not 0 <= warmup < 1: raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
         if not 0 <= tau_warmup < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {tau_warmup!r}")

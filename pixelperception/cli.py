@@ -129,14 +129,16 @@ def _warning_line(show):
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd != 'train': return {}
-    from pixelperception.data import DATASETS
+    from pixelperception.data import DATASETS, TARGETS
     from pixelperception.recipes import list_recipes
     from pixelperception.zoo import list_selectors
     from pixelperception.learner import OPTIMIZERS
-    from pixelperception.train import PRECISIONS
+    from pixelperception.train import PRECISIONS, LR_SCHEDULES
+    from pixelperception.model import TAU_MODES, ESTIMATORS, NORMS
+    from pixelperception.loss import REG_VARIANTS
     return dict(dataset=DATASETS, recipe=list_recipes(), selector=list_selectors(), optimizer=OPTIMIZERS, precision=PRECISIONS,
-                target=('object', 'scene'), tau_mode=('input', 'rank'), estimator=('pathwise', 'score'), reg_variant=('kl', 'l1'),
-                lr_schedule=('one_cycle', 'constant'), norm=('batch', 'group', 'none'))
+                target=TARGETS, tau_mode=TAU_MODES, estimator=ESTIMATORS, reg_variant=REG_VARIANTS,
+                lr_schedule=LR_SCHEDULES, norm=NORMS)
 
 def _tidy(parser, choices:dict={}):
     "Help written for the flag as typed: `--no-X` says what it turns off, values are named after the option, choices are listed and enforced"

@@ -25,9 +25,9 @@ from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_im
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'black_fill',
-           'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items', 'geometric_tfms', 'color_tfm',
-           'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'TARGETS',
+           'black_fill', 'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items', 'geometric_tfms',
+           'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items',
            'superpixel_cache_dir', 'get_dls', 'get_eval_dl']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
@@ -253,6 +253,7 @@ class SuperpixelDL(TfmdDL):
 
 # %% ../nbs/01_data.ipynb #98fcf21d
 DATASETS = ('synthetic', 'bam', 'cifar10', 'imagenet', 'imagenet9', 'coco10', 'folder')
+TARGETS = ('object', 'scene')   # the built-in benchmark's and BAM's labels
 
 def _synthetic_root(data_path, n_train, n_val, size, seed):
     from pixelperception.synthetic import build_synthetic
@@ -271,7 +272,7 @@ def dataset_items(dataset:str='synthetic', # one of `DATASETS`
     "Items and transform policy of one split of a named dataset"
     if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if target not in ('object', 'scene'): raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
+    if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
     dp = Path(data_path); masks = split != 'train'
     if split == 'test' and dataset != 'imagenet9': split = 'val'
     if dataset in ('synthetic', 'bam'):

@@ -12,7 +12,8 @@ from torch import Tensor
 from .superpixels import group_sizes
 
 # %% auto #0
-__all__ = ['kept_fraction', 'sparsity_penalty', 'cov_penalty', 'score_function_loss', 'temperature_at', 'reg_weight_at']
+__all__ = ['REG_VARIANTS', 'kept_fraction', 'sparsity_penalty', 'cov_penalty', 'score_function_loss', 'temperature_at',
+           'reg_weight_at']
 
 # %% ../nbs/11_loss.ipynb #bd35528a
 def kept_fraction(group_probs:Tensor, # [B,G] keep probability of each group, sigmoid(μ)
@@ -28,6 +29,8 @@ def kept_fraction(group_probs:Tensor, # [B,G] keep probability of each group, si
     return (group_probs * sizes.to(group_probs)).sum(1) / groups[0].numel()
 
 # %% ../nbs/11_loss.ipynb #ed86d569
+REG_VARIANTS = ("kl", "l1")   # the sparsity penalties `sparsity_penalty` knows
+
 def sparsity_penalty(kept:Tensor, # [B] kept fraction p̄
                      tau, # [B] tensor or a float: the sparsity target τ
                      kind:str="kl", # "kl" or "l1"

@@ -15,9 +15,9 @@ from .superpixels import group_pool, group_sizes, to_pixels
 from .files import load_torch, PxpError
 
 # %% auto #0
-__all__ = ['load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector', 'group_distribution', 'pd_jitter',
-           'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits',
-           'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
+__all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
+           'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits',
+           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -104,6 +104,8 @@ class LRASPPSelector(nn.Module):
     def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])
 
 # %% ../nbs/10_model.ipynb #56b863f8
+NORMS = ('batch', 'group', 'none')   # the small CNNs' normalisations
+
 def _norm(norm, c):
     if norm == 'batch': return nn.BatchNorm2d(c)
     if norm == 'group': return nn.GroupNorm(min(8, c), c)
@@ -279,11 +281,13 @@ def check_delta(delta):
         raise ValueError(f"certainty level delta must be a number in (0, 1], got {delta!r}")
     return float(delta)
 
+TAU_MODES, ESTIMATORS = ('input', 'rank'), ('pathwise', 'score')   # the values of P2P's tau_mode and estimator
+
 def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str='pathwise'):
     "Validate the sampling options of `P2P` (also called by `train` before any data is built)"
     if num_monte_carlo < 1: raise ValueError(f"num_monte_carlo must be >= 1, got {num_monte_carlo!r}")
-    if tau_mode not in ('input', 'rank'): raise ValueError(f"tau_mode must be 'input' or 'rank', got {tau_mode!r}")
-    if estimator not in ('pathwise', 'score'): raise ValueError(f"estimator must be 'pathwise' or 'score', got {estimator!r}")
+    if tau_mode not in TAU_MODES: raise ValueError(f"tau_mode must be 'input' or 'rank', got {tau_mode!r}")
+    if estimator not in ESTIMATORS: raise ValueError(f"estimator must be 'pathwise' or 'score', got {estimator!r}")
     if estimator == 'score' and num_monte_carlo < 2:
         raise ValueError(f"estimator='score' compares each mask with the other masks of the same image: use num_monte_carlo >= 2 (got {num_monte_carlo})")
 

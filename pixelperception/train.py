@@ -21,6 +21,7 @@ from fastai.callback.schedule import fit_one_cycle
 from fastai.torch_core import set_seed
 from .data import get_dls, get_eval_dl, DATASETS
 from .model import check_delta, check_p2p_options
+from .loss import REG_VARIANTS
 from .zoo import selector_spec, classifier_spec, normalization
 from .recipes import RECIPE_OPTIONS, resolve_options
 from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
@@ -39,7 +40,8 @@ from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'load_run', 'evaluate_run']
+__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'load_run',
+           'evaluate_run']
 
 # %% ../nbs/14_train.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -78,6 +80,7 @@ def _save_model(model, path):
 
 # %% ../nbs/14_train.ipynb #307aeb04
 PRECISIONS = ('fp32', 'fp16', 'bf16')
+LR_SCHEDULES = ('one_cycle', 'constant')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
                'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
                'rank_scale', 'min_tau', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
@@ -86,14 +89,14 @@ def _check_args(c):
     if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
     selector_spec(c['selector']); classifier_spec(c['classifier'])   # unknown names: a clear error listing the choices
     if c['optimizer'] not in OPTIMIZERS: raise ValueError(f"unknown optimizer {c['optimizer']!r}: choose one of {OPTIMIZERS}")
-    if c['reg_variant'] not in ('kl', 'l1'): raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
+    if c['reg_variant'] not in REG_VARIANTS: raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
     if not 0 <= c['reg_threshold'] < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {c['reg_threshold']!r}")
     if not isinstance(c['num_dims'], int) or c['num_dims'] < 1: raise ValueError(f"num_dims must be an int >= 1, got {c['num_dims']!r}")
     check_p2p_options(c['num_monte_carlo'], c['tau_mode'], c['estimator'])
     if c['classifier_epochs'] < 0: raise ValueError(f"classifier_epochs must be >= 0, got {c['classifier_epochs']!r}")
     if not 0 <= c['tau_warmup'] < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {c['tau_warmup']!r}")
     if c['epochs'] < 1: raise ValueError(f"epochs must be >= 1, got {c['epochs']!r}")
-    if c['lr_schedule'] not in ('one_cycle', 'constant'): raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {c['lr_schedule']!r}")
+    if c['lr_schedule'] not in LR_SCHEDULES: raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {c['lr_schedule']!r}")
     if not 0 < c['min_tau'] <= 0.5: raise ValueError(f"min_tau must be in (0, 0.5], got {c['min_tau']!r}")
     if not c['classifier_lr_mult'] > 0: raise ValueError(f"classifier_lr_mult must be > 0, got {c['classifier_lr_mult']!r}")
     if c['time_budget'] is not None and not c['time_budget'] > 0: raise ValueError(f"time_budget must be > 0 minutes, got {c['time_budget']!r}")

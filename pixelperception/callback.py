@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
+from .model import sample_tau
 from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss, REG_VARIANTS
 
 # %% auto #0
@@ -55,7 +56,7 @@ class SparsityCallback(Callback):
         x = self.xb[0]
         lo = self.min_tau
         if self.tau_warmup: lo = self.max_tau - (self.max_tau - self.min_tau)*min(self.pct_train / self.tau_warmup, 1.)
-        tau = lo + (self.max_tau - lo)*x.new_empty(x.shape[0]).uniform_()**self.tau_power
+        tau = sample_tau(x.shape[0], lo, self.max_tau, self.tau_power, like=x)
         self.learn.xb = (*self.xb[:2], tau)
 
     def after_loss(self):

@@ -22,7 +22,7 @@ from fastai.vision.data import get_grid
 from fastprogress.fastprogress import progress_bar
 from .superpixels import show_groups, to_pixels
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
-from .model import P2P, check_delta, mask_input
+from .model import P2P, check_delta, mask_input, sample_tau
 from .zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
@@ -187,7 +187,8 @@ def kept_vs_tau(model:P2P, # a dynamic P2P model
 def recalibrate_bn(model:P2P, # trained P2P model
                    dl, # training batches (x, groups, y)
                    n_batches:int=None, # batches to use (all by default)
-                   min_tau:float=0.05, max_tau:float=1.0, # τ drawn per image (dynamic threshold)
+                   min_tau:float=None, max_tau:float=1.0, # range of the τ drawn per image (dynamic threshold; min_tau: the model's)
+                   tau_power:float=1., # τ drawn as in training: min_tau + (max_tau - min_tau)·u^tau_power
                   ) -> int: # number of images used
     "Re-estimate the classifier's BatchNorm statistics on hard-masked images"
     bns = [m for m in model.classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -200,7 +201,7 @@ def recalibrate_bn(model:P2P, # trained P2P model
         for i, b in enumerate(dl):
             if n_batches is not None and i >= n_batches: break
             x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-            tau = x.new_empty(x.shape[0]).uniform_(min_tau, max_tau) if model.dynamic else None
+            tau = sample_tau(x.shape[0], model.min_tau if min_tau is None else min_tau, max_tau, tau_power, like=x) if model.dynamic else None
             sel = model._select(x, groups, tau)
             model._classify(x, groups, sel['decisions'])
             n += x.shape[0]

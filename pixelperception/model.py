@@ -17,7 +17,8 @@ from .files import load_torch, PxpError
 # %% auto #0
 __all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
            'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits',
-           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'find_tau']
+           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'sample_tau',
+           'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -323,6 +324,17 @@ class P2P(nn.Module):
         self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
         self.aux = {}
 
+# %% ../nbs/10_model.ipynb #e777f5e4
+def sample_tau(n:int, # how many budgets
+               lo:float=0.05, hi:float=1.0, # their range
+               power:float=1., # τ = lo + (hi - lo)·u^power, u ~ U(0,1): 1 is uniform (the paper), > 1 favours small τ
+               like:Tensor=None, # tensor whose device and dtype τ takes
+              ) -> Tensor: # [n]
+    "Random budgets τ for training: the one place they are drawn (the model, `SparsityCallback` and `recalibrate_bn` share it)"
+    if not power > 0: raise ValueError(f"tau power must be > 0, got {power!r}")
+    u = torch.rand(n) if like is None else like.new_empty(n).uniform_()
+    return lo + (hi - lo)*u**power
+
 # %% ../nbs/10_model.ipynb #8be16d6d
 def _select(self:P2P, x, groups, tau=None, feats=None, n_groups=None):
     "Group distribution and keep decisions [B,G,S] for a batch (sampled in training, hard in evaluation)"
@@ -360,7 +372,7 @@ def _classify(self:P2P, x, groups, decisions):
 def _forward(self:P2P, x:Tensor, groups:Tensor, tau:Tensor=None) -> Tensor:
     x, groups, tau = _plain(x), _plain(groups), _plain(tau)
     if self.dynamic and tau is None:
-        if self.training: tau = x.new_empty(x.shape[0]).uniform_(self.min_tau, self.max_tau)
+        if self.training: tau = sample_tau(x.shape[0], self.min_tau, self.max_tau, like=x)
         else:
             r = self.find_tau(x, groups, [self.delta])
             self.aux = dict(group_probs=r['group_probs'][0], cov=None, tau=r['tau'][0], keep=r['keep'][0].float())

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
-import io, json, os, platform, tempfile, time
+import io, json, os, platform, tempfile, time, warnings
 from types import SimpleNamespace
 from fastcore.script import bool_arg
 from contextlib import contextmanager
@@ -40,8 +40,8 @@ from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'load_run',
-           'evaluate_run']
+__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'cpu_bf16_native',
+           'resolve_precision', 'CPUMixedPrecision', 'load_run', 'evaluate_run']
 
 # %% ../nbs/14_train.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -79,7 +79,7 @@ def _save_model(model, path):
     buf = io.BytesIO(); torch.save(model.state_dict(), buf); _atomic_write(path, buf.getvalue())
 
 # %% ../nbs/14_train.ipynb #307aeb04
-PRECISIONS = ('fp32', 'fp16', 'bf16')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 LR_SCHEDULES = ('one_cycle', 'constant')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
                'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
@@ -103,8 +103,8 @@ def _check_args(c):
     if c['classifier'].startswith('vit') and c['resolution'] and c['resolution'] % 16:
         raise ValueError(f"{c['classifier']} needs a resolution that is a multiple of 16, got {c['resolution']}")
     if c['precision'] not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {c['precision']!r}")
-    if c['precision'] != 'fp32' and not torch.cuda.is_available():
-        raise ValueError(f"precision={c['precision']!r} (mixed precision) needs a CUDA GPU (fastai autocasts CUDA operations only): use precision='fp32' on a CPU")
+    if c['precision'] == 'fp16' and not torch.cuda.is_available():
+        raise ValueError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32): on a CPU use precision='bf16' or 'fp32'")
     if c['batch_size'] % max(num_distrib(), 1):
         raise ValueError(f"batch_size {c['batch_size']} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes: use a multiple of {num_distrib()}")
     if c['resume']: _check_resume(c)
@@ -196,7 +196,7 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           checkpoint:bool=False, # save model + optimiser after every epoch into the run's models/ (to resume)
           resume:Path=None, # a run folder trained with checkpoint=True: continue from its last checkpoint
           threads:int=None, # torch CPU threads (default: torch's, i.e. the cores)
-          precision:str='fp32', # 'fp32', or mixed precision on CUDA GPUs: 'fp16' or 'bf16' (fastai to_fp16/to_bf16)
+          precision:str='auto', # 'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)
           show:bool=True, # progress bars and the training table
          ) -> Path: # the new run folder
     "Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder"
@@ -205,6 +205,7 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
     cfg = {**args, **opts, 'overrides': given}
     cfg['mean'], cfg['std'] = normalization(cfg['classifier'])
     _check_args(cfg)
+    cfg['precision'] = resolve_precision(cfg['precision'])   # config.json records what ran
     deltas = parse_deltas(certainty)
     init_distributed()   # under torchrun: join the other processes (gloo on CPUs, NCCL on GPUs)
     t_start = time.time()
@@ -239,8 +240,7 @@ def _run(cfg, deltas, t_start, state):
                         cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision)],
                         dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
                         selector_path=c.selector_path, **mkw)
-    if c.precision == 'fp16': learn.to_fp16()
-    elif c.precision == 'bf16': learn.to_bf16()
+    _to_precision(learn, c.precision)
     cfg.update(size=dls.size, n_classes=dls.c, vocab=list(dls.vocab), n_train_images=len(dls.train_ds),
                n_valid_images=len(dls.valid_ds), deltas=deltas, world_size=n_proc, batch_size_per_process=c.batch_size // n_proc,
                torch=torch.__version__, python=platform.python_version(),
@@ -256,6 +256,7 @@ def _run(cfg, deltas, t_start, state):
     clf_hist = []
     if c.classifier_epochs and not c.resume:   # phase 1: the classifier alone, on whole images
         cl = classifier_learner(dls, learn.model, optimizer=c.optimizer, wd=c.weight_decay, path=run, cbs=[TimeBudget(c.time_budget), FiniteLoss(c.precision)])
+        _to_precision(cl, c.precision)
         with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(c.classifier_epochs, c.classifier_lr)
         clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
         if c.time_budget: budget.minutes = max(c.time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
@@ -263,7 +264,7 @@ def _run(cfg, deltas, t_start, state):
     fit = learn.fit_one_cycle if c.lr_schedule == 'one_cycle' else learn.fit
     with _quiet(learn, c.show), distrib_ctx(learn), _autocast_guard(learn): fit(c.epochs, learn.lr, start_epoch=start)
     t_train = time.time()
-    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train, n_batches=max(100 // n_proc, 1))   # ~100 batches estimate BatchNorm statistics well
+    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.tau_power)   # ~100 batches estimate BatchNorm statistics well
     broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves
     t_recal = time.time()
     edl = get_eval_dl(**{**dkw, 'bs': c.batch_size})   # global-batch evaluation batches, shared among the processes
@@ -288,14 +289,23 @@ def _run(cfg, deltas, t_start, state):
 
 @contextmanager
 def _autocast_guard(learn):
-    "fastai's MixedPrecision enters autocast in `before_batch` and leaves it in `after_loss`: an error in between would leave it on for the rest of the process"
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    was = torch.is_autocast_enabled(dev)
+    "Mixed precision (fastai's on CUDA, `CPUMixedPrecision` on a CPU) enters autocast in `before_batch` and leaves it in `after_loss`: an error in between would leave it on for the rest of the process"
+    was = {d: torch.is_autocast_enabled(d) for d in ('cpu', 'cuda')}
     try: yield
     except BaseException:
-        ac = getattr(getattr(learn, 'mixed_precision', None), 'autocast', None)
-        if ac is not None and torch.is_autocast_enabled(dev) and not was: ac.__exit__(None, None, None)
+        for cb in learn.cbs:
+            ac = getattr(cb, 'autocast', None)
+            if ac is not None and torch.is_autocast_enabled(ac.device) and not was[ac.device]: ac.__exit__(None, None, None)
         raise
+
+def _to_precision(learn, precision):
+    "Mixed precision for a Learner: fastai's on CUDA, `CPUMixedPrecision` (bfloat16) on a CPU"
+    if precision == 'fp32': return
+    if torch.cuda.is_available(): learn.to_fp16() if precision == 'fp16' else learn.to_bf16(); return
+    if not cpu_bf16_native():
+        warnings.warn("precision='bf16' on a CPU without native bfloat16 (avx512_bf16, AMX or Arm bf16): PyTorch emulates it and training is "
+                      "likely slower than precision='fp32'")
+    learn.add_cb(CPUMixedPrecision())
 
 @contextmanager
 def _quiet(learn, show):
@@ -385,6 +395,37 @@ class FiniteLoss(Callback):
         if self.bad > self.patience:
             check_finite(self.learn.loss_grad, f"the training loss at epoch {self.epoch}, batch {self.iter}",
                          f"training diverged: lower the learning rate (now {self.learn.lr}), or check the inputs for NaN")
+
+# %% ../nbs/14_train.ipynb #ea9914f0
+def cpu_bf16_native() -> bool:
+    "Whether this CPU computes bfloat16 natively (x86 avx512_bf16/AMX, Arm bf16): only then does bf16 autocast speed a CPU up"
+    try: flags = next((l.split(':', 1)[1].split() for l in open('/proc/cpuinfo') if l.startswith(('flags', 'Features'))), [])
+    except OSError: return False
+    return bool({'avx512_bf16', 'amx_bf16', 'bf16'} & set(flags))
+
+def resolve_precision(precision:str='auto') -> str:
+    "'auto' becomes 'bf16' on a CUDA GPU with bfloat16 or a CPU computing it natively, else 'fp32'; other values pass through"
+    if precision != 'auto': return precision
+    if torch.cuda.is_available(): return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
+    return 'bf16' if cpu_bf16_native() else 'fp32'
+
+def _has_conv(model): return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+class CPUMixedPrecision(Callback):
+    "bfloat16 autocast on a CPU from `before_batch` to `after_loss` (fastai's `MixedPrecision` covers CUDA only); channels-last convolutions"
+    order = 10   # as fastai's MixedPrecision: before the other callbacks see the predictions
+    def __init__(self, channels_last:bool=True): self.channels_last = channels_last
+    def before_fit(self):
+        self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
+        self.cl = self.channels_last and _has_conv(self.model)
+        if self.cl: self.model.to(memory_format=torch.channels_last)
+    def before_batch(self):
+        if self.cl: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
+        self.autocast.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self.autocast.__exit__(None, None, None)
+    def after_fit(self):
+        if self.cl: self.model.to(memory_format=torch.contiguous_format)   # saved and evaluated in the usual layout
 
 # %% ../nbs/14_train.ipynb #67033d86
 def _figures(learn, metrics):

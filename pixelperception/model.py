@@ -444,17 +444,17 @@ P2P.find_tau = find_tau
 
 # %% ../nbs/10_model.ipynb #c684a0e1
 @patch
-@torch.no_grad()
 def predict(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             groups:Tensor, # [B,H,W] superpixel ids
-            deltas=None, # certainty levels δ for the τ search of a dynamic model (default: `[self.delta]`)
-            tau=None, # a threshold τ (number or [B]) to use instead of the search
+            deltas:list=None, # certainty levels δ for the τ search of a dynamic model (default: `[self.delta]`)
+            tau:Tensor=None, # a threshold τ (number or [B]) to use instead of the search
            ) -> dict: # like `find_tau`: tau [D,B] (None for a fixed model), logits [D,B,C], group_probs [D,B,G], keep [D,B,H,W] bool; passes
     "Hard-mask predictions: the dynamic-threshold search at each δ, or one evaluation pass (at τ, or of a fixed-threshold model)"
     deltas = [check_delta(d) for d in ([self.delta] if deltas is None else deltas)]
     if self.dynamic and tau is None: return self.find_tau(x, groups, deltas)
     was_training = self.training; self.eval()
-    try: o = self(x, groups, tau)
+    try:
+        with torch.no_grad(): o = self(x, groups, tau)
     finally: self.train(was_training)
     return dict(tau=None if o.tau is None else o.tau[None], logits=o.logits[None], group_probs=o.group_probs[None],
                 keep=o.keep.bool()[None], passes=x.shape[0])

@@ -157,7 +157,7 @@ def _collapse(model, dl, taus=(0.1, 0.3, 0.5, 0.9)):
     for b in dl:
         x, g = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
         feats = model.selector.encode(x)
-        kept = torch.stack([to_pixels(model._select(x, g, x.new_full((len(x),), t), feats=feats)['decisions'][..., 0], g).float().mean((1, 2))
+        kept = torch.stack([to_pixels(model.select(x, g, x.new_full((len(x),), t), feats=feats)['decisions'][..., 0], g).float().mean((1, 2))
                             for t in taus])
         lo += (kept <= 0.05).all(0).sum().item(); hi += (kept >= 0.95).all(0).sum().item(); n += len(x)
     return dict(keeps_almost_nothing=lo/n, keeps_almost_everything=hi/n, taus=list(taus))

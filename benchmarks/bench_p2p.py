@@ -32,12 +32,12 @@ def reference_search(model, x, groups, delta):
     feats = model.selector.encode(x)
     tau, certain, passes = torch.full((B,), 0.05), torch.zeros(B, dtype=torch.bool), 0
     while tau.max() < 1.0 and not certain.all():
-        sel = model._select(x, groups, tau, feats=feats); logits, _ = model._classify(x, groups, sel['decisions'])
+        sel = model.select(x, groups, tau, feats=feats); logits, *_ = model.classify(x, groups, sel['decisions'])
         passes += B
         certain |= logits.softmax(-1).max(-1).values >= delta
         tau += (~certain).float() * 0.05
     tau = tau.clamp(max=1.0)
-    sel = model._select(x, groups, tau, feats=feats); model._classify(x, groups, sel['decisions'])
+    sel = model.select(x, groups, tau, feats=feats); model.classify(x, groups, sel['decisions'])
     return tau, passes + B
 
 def bench_search(model, dl, deltas, max_batches):
@@ -79,7 +79,7 @@ def bench_train(dls, cfg, n_steps):
         m = p2p_model(dls.c, size=dls.size, **cfg).train()
         net = m if name == 'p2p' else m.classifier
         opt = torch.optim.Adam(net.parameters(), 1e-3)
-        step = (lambda: F.cross_entropy(m(x, g, torch.rand(len(x))), y)) if name == 'p2p' else (lambda: F.cross_entropy(net(x), y))
+        step = (lambda: F.cross_entropy(m(x, g, torch.rand(len(x))).logits, y)) if name == 'p2p' else (lambda: F.cross_entropy(net(x), y))
         step().backward()   # warm-up
         t0 = time.time()
         for _ in range(n_steps):

@@ -46,10 +46,9 @@ def model_steps(a, n=8):
     def step(bf16, cl):
         tau = torch.rand(len(x))*0.9 + 0.05
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-            out = model(x.contiguous(memory_format=torch.channels_last) if cl else x, g, tau)
-            loss = F.cross_entropy(out.float(), y)
-            lp = getattr(model, 'aux', {}).get('log_prob')
-            if lp is not None: loss = loss - 0.01*lp.mean()
+            out = model(x.contiguous(memory_format=torch.channels_last) if cl else x, g, tau, temp=0.5)   # a P2POutput
+            loss = F.cross_entropy(out.logits.float(), y)
+            if out.log_prob is not None: loss = loss - 0.01*out.log_prob.mean()   # the score-function surrogate's graph
         loss.backward(); opt.step(); opt.zero_grad()
     res = {}
     for name, bf16, cl in (('fp32', False, False), ('bf16', True, False), ('bf16_channels_last', True, True)):

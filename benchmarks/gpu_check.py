@@ -179,10 +179,9 @@ def p2p_steps(c, precision, device, data_path, ref=None):
     def step():
         tau = torch.empty(len(x), device=device).uniform_(0.05, 1.)
         with _autocast(device, precision):
-            logits = model(x, groups, tau)
-            aux = model.aux   # the penalties `SparsityCallback.after_loss` adds: they put the selector in the graph
-            loss = F.cross_entropy(logits.float(), y) + d['reg_weight']*sparsity_penalty(kept_fraction(aux['group_probs'].float(), groups), tau, d['reg_variant'])
-            if aux.get('log_prob') is not None: loss = loss + d['score_weight']*score_function_loss(aux['sample_probs'].float(), aux['log_prob'], y)
+            out = model(x, groups, tau)   # the penalties `SparsityCallback.after_loss` adds: they put the selector in the graph
+            loss = F.cross_entropy(out.logits.float(), y) + d['reg_weight']*sparsity_penalty(kept_fraction(out.group_probs.float(), groups), tau, d['reg_variant'])
+            if out.log_prob is not None: loss = loss + d['score_weight']*score_function_loss(out.sample_probs.float(), out.log_prob, y)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         return loss
     for _ in range(2): step()                      # warm-up: cuDNN algorithms, allocator

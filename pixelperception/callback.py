@@ -1,4 +1,4 @@
-"""A fastai callback that anneals the relaxed-Bernoulli temperature and the penalty weight, samples the dynamic threshold τ, and adds P2P's sparsity and covariance penalties to the loss; plus kept-fraction and τ metrics.
+"""`P2POutputCallback` keeps the logits of the model's output for fastai and the whole output on the learner; `SparsityCallback` anneals the relaxed-Bernoulli temperature and the penalty weight, samples the dynamic threshold τ, passes both to the model, and adds P2P's sparsity and covariance penalties to the loss; plus kept-fraction and τ metrics.
 
 Docs: https://pixelperception.github.io/pixelperception/callback.html.md"""
 
@@ -12,14 +12,34 @@ from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 from .model import sample_tau
+from .model import P2POutput
 from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss, REG_VARIANTS
 
 # %% auto #0
-__all__ = ['SparsityCallback', 'KeptFraction', 'MeanTau']
+__all__ = ['P2POutputCallback', 'p2p_output', 'SparsityCallback', 'KeptFraction', 'MeanTau']
+
+# %% ../nbs/12_callback.ipynb #8223202d
+class P2POutputCallback(Callback):
+    "Keep the logits of the model's `P2POutput` in `learn.pred` and the whole output in `learn.p2p_out` (as fastai's `RNNCallback`)"
+    order = -5   # before any callback that reads or converts `pred` (fastai's MixedPrecision: 10)
+    @property
+    def name(self): return 'p2p_output'   # learn.p2p_output
+    def after_pred(self):
+        out = self.pred if isinstance(self.pred, P2POutput) else None
+        self.learn.p2p_out = out
+        if out is not None: self.learn.pred = out.logits
+    def after_fit(self): self.learn.p2p_out = None   # as fastai drops `learn.pred`
+
+def p2p_output(learn) -> P2POutput:
+    "The `P2POutput` of the batch in flight, with a clear error when the learner does not keep it"
+    out = getattr(learn, 'p2p_out', None)
+    if out is None: raise ValueError("the learner holds no P2P output: add `P2POutputCallback()` to its callbacks (`p2p_learner` does) "
+                                     "and give it a `P2P` model, whose forward returns a `P2POutput`")
+    return out
 
 # %% ../nbs/12_callback.ipynb #f721cfd6
 class SparsityCallback(Callback):
-    "P2P's regulariser: temperature and penalty-weight schedules, τ sampling, sparsity + covariance penalties on `loss_grad`"
+    "P2P's regulariser: temperature and penalty-weight schedules, τ sampling (both passed to the model), sparsity + covariance penalties on `loss_grad`"
     def __init__(self, reg_variant:str="kl", # sparsity penalty: "kl" or "l1"
                  reg_threshold:float=0.2, # target kept fraction τ when the threshold is not dynamic
                  reg_weight:float=10., # final weight w of the sparsity penalty
@@ -41,56 +61,57 @@ class SparsityCallback(Callback):
         self.warmup, self.cov_weight, self.final_temp, self.min_tau, self.max_tau = warmup, cov_weight, final_temp, min_tau, max_tau
         if tau_power <= 0: raise ValueError(f"tau_power must be > 0, got {tau_power!r}")
         self.tau_warmup, self.score_weight, self.tau_power = tau_warmup, score_weight, tau_power
-        self.w, self.cur_temp, self.history = 0., 1., []
+        self.w, self.cur_temp, self.history, self.draw_tau = 0., 1., [], False
 
-    def before_fit(self): self.history = []
+    def before_fit(self):
+        if not any(isinstance(cb, P2POutputCallback) for cb in self.learn.cbs):
+            raise ValueError("SparsityCallback reads the model's output from `learn.p2p_out`: add `P2POutputCallback()` to the learner's callbacks (`p2p_learner` does)")
+        self.history, self.draw_tau = [], getattr(self.learn.model, 'dynamic', False)   # the model, before fastai wraps it for DDP
 
     def before_train(self):
         n = self.n_epoch
         self.cur_temp = temperature_at(self.epoch, n, self.final_temp)
         self.w = reg_weight_at(self.epoch, n, self.reg_weight, self.warmup) if self.reg_anneal else self.reg_weight
-        self.learn.model.temp = self.cur_temp
 
     def before_batch(self):
-        if not self.training or not getattr(self.learn.model, 'dynamic', False): return
-        x = self.xb[0]
-        lo = self.min_tau
-        if self.tau_warmup: lo = self.max_tau - (self.max_tau - self.min_tau)*min(self.pct_train / self.tau_warmup, 1.)
-        tau = sample_tau(x.shape[0], lo, self.max_tau, self.tau_power, like=x)
-        self.learn.xb = (*self.xb[:2], tau)
+        if not self.training: return
+        tau = None
+        if self.draw_tau:
+            x, lo = self.xb[0], self.min_tau
+            if self.tau_warmup: lo = self.max_tau - (self.max_tau - self.min_tau)*min(self.pct_train / self.tau_warmup, 1.)
+            tau = sample_tau(x.shape[0], lo, self.max_tau, self.tau_power, like=x)
+        self.learn.xb = (*self.xb[:2], tau, self.cur_temp)   # model(x, groups, tau, temp)
 
     def after_loss(self):
         if not self.training: return
-        aux = self.learn.model.aux
-        kept = kept_fraction(aux['group_probs'], self.xb[1])
-        tau = aux['tau'] if aux.get('tau') is not None else self.reg_threshold
-        sp, cp = sparsity_penalty(kept, tau, self.reg_variant), cov_penalty(aux.get('cov')).to(kept)
-        sf = score_function_loss(aux['sample_probs'], aux['log_prob'], self.yb[0]) if aux.get('log_prob') is not None else kept.new_zeros(())
+        out = p2p_output(self.learn)
+        kept = kept_fraction(out.group_probs, self.xb[1])
+        tau = out.tau if out.tau is not None else self.reg_threshold
+        sp, cp = sparsity_penalty(kept, tau, self.reg_variant), cov_penalty(out.cov).to(kept)
+        sf = score_function_loss(out.sample_probs, out.log_prob, self.yb[0]) if out.log_prob is not None else kept.new_zeros(())
         self.learn.loss_grad = self.loss_grad + self.w*sp + self.cov_weight*cp + self.score_weight*sf
         self.history.append(dict(epoch=self.epoch, iter=self.iter, w=self.w, temp=self.cur_temp, sparsity=sp.item(),
                                  cov=cp.item(), score=sf.item(), kept=kept.mean().item(), loss=self.loss.item()))
 
 # %% ../nbs/12_callback.ipynb #52912073
-class _AuxMean(Metric):
-    "Mean over the validation images of a per-image quantity the model left in `model.aux`"
+class _OutputMean(Metric):
+    "Mean over the validation images of a per-image quantity of the model's output (`learn.p2p_out`)"
     def reset(self): self.total, self.count = 0., 0
     def accumulate(self, learn):
-        v = self.per_image(learn.model.aux)
+        v = self.per_image(p2p_output(learn))
         if v is None: return
         self.total += v.float().sum().item(); self.count += v.numel()
     @property
     def value(self): return self.total / self.count if self.count else None
 
-class KeptFraction(_AuxMean):
+class KeptFraction(_OutputMean):
     "Mean fraction of pixels kept (the mask the classifier saw)"
-    def per_image(self, aux): return aux['keep'].float().mean((-2, -1))
+    def per_image(self, out): return out.keep.float().mean((-2, -1))
     @property
     def name(self): return 'kept'
 
-class MeanTau(_AuxMean):
+class MeanTau(_OutputMean):
     "Mean mask threshold τ of the images (dynamic threshold)"
-    def per_image(self, aux):
-        t = aux.get('tau')
-        return t if isinstance(t, Tensor) else None
+    def per_image(self, out): return out.tau   # None for a fixed-threshold model
     @property
     def name(self): return 'tau'

@@ -10,17 +10,17 @@ import math, os
 from contextlib import contextmanager
 import torch, torch.nn as nn, torch.distributed as dist
 from torch import Tensor
-from fastai.distributed import DistributedDL, DistributedTrainer
+from fastai.distributed import DistributedDL
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, num_distrib
-from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, p2p_batch_outputs, summarize_p2p
+from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, summarize_p2p
 from .model import check_delta
 
 # %% auto #0
-__all__ = ['GlooDistributedDL', 'gloo_broadcast', 'forward_model_attrs', 'ForwardModelAttrs', 'all_gather', 'SyncMetrics',
-           'is_rank0', 'barrier', 'rank0_first', 'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object',
-           'shard_dl', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'average_bn_stats', 'broadcast_model',
-           'recalibrate_bn_sharded', 'init_distributed', 'teardown_distributed']
+__all__ = ['GlooDistributedDL', 'gloo_broadcast', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
+           'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object', 'shard_dl', 'evaluate_p2p_sharded',
+           'kept_vs_tau_sharded', 'average_bn_stats', 'broadcast_model', 'recalibrate_bn_sharded', 'init_distributed',
+           'teardown_distributed']
 
 # %% ../nbs/15_distributed.ipynb #3c00c614
 def _backend_device():
@@ -40,34 +40,6 @@ def gloo_broadcast():
     DistributedDL._broadcast = GlooDistributedDL._broadcast
     try: yield
     finally: DistributedDL._broadcast = old
-
-# %% ../nbs/15_distributed.ipynb #65ff4029
-class _ModelAttrs:
-    "Mixin for the DDP wrapper: attributes the wrapper lacks are read from, and written to, the wrapped model"
-    def __getattr__(self, name):
-        try: return super().__getattr__(name)
-        except AttributeError: return getattr(self._modules['module'], name)
-    def __setattr__(self, name, value):
-        inner = self.__dict__.get('_modules', {}).get('module')
-        if inner is not None and name not in self.__dict__ and not hasattr(type(self), name) and hasattr(inner, name):
-            setattr(inner, name, value)
-        else: super().__setattr__(name, value)
-
-_forwarding = {}
-def forward_model_attrs(wrapper:nn.Module # a DDP (or any `.module`) wrapper
-                       ) -> nn.Module: # the same object, now passing unknown attributes to `.module`
-    "Make `wrapper` read and write the attributes it lacks on the model it wraps (e.g. P2P's `temp` and `aux`)"
-    cls = type(wrapper)
-    if not issubclass(cls, _ModelAttrs):
-        if cls not in _forwarding: _forwarding[cls] = type(cls.__name__, (_ModelAttrs, cls), {})
-        wrapper.__class__ = _forwarding[cls]
-    return wrapper
-
-class ForwardModelAttrs(Callback):
-    "Right after fastai wraps the model in DDP, let the wrapper pass model attributes through (see `forward_model_attrs`)"
-    order = DistributedTrainer.order + 1
-    def before_fit(self):
-        if hasattr(self.learn.model, 'module'): forward_model_attrs(self.learn.model)
 
 # %% ../nbs/15_distributed.ipynb #b8ed8bf5
 def all_gather(obj) -> list:
@@ -113,7 +85,7 @@ def distrib_ctx(learn, # a fastai `Learner`
     if not torch.cuda.is_available():
         if sync_bn: raise ValueError("sync_bn=True needs GPUs (PyTorch's SyncBatchNorm does not run on CPU): use sync_bn=False")
         kwargs.setdefault('cpu', True)
-    cbs = [ForwardModelAttrs(), SyncMetrics()]
+    cbs = [SyncMetrics()]
     with gloo_broadcast(), learn.distrib_ctx(sync_bn=sync_bn, **kwargs):
         learn.add_cbs(cbs)
         try: yield learn
@@ -181,7 +153,7 @@ def evaluate_p2p_sharded(model, # trained P2P model (the same weights on every p
     try:
         for i, b in zip(idx, mine):
             light = (torch.empty(len(b[0]), 0),) + tuple(o.as_subclass(Tensor).cpu() for o in b[1:])   # images are not needed again
-            local[i] = (light, _cpu(p2p_batch_outputs(model, b[0].as_subclass(Tensor), b[1].as_subclass(Tensor), deltas)))
+            local[i] = (light, _cpu(model.predict(b[0], b[1], deltas)))
     finally: model.train(was)
     merged = gather_by_index(local, dst=0)
     return broadcast_object(summarize_p2p(model, merged, deltas) if is_rank0() else None)

@@ -67,8 +67,7 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
                       mean=model.mean, std=model.std)   # the run's classifier normalisation
     x, groups, y = (o.as_subclass(Tensor) for o in edl.one_batch()[:3])
     with torch.inference_mode():
-        r = model.find_tau(x, groups, [delta]) if model.dynamic else None
-        keep = r['keep'][0] if r is not None else (model(x, groups), model.aux['keep'].bool())[1]
+        keep = model.predict(x, groups, [delta])['keep'][0]   # at δ (dynamic threshold), or the fixed model's hard mask
     N = GroupMasker().n_features(x, groups)
     masker = GroupMasker(fill=model.fill, batch_size=batch_size, n_groups=N)   # one width for every chunk of images
     kept = kept_groups(keep, groups, N)[:, :N]

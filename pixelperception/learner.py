@@ -24,7 +24,7 @@ from .superpixels import show_groups, to_pixels
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
 from .zoo import create_selector, create_classifier, selector_spec, normalization
-from .callback import SparsityCallback, KeptFraction, MeanTau
+from .callback import P2POutputCallback, SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
 from fastai.learner import save_model
 from fastai.torch_core import rank_distrib
@@ -33,7 +33,7 @@ from .files import atomic_write, check_logits
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'WholeImage', 'classifier_learner',
-           'kept_vs_tau', 'recalibrate_bn', 'p2p_batch_outputs', 'summarize_p2p', 'evaluate_p2p']
+           'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -131,7 +131,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     if n_out != n_classes:
         raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
                          "build the classifier with n_classes=dls.c")
-    cb = [SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
+    cb = [P2POutputCallback(), SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
                            tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
     if checkpoint: cb.append(AtomicSaveModel(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
@@ -177,7 +177,7 @@ def kept_vs_tau(model:P2P, # a dynamic P2P model
         x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
         feats = model.selector.encode(x)
         for t in taus:
-            sel = model._select(x, groups, x.new_full((x.shape[0],), float(t)), feats=feats)
+            sel = model.select(x, groups, x.new_full((x.shape[0],), float(t)), feats=feats)
             out[float(t)].append(to_pixels(sel['decisions'][..., 0], groups).float().mean((1, 2)))
     model.train(was)
     return {t: torch.cat(v).mean().item() for t, v in out.items()}
@@ -202,8 +202,7 @@ def recalibrate_bn(model:P2P, # trained P2P model
             if n_batches is not None and i >= n_batches: break
             x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
             tau = sample_tau(x.shape[0], model.min_tau if min_tau is None else min_tau, max_tau, tau_power, like=x) if model.dynamic else None
-            sel = model._select(x, groups, tau)
-            model._classify(x, groups, sel['decisions'])
+            model.classify(x, groups, model.select(x, groups, tau)['decisions'])
             n += x.shape[0]
     finally:
         for m, mom in zip(bns, moms): m.momentum = mom
@@ -225,20 +224,8 @@ def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
         except ValueError: r['pxap'] = None
     return r
 
-@torch.no_grad()
-@torch.no_grad()
-def p2p_batch_outputs(model:P2P, # P2P model in evaluation mode
-                      x:Tensor, groups:Tensor, # one batch of normalised images and their superpixel ids
-                      deltas:list, # certainty levels δ (used by a dynamic model)
-                     ) -> dict: # per level (first dim): logits, keep, group_probs, tau (None when fixed); passes
-    "What the evaluation needs from the model for one batch: the dynamic-threshold search, or one forward pass"
-    if model.dynamic: return model.find_tau(x, groups, deltas)
-    logits = model(x, groups)
-    return dict(logits=logits[None], keep=model.aux['keep'].bool()[None], group_probs=model.aux['group_probs'][None],
-                tau=None, passes=x.shape[0])
-
 def summarize_p2p(model:P2P, # the model the outputs came from (dynamic or not, τ step)
-                  pairs, # iterable of (batch (x, groups, y[, mask]), `p2p_batch_outputs` of that batch)
+                  pairs, # iterable of (batch (x, groups, y[, mask]), `model.predict` of that batch)
                   deltas:list, # the certainty levels of the outputs
                   keep_outputs:bool=False, # also return per-image τ, predictions and masks
                  ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
@@ -279,7 +266,7 @@ def evaluate_p2p(model:P2P, # trained P2P model
     deltas = [check_delta(d) for d in deltas]
     was = model.training; model.eval()
     try:
-        pairs = ((b, p2p_batch_outputs(model, b[0].as_subclass(Tensor), b[1].as_subclass(Tensor), deltas))
+        pairs = ((b, model.predict(b[0], b[1], deltas))
                  for b in progress_bar(list(dl), leave=False))
         return summarize_p2p(model, pairs, deltas, keep_outputs)
     finally: model.train(was)
@@ -294,10 +281,9 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
     dl = dl if dl is not None else self.dls[ds_idx]
     b = dl.one_batch()
     x, groups, y = (o.as_subclass(Tensor)[:max_n] for o in b[:3])
-    m = self.model; was = m.training; m.eval()
-    with torch.no_grad(): pred = m(x, groups).argmax(-1)
-    keep, tau = m.aux['keep'].float(), m.aux.get('tau')
-    m.train(was)
+    m = self.model
+    r = m.predict(x, groups)   # at the model's certainty level δ (dynamic threshold)
+    pred, keep, tau = r['logits'][0].argmax(-1), r['keep'][0].float(), (r['tau'][0] if r['tau'] is not None else None)
     vocab = list(getattr(self.dls, 'vocab', range(1000)))
     n = len(x)
     axs = get_grid(2*n, nrows=n, ncols=2, figsize=figsize or (7, 3*n), return_fig=False)

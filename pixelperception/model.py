@@ -8,8 +8,10 @@ Docs: https://pixelperception.github.io/pixelperception/model.html.md"""
 from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
+from typing import NamedTuple
 from torch import Tensor
 from torch.distributions import RelaxedBernoulli
+from fastcore.basics import patch
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .superpixels import group_pool, group_sizes, to_pixels
 from .files import load_torch, PxpError
@@ -17,8 +19,8 @@ from .files import load_torch, PxpError
 # %% auto #0
 __all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
            'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits',
-           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2P', 'sample_tau',
-           'find_tau']
+           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2POutput', 'P2P',
+           'sample_tau', 'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -295,6 +297,16 @@ def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str
 # %% ../nbs/10_model.ipynb #64708964
 def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else t
 
+class P2POutput(NamedTuple):
+    "What `P2P.forward` returns: the logits first, then the masks behind them and what the losses and metrics read"
+    logits:Tensor # [B,C] log of the Monte-Carlo-averaged class probabilities
+    keep:Tensor # [B,H,W] fraction of the image's masks that keep each pixel (0/1 for hard masks)
+    group_probs:Tensor # [B,G] keep probability sigmoid(μ) of each group
+    tau:Tensor=None # [B] threshold τ per image (None: a fixed-threshold model)
+    cov:Tensor=None # [B,G,G] covariance Σ of the group logits (training with `use_cov`)
+    log_prob:Tensor=None # [B,S] log-probability of each hard mask (training with `estimator='score'`)
+    sample_probs:Tensor=None # [S,B,C] class probabilities of each masked image
+
 class P2P(nn.Module):
     "Selector + masked classifier: an image classifier that only sees the superpixels it chose to keep"
     def __init__(self, selector:nn.Module, # importance predictor with encode/decode (CNNSelector, LRASPPSelector)
@@ -319,10 +331,9 @@ class P2P(nn.Module):
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
-                          min_tau=min_tau, max_tau=max_tau, temp=1.0, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
+                          min_tau=min_tau, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
         self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
-        self.aux = {}
 
 # %% ../nbs/10_model.ipynb #e777f5e4
 def sample_tau(n:int, # how many budgets
@@ -336,8 +347,15 @@ def sample_tau(n:int, # how many budgets
     return lo + (hi - lo)*u**power
 
 # %% ../nbs/10_model.ipynb #8be16d6d
-def _select(self:P2P, x, groups, tau=None, feats=None, n_groups=None):
-    "Group distribution and keep decisions [B,G,S] for a batch (sampled in training, hard in evaluation)"
+@patch
+def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
+           groups:Tensor, # [B,H,W] superpixel ids
+           tau:Tensor=None, # [B] thresholds τ (dynamic threshold; None for a fixed-threshold model)
+           temp:float=1., # relaxed-Bernoulli temperature T (training, pathwise estimator)
+           feats:tuple=None, # `selector.encode(x)`, when already computed (e.g. for several τ)
+           n_groups:int=None, # pool to at least this many groups (a batch's G, for subsets of it)
+          ) -> dict: # mu, group_probs [B,G]; decisions [B,G,S]; cov [B,G,G] and log_prob [B,S] (training) or None
+    "The selector's group distribution and keep decisions: sampled in training, hard (sigmoid(μ) > 0.5) in evaluation"
     if feats is None: feats = self.selector.encode(x)
     rank = self.tau_mode == 'rank' and self.dynamic
     out = self.selector.decode(feats, tau if self.dynamic and not rank else None, x.shape[-2:]).float()   # selection maths in float32, also under autocast
@@ -360,31 +378,36 @@ def _select(self:P2P, x, groups, tau=None, feats=None, n_groups=None):
         present = (group_sizes(groups, mu.shape[1])[:, :mu.shape[1]] > 0)[..., None]
         sel['log_prob'] = ((d*F.logsigmoid(z) + (1 - d)*F.logsigmoid(-z))*present).sum(1)
         sel['decisions'] = d
-    else: sel['decisions'] = relaxed_bernoulli(torch.sigmoid(z), self.temp, self.straight_through)
+    else: sel['decisions'] = relaxed_bernoulli(torch.sigmoid(z), temp, self.straight_through)
     return sel
 
-def _classify(self:P2P, x, groups, decisions):
-    "Masked images from group decisions [B,G,S], and the MC-averaged logits"
+@patch
+def classify(self:P2P, x:Tensor, # normalised images [B,3,H,W]
+             groups:Tensor, # [B,H,W] superpixel ids
+             decisions:Tensor, # [B,G,S] keep decisions (`select`)
+            ) -> tuple: # logits [B,C], pixel masks [S,B,H,W], class probabilities per mask [S,B,C]
+    "Mask the images with each of the S decisions and classify them: the Monte-Carlo-averaged logits"
     m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
-    logits, self._sample_probs = mc_logits(self.classifier, mask_input(x, m, self.fill), samples=True)
-    return logits, m
+    logits, probs = mc_logits(self.classifier, mask_input(x, m, self.fill), samples=True)
+    return logits, m, probs
 
-def _forward(self:P2P, x:Tensor, groups:Tensor, tau:Tensor=None) -> Tensor:
+@patch
+def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
+            groups:Tensor, # [B,H,W] superpixel ids
+            tau:Tensor=None, # [B] or a number: thresholds τ of a dynamic model; None: drawn in training, searched at `delta` in evaluation
+            temp:float=1., # relaxed-Bernoulli temperature T of the training masks (unused in evaluation: hard masks)
+           ) -> P2POutput:
+    "Select groups, mask, classify: the logits and the masks behind them"
     x, groups, tau = _plain(x), _plain(groups), _plain(tau)
     if self.dynamic and tau is None:
         if self.training: tau = sample_tau(x.shape[0], self.min_tau, self.max_tau, like=x)
         else:
             r = self.find_tau(x, groups, [self.delta])
-            self.aux = dict(group_probs=r['group_probs'][0], cov=None, tau=r['tau'][0], keep=r['keep'][0].float())
-            return r['logits'][0]
+            return P2POutput(r['logits'][0], r['keep'][0].float(), r['group_probs'][0], r['tau'][0])
     if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))
-    sel = self._select(x, groups, tau)
-    logits, m = self._classify(x, groups, sel['decisions'])
-    self.aux = dict(group_probs=sel['group_probs'], cov=sel['cov'], tau=tau, keep=m.mean(0))
-    if sel['log_prob'] is not None: self.aux.update(log_prob=sel['log_prob'], sample_probs=self._sample_probs)
-    return logits
-
-P2P._select, P2P._classify, P2P.forward = _select, _classify, _forward
+    sel = self.select(x, groups, tau, temp)
+    logits, m, probs = self.classify(x, groups, sel['decisions'])
+    return P2POutput(logits, m.mean(0), sel['group_probs'], tau, sel['cov'], sel['log_prob'], probs)
 
 # %% ../nbs/10_model.ipynb #93f5954d
 @torch.no_grad()
@@ -413,8 +436,8 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             if not len(todo): break
             t = min(k * self.min_tau, self.max_tau)
             f = tuple(o[todo] for o in feats)
-            sel = self._select(x[todo], groups[todo], x.new_full((len(todo),), t), feats=f, n_groups=G)
-            logits, m = self._classify(x[todo], groups[todo], sel['decisions'])
+            sel = self.select(x[todo], groups[todo], x.new_full((len(todo),), t), feats=f, n_groups=G)
+            logits, m, _ = self.classify(x[todo], groups[todo], sel['decisions'])
             passes += len(todo)
             conf = logits.softmax(-1).max(-1).values                               # as the reference: softmax of log(p+1e-6)
             last = k == n
@@ -429,3 +452,20 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     finally: self.train(was_training)
 
 P2P.find_tau = find_tau
+
+# %% ../nbs/10_model.ipynb #c684a0e1
+@patch
+def predict(self:P2P, x:Tensor, # normalised images [B,3,H,W]
+            groups:Tensor, # [B,H,W] superpixel ids
+            deltas:list=None, # certainty levels δ for the τ search of a dynamic model (default: `[self.delta]`)
+            tau:Tensor=None, # a threshold τ (number or [B]) to use instead of the search
+           ) -> dict: # like `find_tau`: tau [D,B] (None for a fixed model), logits [D,B,C], group_probs [D,B,G], keep [D,B,H,W] bool; passes
+    "Hard-mask predictions: the dynamic-threshold search at each δ, or one evaluation pass (at τ, or of a fixed-threshold model)"
+    deltas = [check_delta(d) for d in ([self.delta] if deltas is None else deltas)]
+    if self.dynamic and tau is None: return self.find_tau(x, groups, deltas)
+    was_training = self.training; self.eval()
+    try:
+        with torch.no_grad(): o = self(x, groups, tau)
+    finally: self.train(was_training)
+    return dict(tau=None if o.tau is None else o.tau[None], logits=o.logits[None], group_probs=o.group_probs[None],
+                keep=o.keep.bool()[None], passes=x.shape[0])

@@ -511,10 +511,7 @@ def _evaluation_figures(model, edl, delta, n_show=6):
     "Kept regions of the first images and P2P fidelity curves (deletion ↓, insertion ↑) on the first batch"
     x, groups, y, *gt = (o.as_subclass(Tensor) for o in edl.one_batch())
     with torch.inference_mode():
-        if delta is not None:
-            r = model.find_tau(x, groups, [delta]); probs, keep = r['group_probs'][0], r['keep'][0].bool()
-        else:
-            model(x, groups); probs, keep = model.aux['group_probs'], model.aux['keep'].bool()
+        r = model.predict(x, groups, [delta] if delta is not None else None); probs, keep = r['group_probs'][0], r['keep'][0]
         xm = mask_input(x, keep.float(), model.fill)
         curves = {k: fidelity_curves(model.classifier, xm, groups, probs, model.fill, insertion=k == 'insertion')
                   for k in ('deletion', 'insertion')}

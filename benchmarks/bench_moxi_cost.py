@@ -2,7 +2,7 @@
 CIFAR ResNet-20), and a full token-mode order at the paper's size (timm ViT-Tiny/16 at 224x224, 196 tokens), in fp32
 and bf16, with the agreement of the two precisions' orders.
 
-    python benchmarks/bench_moxi_cost.py                 # the real tables: about 25 minutes on 2 idle cores
+    python benchmarks/bench_moxi_cost.py                 # the real tables: about 15-25 minutes on 2 idle cores
     python benchmarks/bench_moxi_cost.py --quick         # a smoke test (about a minute), not a timing
     python benchmarks/bench_moxi_cost.py --parts vit profile   # only some parts
 
@@ -281,7 +281,7 @@ def write_md(res, d):
               md_table(v, [('precision', lambda r: r['precision']), ('images', lambda r: str(r['images'])), ('s/image', lambda r: f"{r['s_per_image']:.1f}"),
                            ('ins s', lambda r: f"{r['s_ins']:.1f}"), ('del s', lambda r: f"{r['s_del']:.1f}"), ('speed-up', lambda r: f"{r['speedup']:.2f}"),
                            ('evals/image', f0('evals_per_image')), ('law', f0('law_per_image')), ('token-rows/image', f0('token_rows_per_image')),
-                           ('sys share', lambda r: f"{100 * r['sys_share']:.0f}%")] + agree
+                           ('sys share', lambda r: f"{100 * r['sys_share']:.0f}%")] + [c for c in agree if 'top' not in c[0]]
                      + [(k.replace('insertion_', 'ins ').replace('deletion_', 'del ').replace('top', 'top-').replace('pct', '%'), (lambda k: lambda r: '' if k not in r else f"{r[k]:.2f}")(k)) for k in ks]),
               "\nfirst_diff: mean index of the first greedy step where the precisions' orders differ (N = identical); top-p%: overlap of "
               "the first k = p% of N features with fp32's (k = 10, 20, 49 of 196). "
@@ -306,7 +306,9 @@ def figure(res, path):
         ax = axs[0]
         ax.plot(Ns, 2 + Ns * (Ns + 1), 'k-', lw=1, label='law 2 + N(N+1)')
         grid = [r for r in rows if r['precision'] == rows[0]['precision']]
-        ax.scatter([r['N'] for r in grid], [r['evals_per_image'] for r in grid], c=['C0' if r['features'].startswith('grid') else 'C1' for r in grid], zorder=3)
+        for kind, col in (('grid', 'C0'), ('SLIC', 'C1')):
+            pts = [r for r in grid if r['features'].startswith(kind)]
+            if pts: ax.scatter([r['N'] for r in pts], [r['evals_per_image'] for r in pts], c=col, zorder=3, label=f'ResNet-20, {kind}')
         for r in res.get('vit') or []:
             ax.scatter([r['N']], [r['evals_per_image']], marker='s', c='C3', zorder=3, label='ViT-Tiny tokens' if r is res['vit'][0] else None)
         ax.set(xscale='log', yscale='log', xlabel='features N', ylabel='evaluations per image (both curves)', title='Evaluations: measured = law')

@@ -16,6 +16,9 @@ Parts, run one after the other in one process (results in a NEW folder under --o
             curves, end to end, per precision; fp32 against bf16: identical orders, top-k overlap, first differing step
   profile   torch.profiler over a few greedy steps (ViT and ResNet-20) per precision: where the time goes, and the
             user and system CPU time (getrusage) of every part
+  alloc     the system time of allocation churn: one deletion step (ResNet-20 with chunks of 512 and 256, ViT-Tiny),
+            each in a fresh process with the default allocator and with THP_MEM_ALLOC_ENABLE=1 (torch reads it at
+            import, so only a new process can compare them): wall, user and system time and page faults
 
 Evaluations, counted from the code (`MoXI.attribute`): one forward pass of the full image (`prepare`), then greedy
 step t = 0..N-1 scores the N - t candidates not chosen yet. Step 0 (coalitions {i}, or all but {i} for deletion) is
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ('features', 'batch', 'vit', 'profile')
+PARTS = ('features', 'batch', 'vit', 'profile', 'alloc')
 TOPK = (0.05, 0.1, 0.25)   # top-k overlap at these shares of N (k = 10, 20, 49 of 196 tokens)
 
 def machine():
@@ -246,6 +249,46 @@ def profile(a):
                   f"{k.faults} page faults (profiler on)\n{table}")
     return out
 
+ALLOC_CASES = (('resnet20 grid 8, 8 images, chunks of 512', 'resnet', 512), ('resnet20 grid 8, 8 images, chunks of 256', 'resnet', 256),
+               ('vit deletion t=0, chunks of 256', 'vit', 256))
+ALLOC_ENVS = (('default', {}), ('THP_MEM_ALLOC_ENABLE=1', {'THP_MEM_ALLOC_ENABLE': '1'}))
+
+def alloc_worker(a, case, precision, bs):
+    "In a fresh process: one warm-up and one timed deletion step at t = 0 (the longest coalitions); prints one JSON line"
+    from pixelperception.explain import MoXI
+    from pixelperception.maskers import TokenMasker, PatchMasker
+    g = torch.Generator().manual_seed(0)
+    if case == 'vit':
+        import timm
+        m = timm.create_model(a.vit_model, pretrained=False, img_size=a.vit_size).eval()
+        x, masker = torch.randn(1, 3, a.vit_size, a.vit_size, generator=g), TokenMasker(m)
+    else: (m, _), x, masker = resnet(a), torch.randn(a.profile_images, 3, 32, 32, generator=g), PatchMasker(8)
+    e = MoXI(m, masker, batch_size=bs, precision=precision)
+    if precision != 'fp32' and case != 'vit': x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(): y = e.forward(e.model, x).argmax(-1)
+    chosen = torch.zeros(len(x), masker.n_features(x, model=e.model), dtype=torch.bool)
+    e.step(x, y, chosen, curve='deletion')
+    with Clock() as k: e.step(x, y, chosen, curve='deletion')
+    print(json.dumps(dict(wall=k.wall, user=k.user, sys=k.sys, faults=k.faults)))
+
+def alloc(a):
+    "Allocation churn: the same step in fresh processes, default allocator against torch's huge-page allocations"
+    import subprocess, sys
+    print(f"\n[alloc] one deletion step at t = 0 in a fresh process per row: allocator, wall, user, sys, page faults")
+    rows = []
+    for name, case, bs in ALLOC_CASES[:1] if a.quick else ALLOC_CASES:   # a smoke test starts two processes, not twelve
+        for p in a.precisions[:1] if a.quick else a.precisions:
+            for env_name, env in ALLOC_ENVS:
+                cmd = [sys.executable, __file__, '--alloc-worker', case, p, str(bs), '--threads', str(a.threads), '--weights', a.weights,
+                       '--vit-model', a.vit_model, '--vit-size', str(a.vit_size), '--profile-images', str(a.profile_images)]
+                base = {k: v for k, v in os.environ.items() if k != 'THP_MEM_ALLOC_ENABLE'}   # 'default' means default
+                r = subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True)
+                if r.returncode: raise RuntimeError(f"alloc worker failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+                row = dict(case=name, precision=p, allocator=env_name, **json.loads(r.stdout.strip().splitlines()[-1]))
+                rows.append(row)
+                print(f"  {name:42} {p:5} {env_name:24} {row['wall']:6.2f} s wall, user {row['user']:6.2f} s, sys {row['sys']:6.2f} s, {row['faults']:8d} faults", flush=True)
+    return rows
+
 # ---------------------------------------------------------------- report
 def md_table(rows, cols):
     head = '| ' + ' | '.join(h for h, _ in cols) + ' |\n|' + '---|' * len(cols) + '\n'
@@ -286,6 +329,13 @@ def write_md(res, d):
               "\nfirst_diff: mean index of the first greedy step where the precisions' orders differ (N = identical); top-p%: overlap of "
               "the first k = p% of N features with fp32's (k = 10, 20, 49 of 196). "
               "Random ViT weights: the agreement of trained weights may differ.\n"]
+    if res.get('alloc'):
+        s += ["\n## System time and the allocator (one deletion step at t = 0, each in a fresh process)\n",
+              md_table(res['alloc'], [('step', lambda r: r['case']), ('precision', lambda r: r['precision']), ('allocator', lambda r: r['allocator']),
+                                      ('wall s', f3('wall')), ('user s', f3('user')), ('sys s', f3('sys')),
+                                      ('sys share', lambda r: f"{100 * r['sys'] / max(r['user'] + r['sys'], 1e-9):.0f}%"), ('page faults', f0('faults'))]),
+              "\nglibc serves buffers above 32 MB with a fresh mmap and unmaps them after each forward pass, so the kernel zeroes "
+              "their pages again at every chunk; THP_MEM_ALLOC_ENABLE=1 makes torch back large tensors with 2 MB pages.\n"]
     if res.get('profile'):
         s += ["\n## Profile (torch.profiler, a few greedy steps; the profiler's overhead is in these times)\n"]
         for r in res['profile']:
@@ -357,12 +407,14 @@ def main():
     ap.add_argument('--batch-size', type=int, default=256, help='forward passes per chunk (the explainers\' default)')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', default=str(ROOT / 'benchmarks/results/moxi_cost'))
+    ap.add_argument('--alloc-worker', nargs=3, metavar=('CASE', 'PRECISION', 'BATCH_SIZE'), help=argparse.SUPPRESS)
     ap.add_argument('--quick', action='store_true', help='tiny sizes (grids 2 and 3, ViT at 32x32: 4 tokens): a smoke test, not a timing')
     a = ap.parse_args()
     if a.quick:
         a.n, a.grids, a.slic, a.batch_grid, a.batch_images, a.vit_size, a.profile_steps, a.profile_images = 1, [2, 3], [8], 2, [1, 2], 32, 1, 1
     from pixelperception.files import new_run_dir, atomic_write, removed_on_error
     torch.set_num_threads(a.threads)
+    if a.alloc_worker: return alloc_worker(a, a.alloc_worker[0], a.alloc_worker[1], int(a.alloc_worker[2]))
     torch.manual_seed(0)
     res = dict(command='python benchmarks/bench_moxi_cost.py ' + ' '.join(os.sys.argv[1:]), machine=machine(), args=vars(a))
     print(' | '.join(f'{k}: {v}' for k, v in res['machine'].items()))

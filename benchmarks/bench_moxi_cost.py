@@ -249,8 +249,8 @@ def profile(a):
                   f"{k.faults} page faults (profiler on)\n{table}")
     return out
 
-ALLOC_CASES = (('resnet20 grid 8, 8 images, chunks of 512', 'resnet', 512), ('resnet20 grid 8, 8 images, chunks of 256', 'resnet', 256),
-               ('vit deletion t=0, chunks of 256', 'vit', 256))
+ALLOC_CASES = (('resnet20 grid 8, {n} images, chunks of 512', 'resnet', 512), ('resnet20 grid 8, {n} images, chunks of 256', 'resnet', 256),
+               ('{vit}, chunks of 256', 'vit', 256))
 ALLOC_ENVS = (('default', {}), ('THP_MEM_ALLOC_ENABLE=1', {'THP_MEM_ALLOC_ENABLE': '1'}))
 
 def alloc_worker(a, case, precision, bs):
@@ -284,9 +284,9 @@ def alloc(a):
                 base = {k: v for k, v in os.environ.items() if k != 'THP_MEM_ALLOC_ENABLE'}   # 'default' means default
                 r = subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True)
                 if r.returncode: raise RuntimeError(f"alloc worker failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
-                row = dict(case=name, precision=p, allocator=env_name, **json.loads(r.stdout.strip().splitlines()[-1]))
+                row = dict(case=name.format(n=a.profile_images, vit=a.vit_model), precision=p, allocator=env_name, **json.loads(r.stdout.strip().splitlines()[-1]))
                 rows.append(row)
-                print(f"  {name:42} {p:5} {env_name:24} {row['wall']:6.2f} s wall, user {row['user']:6.2f} s, sys {row['sys']:6.2f} s, {row['faults']:8d} faults", flush=True)
+                print(f"  {row['case']:42} {p:5} {env_name:24} {row['wall']:6.2f} s wall, user {row['user']:6.2f} s, sys {row['sys']:6.2f} s, {row['faults']:8d} faults", flush=True)
     return rows
 
 # ---------------------------------------------------------------- report

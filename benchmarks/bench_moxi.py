@@ -10,7 +10,8 @@ Two settings, side by side in one run:
   (--naive-vit-steps) and extrapolated; --full-vit also runs pixelperception's MoXI end to end;
 - pixel mode: the CIFAR ResNet-20 (random weights unless ../shared/weights is present; speed does not depend on the
   weights) at 32x32 on an 8x8 grid of 4x4 patches (N = 64), fill 0.
-Reported: images/minute and model evaluations per image (exact counts), and the speed-up ratio. The CNN runs are
+Reported: images/minute and model evaluations per image (exact counts), and the speed-up ratio. (A full ViT order of
+both curves in fp32 and bf16, and the cost against N and images per batch: benchmarks/bench_moxi_cost.py.) The CNN runs are
 complete and their orders compared; at the timed ViT steps the naive pick is compared with pixelperception's.
 """
 import argparse, os, platform, time

@@ -13,7 +13,7 @@ _warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated'
 
 _API = {   # module -> its public names
     'explain': ('Ranking', 'Explainer', 'MoXI', 'SelfShapley', 'SampledShapley', 'RandomOrder', 'feature_groups'),
-    'maskers': ('PatchMasker', 'GroupMasker', 'TokenMasker'),
+    'maskers': ('PatchMasker', 'GroupMasker', 'TokenMasker', 'as_classifier'),
     'cam': ('GradCAM', 'AttentionRollout'),
     'interop': ('quantus_explain_func',),
     'model': ('P2P',),

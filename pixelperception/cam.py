@@ -8,7 +8,7 @@ Docs: https://pixelperception.github.io/pixelperception/cam.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
-from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, check_target, _plain
+from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, hf_vit, check_target, _plain
 from .explain import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
 from .files import check_logits, check_finite
 
@@ -33,6 +33,11 @@ def last_conv_stage(model:nn.Module, # a CNN
     return found[-1]
 
 # %% ../nbs/32_cam.ipynb #a374517d
+def _hf_layers(hf): 
+    "The encoder layers of a Hugging Face ViT (`vit.layers` in transformers 5, `vit.encoder.layer` in 4)"
+    b = hf.base_model
+    return b.layers if hasattr(b, 'layers') else b.encoder.layer
+
 class GradCAM(Explainer):
     "Grad-CAM: ReLU of the gradient-weighted activations of a late layer, pooled to features"
     hides_features = False   # it reads gradients: captum's baselines do not apply
@@ -49,6 +54,7 @@ class GradCAM(Explainer):
         kind = vit_kind(self.model)
         if kind == 'timm': return self.layer or self.model.blocks[-1].norm1, not self.norm_output, self.model.num_prefix_tokens
         if kind == 'torchvision': return self.layer or self.model.encoder.layers[-1].ln_1, not self.norm_output, 1
+        if kind == 'hf': return self.layer or _hf_layers(hf_vit(self.model))[-1].layernorm_before, not self.norm_output, 1
         return self.layer or last_conv_stage(self.model, x), False, None
 
     def heatmap(self, x:Tensor, # [B,3,H,W] images
@@ -109,12 +115,20 @@ def _timm_attn(attn, t):
     q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
     return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1).mean(1)
 
-def attention_maps(model, # timm or torchvision VisionTransformer
+def _hf_attention(hf, x):
+    "Head-averaged attention of a Hugging Face ViT, as the library returns it (`output_attentions`, eager attention only)"
+    if hf.config._attn_implementation != 'eager':
+        raise ValueError(f"this Hugging Face ViT uses {hf.config._attn_implementation!r} attention, which does not return attention probabilities: "
+                         "load it with attn_implementation='eager' (e.g. ViTForImageClassification.from_pretrained(name, attn_implementation='eager'))")
+    with torch.inference_mode(): return torch.stack(hf(pixel_values=x, output_attentions=True).attentions).mean(2)
+
+def attention_maps(model, # timm, torchvision or Hugging Face VisionTransformer
                    x:Tensor, # [B,3,H,W]
                   ) -> Tensor: # [n_layers,B,L,L] head-averaged attention probabilities
     "Attention probabilities of every block, averaged over heads"
     kind = vit_kind(model)
-    if kind is None: raise TypeError(f"attention rollout needs a timm or torchvision VisionTransformer, got {type(model).__name__}")
+    if kind is None: raise TypeError(f"attention rollout needs a timm, torchvision or Hugging Face VisionTransformer, got {type(model).__name__}")
+    if kind == 'hf': return _hf_attention(hf_vit(model), x)
     mods = [b.attn for b in model.blocks] if kind == 'timm' else [l.self_attention for l in model.encoder.layers]
     inputs, hooks = {}, []
     for i, m in enumerate(mods): hooks.append(m.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0])))
@@ -140,11 +154,11 @@ def rollout(attn:Tensor, # [n_layers,B,L,L] head-averaged attention
 # %% ../nbs/32_cam.ipynb #69d59f4a
 class AttentionRollout(Explainer):
     "Attention rollout of a ViT: the class token's row of the rolled-out attention, pooled to features"
-    def __init__(self, model, # timm or torchvision VisionTransformer (with a class token)
+    def __init__(self, model, # timm, torchvision or Hugging Face VisionTransformer (with a class token)
                  masker:Masker=None, # defines the features (default: TokenMasker)
                  batch_size:int=64, # images per forward pass
                  normalize:str="rows"): # "rows" (Abnar & Zuidema) or "total" (as the MoXI reference code)
-        if vit_kind(model) is None: raise TypeError(f"attention rollout needs a timm or torchvision VisionTransformer, got {type(model).__name__}")
+        if vit_kind(model) is None: raise TypeError(f"attention rollout needs a timm, torchvision or Hugging Face VisionTransformer, got {type(model).__name__}")
         if vit_kind(model) == 'timm' and getattr(model, 'cls_token', None) is None:
             raise ValueError("attention rollout reads the class token's row, but this ViT has no class token")
         super().__init__(model, masker, "logit", batch_size)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, vit_kind, vit_grid, _grid, present_first, _plain, check_precision, autocast_call, _is_conv
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, _grid, present_first, _plain, check_precision, autocast_call, _is_conv
 from .files import check_logits
 
 # %% auto #0
@@ -47,6 +47,7 @@ class Explainer:
                  reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
                  batch_size:int=256, # forward passes per chunk
                  precision:str="fp32"): # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (autocast, GPU only)
+        model = as_classifier(model)   # a Hugging Face model answers with an output object: keep its logits
         if hasattr(model, 'eval'): model.eval()
         if masker is None and vit_kind(model) is not None: masker = TokenMasker(model)
         self.model, self.masker, self.reward, self.batch_size = model, masker, get_reward(reward), batch_size

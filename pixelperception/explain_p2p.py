@@ -86,7 +86,9 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
                    methods={m: dict(overlap=overlap[m].nanmean().item(), auc=curves[m].auc, higher_is_better=curves[m].higher_is_better,
                                     seconds_per_image=secs[m]/len(y)) for m in names})
     imgs = denormalize(x[:6], model.mean, model.std)
-    figs = dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6]),
+    with torch.inference_mode(): pred = model.classifier(x[:6]).argmax(-1)   # the class the explainers explain (target=None)
+    class_names = lambda t: [cfg['vocab'][int(i)] for i in t]
+    figs = dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6], labels=class_names(y[:6]), preds=class_names(pred), outline_k=min(5, N)),
                 p2p_kept=show_selection(imgs, groups[:6], keep[:6]))
     with removed_on_error(new_run_dir(run_dir, 'explain')) as out:   # a failure leaves no half-written folder
         atomic_write(out/'orders.pt', lambda t: torch.save(dict(orders=orders, kept=kept, groups=groups, labels=y), t))

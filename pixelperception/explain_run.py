@@ -196,11 +196,11 @@ def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, fig
     atomic_write(run_dir/'orders.pt', lambda p: torch.save(dict(orders=orders, labels=y, preds=pred, classes=classes,
                                                                 files=[str(f) for f in files], groups=groups), p))
     atomic_write(run_dir/'metrics.json', lambda p: Path(p).write_text(json.dumps(summary, indent=1)))
-    if figures: _figures(run_dir, x, orders, res, groups, masker, model, summary)
+    if figures: _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=[classes[i] for i in y], preds=[classes[i] for i in pred])
     return summary
 
 # %% ../nbs/34_explain_run.ipynb #d4a27b9d
-def _figures(run_dir, x, orders, res, groups, masker, model, summary):
+def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=None, preds=None):
     "Curves per direction, heat maps of the first images, and a markdown report"
     import matplotlib; import matplotlib.pyplot as plt
     from pixelperception.plots import plot_curves, show_heatmaps
@@ -208,7 +208,8 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary):
     for c, r in res.items():
         fig = plot_curves(r); atomic_write(run_dir/f'curves_{c}.png', lambda p: fig.savefig(p, format='png', dpi=100)); plt.close(fig)
     n = min(4, len(x)); c0 = next(iter(res))
-    fig = show_heatmaps(denormalize(x[:n], summary['settings']['mean'], summary['settings']['std']), {m: o[c0][:n] for m, o in orders.items()}, groups=None if groups is None else groups[:n], grid=grid)
+    fig = show_heatmaps(denormalize(x[:n], summary['settings']['mean'], summary['settings']['std']), {m: o[c0][:n] for m, o in orders.items()}, groups=None if groups is None else groups[:n], grid=grid,
+                        labels=labels and labels[:n], preds=preds and preds[:n], outline_k=summary['settings']['top_k'])   # the top-k the accuracy column is measured at
     atomic_write(run_dir/'heatmaps.png', lambda p: fig.savefig(p, format='png', dpi=100)); plt.close(fig)
     k, s = summary['settings']['top_k'], summary['settings']
     lines = [f"# Explanation run: {s['arch']} on {s['data']}", "",
@@ -218,5 +219,5 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary):
         lines += [f"## {c} ({better} is better)", "", f"| method | AUC | accuracy at {k}/{s['n_features']} | evaluations / image |", "|---|---|---|---|"]
         lines += [f"| {m} | {v['auc']:.3f} | {v[f'accuracy_at_{k}']:.3f} | {summary['evals_per_image'][m]:.0f} |" for m, v in r.items()]
         lines += ["", f"![{c}](curves_{c}.png)", ""]
-    lines += ["## Heat maps (earlier = hotter)", "", "![heatmaps](heatmaps.png)", ""]
+    lines += [f"## Heat maps ({c0} orders; earlier = hotter; white outline: the top {k} features)", "", "![heatmaps](heatmaps.png)", ""]
     atomic_write(run_dir/'report.md', lambda p: Path(p).write_text('\n'.join(lines)))

@@ -6,14 +6,15 @@ Docs: https://pixelperception.github.io/pixelperception/maskers.html.md"""
 
 # %% ../nbs/30_maskers.ipynb #79197681
 from __future__ import annotations
-import numpy as np, torch, torch.nn.functional as F
+import sys, numpy as np, torch, torch.nn.functional as F
 from torch import Tensor
 from .superpixels import to_pixels, group_pool, group_sizes
 from .files import check_logits
 
 # %% auto #0
 __all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
-           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'vit_kind', 'vit_grid', 'TokenMasker']
+           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'hf_vit', 'HFClassifier',
+           'as_classifier', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -211,31 +212,63 @@ def autocast_call(precision:str, # "bf16" or "fp16" ("fp32" calls f as it is)
     with torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision]): return f(*args, **kwargs).float()
 
 
+# %% ../nbs/30_maskers.ipynb #6d37e6f7
+def hf_vit(model):
+    "The Hugging Face `ViTForImageClassification` in `model` (itself, or inside `HFClassifier`), else None"
+    if isinstance(model, HFClassifier): model = model.hf
+    tf = sys.modules.get('transformers')   # never imported here: a model of this class exists only once the user has imported it
+    return model if tf is not None and isinstance(model, tf.ViTForImageClassification) else None
+
+def _is_hf(model): return isinstance(model, torch.nn.Module) and type(model).__module__.startswith('transformers.')
+
+class HFClassifier(torch.nn.Module):
+    "A Hugging Face image classifier as a plain classifier: images [B,3,H,W] -> logits [B,C] (the `.logits` of its output)"
+    def __init__(self, hf): # a `transformers` image classifier, e.g. `ViTForImageClassification`
+        super().__init__()
+        self.hf = hf
+    def forward(self, x): return self.hf(pixel_values=x).logits
+
+def as_classifier(model):
+    "`model`, or `HFClassifier(model)` for a Hugging Face model (which returns an output object, not logits)"
+    return HFClassifier(model) if _is_hf(model) and not isinstance(model, HFClassifier) else model
+
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
 def vit_kind(model) -> str|None:
-    "'timm' or 'torchvision' for a supported Vision Transformer, else None"
+    "'timm', 'torchvision' or 'hf' (Hugging Face) for a supported Vision Transformer, else None"
     try:
         from timm.models.vision_transformer import VisionTransformer as TimmViT
         if isinstance(model, TimmViT): return 'timm'
     except ImportError: pass
     from torchvision.models.vision_transformer import VisionTransformer as TvViT
     if isinstance(model, TvViT): return 'torchvision'
-    return None
+    return 'hf' if hf_vit(model) is not None else None
+
+def _pair(v): return tuple(int(s) for s in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 def vit_grid(model, x) -> tuple:
     "Patch-token grid (rows, cols) of a supported ViT on images x, checking the image size"
     kind, (H, W) = vit_kind(model), x.shape[-2:]
-    if kind is None: raise TypeError(f"token masking needs a timm or torchvision VisionTransformer, got {type(model).__name__}: "
+    if kind is None: raise TypeError(f"token masking needs a timm, torchvision or Hugging Face VisionTransformer (ViTForImageClassification), got {type(model).__name__}: "
                                      "use PatchMasker(grid) (pixel masking) for other models")
     if kind == 'timm':
         pe = model.patch_embed
         (ph, pw), want = pe.patch_size, (None if getattr(model, 'dynamic_img_size', False) else tuple(pe.img_size))
+    elif kind == 'hf':
+        cfg = hf_vit(model).config
+        (ph, pw), want = _pair(cfg.patch_size), _pair(cfg.image_size)
     else: (ph, pw), want = (model.patch_size,) * 2, (model.image_size,) * 2
     if (want is not None and (H, W) != want) or H % ph or W % pw:
         raise ValueError(f"this ViT expects {want or f'multiples of {ph}x{pw}'} images, got {H}x{W}: resize the input")
     return H // ph, W // pw
 
 # %% ../nbs/30_maskers.ipynb #719c4b95
+def _hf_blocks(hf, t):
+    "Logits of a Hugging Face ViT on the token sequence t [R,P+m,D]: its own forward, with its embeddings' output replaced by t"
+    H, W = _pair(hf.config.image_size)
+    h = hf.base_model.embeddings.register_forward_hook(lambda m, args, out: t)   # removed again below: the model is left as it was
+    try: return hf(pixel_values=t.new_zeros(len(t), hf.config.num_channels, H, W)).logits   # the dummy pixels only feed the replaced output
+    finally: h.remove()
+
 class TokenMasker(Masker):
     "Token removal for ViTs: only the prefix (class) tokens and the visible patch tokens go through the blocks"
     def __init__(self, model=None, # optional ViT, so `n_features` can be called before the first forward
@@ -251,6 +284,9 @@ class TokenMasker(Masker):
     def prepare(self, model, x, groups):
         "All tokens with position embeddings [B,P+N,D], and the number of prefix tokens P"
         if vit_kind(model) == 'timm': return model._pos_embed(model.patch_embed(x)), model.num_prefix_tokens
+        if vit_kind(model) == 'hf':
+            t = hf_vit(model).base_model.embeddings(x)   # class token + patches, position embeddings added
+            return t, t.shape[1] - self.n_features(x, model=model)
         t = model._process_input(x)
         t = torch.cat([model.class_token.expand(x.shape[0], -1, -1), t], 1)
         return t + model.encoder.pos_embedding, 1
@@ -258,6 +294,7 @@ class TokenMasker(Masker):
         if vit_kind(model) == 'timm':
             t = model.norm(model.blocks(model.norm_pre(model.patch_drop(t))))
             return model.forward_head(t)
+        if vit_kind(model) == 'hf': return _hf_blocks(hf_vit(model), t)
         e = model.encoder
         return model.heads(e.ln(e.layers(e.dropout(t)))[:, 0])
     def forward_rows(self, model, x, groups, b, keep, state):

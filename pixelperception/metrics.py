@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score, average_precision_score
 from fastcore.basics import patch
 from .superpixels import group_sizes
 from .files import check_logits, check_finite
-from .maskers import present_first, check_precision, autocast_call
+from .maskers import present_first, check_precision, autocast_call, as_classifier
 
 # %% auto #0
 __all__ = ['PXAP_BIN_WIDTH', 'P2P_THRESHOLDS', 'correct', 'accuracy', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'PxAP',
@@ -373,6 +373,7 @@ def ranking_curves(model, # classifier called by the masker
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_precision(precision, x.device)
+    model = as_classifier(model)   # a Hugging Face model's output object -> its logits
     x = _plain(x, 'x')
     if x.dim() != 4: raise ValueError(f"x must be [B,C,H,W], got shape {_shape(x)}")
     B, N = x.shape[0], _n_features(masker, x, groups, model)

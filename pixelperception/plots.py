@@ -1,4 +1,4 @@
-"""Figures for evaluations: insertion/deletion curves of several methods on one axis, a P2P selection row (image | superpixels | kept regions | ground truth), and heat maps of feature rankings overlaid on the image.
+"""Figures for evaluations: insertion/deletion curves of several methods on one axis, a P2P selection row (image | superpixels | kept regions | ground truth), heat maps of feature rankings overlaid on the image, and the learned correlation between superpixels of a P2P model.
 
 Docs: https://pixelperception.github.io/pixelperception/plots.html.md"""
 
@@ -10,13 +10,17 @@ import numpy as np, torch
 import torch.nn.functional as F
 from torch import Tensor
 import matplotlib.pyplot as plt
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from fastai.torch_core import show_image
-from .superpixels import show_groups, to_pixels
+from .superpixels import show_groups, to_pixels, group_sizes
+from .model import group_distribution, group_cov
 from .metrics import Curves
 
 # %% auto #0
-__all__ = ['plot_curves', 'show_selection', 'ranking_heat', 'heat_to_pixels', 'show_heatmaps']
+__all__ = ['plot_curves', 'show_selection', 'ranking_heat', 'heat_to_pixels', 'show_heatmaps', 'group_correlation',
+           'show_group_correlation']
 
 # %% ../nbs/21_plots.ipynb #ee45ba9e
 def _img(im):
@@ -102,17 +106,21 @@ def show_selection(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
     return fig
 
 # %% ../nbs/21_plots.ipynb #a7682f0d
-def ranking_heat(orders:Tensor, # [B,N] feature ids, most important first
-                 top_k:int=None, # keep heat only on the first top_k features
-                ) -> Tensor: # [B,N] heat per feature: 1 for orders[:,0] down to 0 for the last
-    "Heat of each feature from its rank r: 1 − r/(N−1) (earlier = hotter)"
+def _ranks(orders):
+    "Rank of each feature [B,N] (0 = first) from orders [B,N], checking each row is a permutation"
     orders = orders.as_subclass(Tensor) if isinstance(orders, Tensor) else torch.as_tensor(np.asarray(orders))
     if orders.dim() != 2: raise ValueError(f"orders must be [B,N] feature ids, got shape {tuple(orders.shape)}")
     B, N = orders.shape
     if not (orders.sort(1).values == torch.arange(N, device=orders.device)).all():
         raise ValueError(f"each row of orders must be a permutation of 0..{N-1}")
-    rank = torch.empty_like(orders).scatter_(1, orders, torch.arange(N, device=orders.device).expand(B, N)).float()
-    heat = 1 - rank / max(N - 1, 1)
+    return torch.empty_like(orders).scatter_(1, orders, torch.arange(N, device=orders.device).expand(B, N)).float()
+
+def ranking_heat(orders:Tensor, # [B,N] feature ids, most important first
+                 top_k:int=None, # keep heat only on the first top_k features
+                ) -> Tensor: # [B,N] heat per feature: 1 for orders[:,0] down to 0 for the last
+    "Heat of each feature from its rank r: 1 − r/(N−1) (earlier = hotter)"
+    rank = _ranks(orders)
+    heat = 1 - rank / max(rank.shape[1] - 1, 1)
     return heat if top_k is None else torch.where(rank < top_k, heat, torch.zeros_like(heat))
 
 def heat_to_pixels(heat:Tensor, # [B,N] per-feature values
@@ -132,6 +140,23 @@ def heat_to_pixels(heat:Tensor, # [B,N] per-feature values
     return F.interpolate(heat.view(-1, 1, gh, gw), size=tuple(size), mode='nearest')[:, 0]
 
 # %% ../nbs/21_plots.ipynb #b64da47e
+def _names(v, B, name):
+    "One class name per image (a list of B strings or numbers), or None"
+    if v is None: return None
+    v = [str(s) for s in (v.tolist() if isinstance(v, Tensor) else list(v))]
+    if len(v) != B: raise ValueError(f"{name} must hold one class name per image ({B}), got {len(v)}")
+    return v
+
+def _image_title(label, pred):
+    "'true cat' / 'pred dog' lines (a wrong prediction is marked ✗)"
+    lines = ([f"true {label}"] if label is not None else []) + ([f"pred {pred}" + (" ✗" if label is not None and pred != label else "")] if pred is not None else [])
+    return '\n'.join(lines) or 'image'
+
+def _outline(ax, mask, color='white', lw=1.5):
+    "Draw the boundary of a boolean pixel mask [H,W] on ax (pixel edges)"
+    m = np.asarray(mask, dtype=float)
+    if 0 < m.sum() < m.size: ax.contour(np.pad(m, 1), levels=[.5], colors=color, linewidths=lw, extent=(-1, m.shape[1], -1, m.shape[0]))   # padded cells sit at -1 and H, W
+
 def show_heatmaps(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
                   orders:dict, # method name -> [B,N] feature ids, most important first
                   groups:Tensor=None, # [B,H,W] group ids (superpixel features)
@@ -140,22 +165,105 @@ def show_heatmaps(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
                   alpha:float=.5, # opacity of the heat map
                   cmap:str='jet',
                   size:float=2.2, # inches per panel
+                  labels:list=None, # true class (name) of each image, shown above it
+                  preds:list=None, # predicted class (name) of each image, shown above it (✗ when it is not the label)
+                  outline_k:int=None, # outline the first outline_k features of each ranking (the top-k group)
+                  colorbar:bool=True, # a colour bar: which colour is the first feature, which the last
                  ) -> Figure:
-    "Rows of image | one ranking heat map per method overlaid on it (earlier = hotter)"
+    "Rows of image (true class, prediction) | one ranking heat map per method (earlier = hotter), the top-k features outlined"
     imgs = _batch(imgs)
     if not isinstance(orders, dict) or not orders: raise ValueError("orders must be a non-empty dict {method name: [B,N] orders}")
     B, H, W = imgs.shape[0], *imgs.shape[2:]
-    heats = {}
+    labels, preds = _names(labels, B, 'labels'), _names(preds, B, 'preds')
+    heats, tops = {}, {}
     for name, o in orders.items():
         hm = heat_to_pixels(ranking_heat(o, top_k), (H, W), groups=groups, grid=grid)
         if hm.shape[0] != B: raise ValueError(f"orders[{name!r}] has {hm.shape[0]} rows but there are {B} images")
         heats[name] = hm
-    fig, axs = plt.subplots(B, 1 + len(heats), figsize=(size * (1 + len(heats)), size * B), squeeze=False)
+        if outline_k is not None:
+            rank = _ranks(o)
+            if not 1 <= outline_k <= rank.shape[1]: raise ValueError(f"outline_k must be in 1..{rank.shape[1]} (the number of features), got {outline_k}")
+            tops[name] = heat_to_pixels((rank < outline_k).float(), (H, W), groups=groups, grid=grid) > .5
+    ncol = 1 + len(heats)
+    fig, axs = plt.subplots(B, ncol, figsize=(size * ncol + (.6 if colorbar else 0), size * B + .3), squeeze=False, layout='constrained')
     for b in range(B):
         im = _img(imgs[b])
-        show_image(im, ctx=axs[b, 0], title='image' if b == 0 else None)
+        show_image(im, ctx=axs[b, 0], title=_image_title(labels and labels[b], preds and preds[b]) if labels or preds else ('image' if b == 0 else None))
         for j, (name, hm) in enumerate(heats.items(), 1):
-            show_image(im, ctx=axs[b, j], title=name if b == 0 else None)
+            show_image(im, ctx=axs[b, j], title=name)
             axs[b, j].imshow(hm[b].numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-    fig.tight_layout()
+            if tops: _outline(axs[b, j], tops[name][b].numpy())
+    if colorbar:
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axs[:, 1:].ravel().tolist(), ticks=[0, 1], shrink=min(1., .9 / max(B, 1) + .3))
+        cb.ax.set_yticklabels(['last', 'first'])
+        cb.set_label('rank of the feature' + (f' (first {top_k} only)' if top_k else '') + (f'; white outline: top {outline_k}' if outline_k else ''))
+    return fig
+
+# %% ../nbs/21_plots.ipynb #e5e21ef3
+def group_correlation(model, # a P2P model trained with use_cov=True
+                      x:Tensor, # [B,3,H,W] normalised images
+                      groups:Tensor, # [B,H,W] superpixel ids
+                      tau=None, # a dynamic model's τ (a number or [B]); default: the τ of its δ-search at model.delta
+                     ) -> dict: # corr, cov [B,G,G]; mu [B,G] keep logits; present bool [B,G]; tau [B] (None for a fixed model)
+    "The learned correlation between superpixels of a P2P model: Σ = EᵀE of the selector's group embeddings, as correlations"
+    if not hasattr(model, 'selector') or not hasattr(model, 'use_cov'): raise TypeError(f"group_correlation needs a P2P model, got {type(model).__name__}")
+    if not model.use_cov:
+        raise ValueError("this P2P model was trained with use_cov=False: its superpixels are kept independently and its selector learnt no "
+                         "covariance between them, so there is no group correlation to show; train with use_cov=True (the default) to get one")
+    x, groups = (t.as_subclass(Tensor) for t in (x, groups))
+    if x.dim() != 4 or groups.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"x must be [B,3,H,W] and groups [B,H,W] of the same images, got {tuple(x.shape)} and {tuple(groups.shape)}")
+    dev = next(model.parameters()).device
+    x, groups = x.to(dev), groups.to(dev).long()
+    G = max(model.n_segments, int(groups.max()) + 1)
+    with_tau = model.dynamic and model.tau_mode != 'rank'   # the selector's input, as in the forward pass ('rank' mode applies τ after it)
+    was = model.training; model.eval()
+    try:
+        with torch.inference_mode():
+            if with_tau:
+                tau = model.find_tau(x, groups, [model.delta])['tau'][0] if tau is None else torch.as_tensor(tau, dtype=x.dtype, device=dev).expand(len(x))
+            else: tau = None
+            out = model.selector.decode(model.selector.encode(x), tau, x.shape[-2:]).float()
+            mu, E = group_distribution(out, groups, G)
+            if E.shape[1] == 0: raise ValueError("this P2P model's selector has num_dims=1 (a keep logit only, no embedding): there is no covariance to show")
+            cov, _ = group_cov(E)
+            d = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+            corr = cov / (d[..., :, None] * d[..., None, :])
+    finally: model.train(was)
+    return dict(corr=corr, cov=cov, mu=mu, present=group_sizes(groups, G)[:, :G] > 0, tau=tau)
+
+# %% ../nbs/21_plots.ipynb #534003fc
+def show_group_correlation(img:Tensor, # [3,H,W] un-normalised image in [0,1]
+                           groups:Tensor, # [H,W] superpixel ids
+                           corr:Tensor, # [G,G] correlations of this image (`group_correlation(...)['corr'][b]`)
+                           anchor:int=None, # the superpixel the others are compared with (default: the largest mu, else the largest superpixel)
+                           mu:Tensor=None, # [G] keep logits of this image: pick the default anchor and order the matrix
+                           title:str=None, # above the first panel (e.g. the class and the prediction)
+                           cmap:str='RdBu_r',
+                           size:float=2.6, # inches per panel
+                          ) -> Figure:
+    "Superpixels with the anchor outlined | each superpixel coloured by its correlation with the anchor | the correlation matrix"
+    im = _img(_batch(img, 'img')[0])
+    groups = torch.as_tensor(groups.as_subclass(Tensor) if isinstance(groups, Tensor) else np.asarray(groups)).detach().cpu().long()
+    if tuple(groups.shape) != im.shape[:2]: raise ValueError(f"groups must be [H,W] = {list(im.shape[:2])} like the image, got {tuple(groups.shape)}")
+    corr = torch.as_tensor(corr.as_subclass(Tensor) if isinstance(corr, Tensor) else np.asarray(corr)).detach().cpu().float()
+    ids = groups.unique()
+    if corr.dim() != 2 or corr.shape[0] != corr.shape[1] or corr.shape[0] <= int(ids.max()):
+        raise ValueError(f"corr must be [G,G] with G > {int(ids.max())} (the largest superpixel id), got {tuple(corr.shape)}: pass one image's matrix, corr[b]")
+    if mu is not None: mu = torch.as_tensor(mu.as_subclass(Tensor) if isinstance(mu, Tensor) else np.asarray(mu)).detach().cpu().float()
+    if anchor is None: anchor = int(ids[mu[ids].argmax()]) if mu is not None else int(groups.flatten().bincount().argmax())
+    if anchor not in ids.tolist(): raise ValueError(f"anchor {anchor} is not a superpixel of this image (its ids: {ids.min()}..{ids.max()})")
+    order = ids[mu[ids].argsort(descending=True)] if mu is not None else ids
+    fig, axs = plt.subplots(1, 3, figsize=(size * 3 + .8, size), layout='constrained')
+    show_groups(im, groups, ctx=axs[0], title=title or f"{len(ids)} superpixels")
+    _outline(axs[0], (groups == anchor).numpy(), color='black', lw=2)
+    show_image(.4 * im + .3, ctx=axs[1], title=f"correlation with superpixel {anchor}")
+    axs[1].imshow(corr[anchor][groups].numpy(), cmap=cmap, vmin=-1, vmax=1, alpha=.75)
+    _outline(axs[1], (groups == anchor).numpy(), color='black', lw=2)
+    axs[2].imshow(corr[order][:, order].numpy(), cmap=cmap, vmin=-1, vmax=1, interpolation='nearest')
+    axs[2].set_title('correlation matrix' + ('\n(most kept first)' if mu is not None else ''))
+    axs[2].set_xlabel('superpixel'); axs[2].set_ylabel('superpixel')
+    if len(order) <= 12: axs[2].set_xticks(range(len(order)), order.tolist()); axs[2].set_yticks(range(len(order)), order.tolist())
+    else: axs[2].set_xticks([]); axs[2].set_yticks([])
+    fig.colorbar(ScalarMappable(Normalize(-1, 1), cmap), ax=axs[1:].tolist(), label='correlation of keep logits', shrink=.9)
     return fig

@@ -70,8 +70,40 @@ def _safe_name(name):
     return safe
 
 # %% ../nbs/22_report.ipynb #a305e8ad
+def _is_level(k):
+    "A certainty-level key of P2P's evaluation: a δ in (0,1] written as a string, or 'fixed' (a model without the δ-search)"
+    if k == 'fixed': return True
+    try: return 0 < float(k) <= 1
+    except ValueError: return False
+
+def _level_tables(d, prefix=''):
+    "({dotted key: {level: {metric: value}}}, d without them): the per-certainty-level results found at any depth"
+    tables, rest = {}, {}
+    for k, v in d.items():
+        if not isinstance(v, dict): rest[k] = v; continue
+        levels = {l: m for l, m in v.items() if _is_level(l) and isinstance(m, dict) and not any(isinstance(x, dict) for x in m.values())}
+        if levels:
+            tables[f"{prefix}{k}"] = levels
+            v = {l: m for l, m in v.items() if l not in levels}   # the rest of that dict (e.g. classifier passes) stays in the metric list
+            if not v: continue
+        t, r = _level_tables(v, f"{prefix}{k}."); tables.update(t); rest[k] = r
+    return tables, rest
+
+_COLUMNS = {'accuracy': 'accuracy', 'kept': 'kept', 'tau': 'τ', 'auroc': 'AUROC', 'aupr': 'AUPR', 'mask_precision': 'mask precision',
+            'mask_iou': 'mask IoU', 'pxap': 'PxAP', 'n_images': 'images'}   # display names, in this order; other metrics follow
+
+def _level_table(levels):
+    "Markdown table: one row per certainty level, one column per metric"
+    cols = [c for c in _COLUMNS if any(c in m for m in levels.values())]
+    for m in levels.values(): cols += [c for c in m if c not in cols]   # the others, in first-seen order
+    head = ["| certainty level | " + " | ".join(_COLUMNS.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    return head + [f"| {'fixed τ' if l == 'fixed' else f'δ = {l}'} | " + " | ".join(_cell(m.get(c)) for c in cols) + " |" for l, m in levels.items()]
+
 def _markdown(title, metrics, figs):
     lines = [f"# {title}", "", f"_Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by pixelperception._", ""]
+    tables, metrics = _level_tables(metrics)
+    for k, levels in tables.items():
+        lines += [f"## {k} by certainty level", ""] + _level_table(levels) + [""]
     rows, curves = _flat(metrics)
     if rows:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows] + [""]

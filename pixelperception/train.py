@@ -27,7 +27,7 @@ from .recipes import RECIPE_OPTIONS, resolve_options
 from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
 from .report import new_run_dir, write_report
 from .metrics import fidelity_curves
-from .plots import plot_curves, show_selection
+from .plots import plot_curves, show_selection, group_correlation, show_group_correlation
 from .model import mask_input
 from .data import denormalize, IMAGENET_MEAN, IMAGENET_STD
 import matplotlib.pyplot as plt
@@ -429,7 +429,7 @@ class CPUMixedPrecision(Callback):
 
 # %% ../nbs/14_train.ipynb #67033d86
 def _figures(learn, metrics):
-    "results.png, kept_vs_tau.png, history.png"
+    "results.png, kept_vs_tau.png, history.png, and group_correlation.png for a model with the covariance (use_cov)"
     figs = {}
     axs = learn.show_results(max_n=6)
     figs['results'] = axs[0].figure
@@ -452,7 +452,16 @@ def _figures(learn, metrics):
             ax[1].plot([v[0] for v in vh], [v[2] for v in vh], 's-', label='valid kept (hard)')
         ax[1].legend(); ax[1].set_xlabel('epoch')
         figs['history'] = fig
+    if learn.model.use_cov: figs['group_correlation'] = _group_correlation_figure(learn.model, learn.dls.valid, learn.dls.vocab)
     return figs
+
+def _group_correlation_figure(model, dl, vocab):
+    "The learned correlation between the superpixels of the first validation image (the seed's figure)"
+    x, groups, y = (o.as_subclass(Tensor) for o in dl.one_batch()[:3])
+    gc = group_correlation(model, x[:1], groups[:1])
+    tau = '' if gc['tau'] is None else f", τ = {float(gc['tau'][0]):.2f} (δ = {model.delta})"
+    return show_group_correlation(denormalize(x[0].cpu(), model.mean, model.std), groups[0].cpu(), gc['corr'][0].cpu(), mu=gc['mu'][0].cpu(),
+                                  title=f"{vocab[int(y[0])]}{tau}")
 
 # %% ../nbs/14_train.ipynb #7deb93db
 def load_run(run_dir:Path, # a folder written by `train`

@@ -13,7 +13,8 @@ from .files import check_logits
 
 # %% auto #0
 __all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
-           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'vit_kind', 'vit_grid', 'TokenMasker']
+           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'vit_parts', 'vit_kind', 'vit_grid',
+           'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -212,8 +213,20 @@ def autocast_call(precision:str, # "bf16" or "fp16" ("fp32" calls f as it is)
 
 
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
+def vit_parts(model) -> tuple:
+    "(ViT, head after it): (model, None) for a timm or torchvision ViT; (its timm body, its head) for a fastai `vision_learner` ViT; (None, None) otherwise"
+    if _vit_kind(model) is not None: return model, None
+    if isinstance(model, torch.nn.Sequential) and len(model) == 2 and type(model[0]).__name__ == 'TimmBody':
+        body = model[0]   # fastai's create_timm_model: TimmBody(timm model without its classifier) + a fastai head on the pooled features
+        if not getattr(body, 'needs_pool', True) and _vit_kind(body.model) == 'timm': return body.model, model[1]
+    return None, None
+
 def vit_kind(model) -> str|None:
-    "'timm' or 'torchvision' for a supported Vision Transformer, else None"
+    "'timm' or 'torchvision' for a supported Vision Transformer (a fastai `vision_learner` ViT counts as timm), else None"
+    vit = vit_parts(model)[0]
+    return None if vit is None else _vit_kind(vit)
+
+def _vit_kind(model) -> str|None:
     try:
         from timm.models.vision_transformer import VisionTransformer as TimmViT
         if isinstance(model, TimmViT): return 'timm'
@@ -224,6 +237,7 @@ def vit_kind(model) -> str|None:
 
 def vit_grid(model, x) -> tuple:
     "Patch-token grid (rows, cols) of a supported ViT on images x, checking the image size"
+    model = vit_parts(model)[0] or model
     kind, (H, W) = vit_kind(model), x.shape[-2:]
     if kind is None: raise TypeError(f"token masking needs a timm or torchvision VisionTransformer, got {type(model).__name__}: "
                                      "use PatchMasker(grid) (pixel masking) for other models")
@@ -250,11 +264,14 @@ class TokenMasker(Masker):
         return gh * gw
     def prepare(self, model, x, groups):
         "All tokens with position embeddings [B,P+N,D], and the number of prefix tokens P"
+        model = vit_parts(model)[0] or model
         if vit_kind(model) == 'timm': return model._pos_embed(model.patch_embed(x)), model.num_prefix_tokens
         t = model._process_input(x)
         t = torch.cat([model.class_token.expand(x.shape[0], -1, -1), t], 1)
         return t + model.encoder.pos_embedding, 1
     def _blocks(self, model, t):
+        vit, head = vit_parts(model)
+        if head is not None: return head(self._blocks(vit, t))   # a fastai ViT: its head on the body's pooled features
         if vit_kind(model) == 'timm':
             t = model.norm(model.blocks(model.norm_pre(model.patch_drop(t))))
             return model.forward_head(t)

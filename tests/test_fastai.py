@@ -107,7 +107,8 @@ def test_wandb_offline(tiny, tmp_path, monkeypatch):
     assert len(wruns) == 1
     recs = list(wandb_records(next(wruns[0].glob('run-*.wandb'))))
     key = lambda i: i.key or '/'.join(i.nested_key)
-    config = {key(i): json.loads(i.value_json) for r in recs if r.WhichOneof('record_type') == 'run' for i in r.run.config.update}
+    config = {key(i): json.loads(i.value_json) for r in recs for i in (r.run.config.update if r.WhichOneof('record_type') == 'run' else
+                                                                    r.config.update if r.WhichOneof('record_type') == 'config' else [])}
     assert config['n_segments'] == 100 and config['epochs'] == 2 and config['vocab'][0] == 'arrow'   # the resolved options
     history = [{key(i): json.loads(i.value_json) for i in r.history.item} for r in recs if r.WhichOneof('record_type') == 'history']
     epochs = [h for h in history if 'valid_loss' in h]
@@ -131,3 +132,18 @@ def test_wandb_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, '__import__', no_wandb)
     with pytest.raises(ValueError, match='pip install wandb'): train(wandb=True, data_path=tmp_path, **TINY)
     assert not (tmp_path/'runs').exists()
+
+def test_fastai_vit_token_removal():
+    "A fastai `vision_learner` ViT (timm body + fastai head) is explained by token removal, by default"
+    from fastai.vision.learner import create_timm_model
+    from pixelperception.explain import MoXI
+    from pixelperception.maskers import TokenMasker
+    torch.manual_seed(0)
+    fvit = create_timm_model('vit_tiny_patch16_224', 3, pretrained=False, img_size=32, patch_size=16, depth=1)[0].eval()
+    x = torch.randn(2, 3, 32, 32)
+    ex = MoXI(fvit)
+    assert isinstance(ex.masker, TokenMasker)
+    r = ex.attribute(x, target=torch.tensor([0, 2]))
+    assert r.order.shape == (2, 4) and sorted(r.order[0].tolist()) == [0, 1, 2, 3]
+    with torch.no_grad():   # all tokens kept = the fastai model's own forward
+        assert torch.allclose(TokenMasker()(fvit, x, torch.ones(2, 1, 4, dtype=torch.bool))[:, 0], fvit(x), atol=1e-5)

@@ -217,7 +217,7 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
     cfg['threads'] = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg['threads'])
-    state = {'cbs': cbs}   # `_run` records its run folder here, so a failure can clean it up or mark it incomplete
+    state = {'cbs': cbs}   # `_run` records its run folder (and W&B run) here, so a failure can clean it up or mark it incomplete
     try: return _run(cfg, deltas, t_start, state)
     except BaseException as e:
         _wandb_finish(state, exit_code=1)
@@ -543,7 +543,9 @@ def _wandb_log_results(state:dict, metrics:dict, figs:dict):
 def _wandb_finish(state:dict, exit_code:int=0):
     "Finish the W&B run of a training run, if one was started (exit_code 1: the training failed)"
     wb = state.pop('wandb', None)
-    if wb is not None: wb.finish(exit_code=exit_code)
+    if wb is None: return
+    try: wb.finish(exit_code=exit_code)
+    except Exception as e: warnings.warn(f"finishing the Weights & Biases run failed ({_first_line(e, 120)}); the run folder {state.get('run')} is not affected")
 
 def _check_cbs(cbs) -> list:
     "`train`'s extra callbacks: fastai `Callback`s (instances or classes), checked before anything runs"

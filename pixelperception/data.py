@@ -478,14 +478,15 @@ def inference_dls(vocab, # class names, in label order
                   n_segments:int=100, compactness:float=20., # SLIC parameters of the training data
                   mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation of the model
                   bs:int=64, # batch size of `test_dl`
+                  workers:int=0, # data-loader worker processes (0: in this process, as `get_dls`)
                   device=None, # where batches go (default: CUDA when present, else CPU)
                  ) -> SuperpixelDataLoaders:
     "DataLoaders without images that prepare new ones as the training data was: what a trained model needs to predict"
-    check_number('size', size, 1, integer=True); check_number('bs', bs, 1, integer=True)
+    check_number('size', size, 1, integer=True); check_number('bs', bs, 1, integer=True); check_number('workers', workers, 0, integer=True)
     blank = np.zeros((size, size, 3), np.uint8)   # one placeholder image, so fastai learns the batch's types (it needs one pass), then dropped
     ds = SuperpixelDataset(Items([blank], [0], list(vocab)), size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness)
     device = device or default_device()
-    mk = lambda: SuperpixelDL(ds, bs=bs, shuffle=False, device=device, after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
+    mk = lambda: SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device, after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
     dls = SuperpixelDataLoaders(mk(), mk(), device=device)
     dls.vocab, dls.c, dls.size, dls.n_segments, dls.mean, dls.std = ds.vocab, len(ds.vocab), size, n_segments, tuple(mean), tuple(std)
     return dls.new_empty()

@@ -17,7 +17,7 @@ _API = {   # module -> its public names
     'cam': ('GradCAM', 'AttentionRollout'),
     'interop': ('quantus_explain_func',),
     'model': ('P2P',),
-    'train': ('load_run', 'evaluate_run'),   # not `train` itself: `pixelperception.train` is its module (from pixelperception.train import train)
+    'train': ('load_run', 'evaluate_run', 'load_learner'),   # not `train` itself: `pixelperception.train` is its module (from pixelperception.train import train)
     'zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
             'register_selector', 'normalization'),
     'recipes': ('list_recipes',),

@@ -8,7 +8,7 @@ Docs: https://pixelperception.github.io/pixelperception/cam.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
-from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, hf_vit, check_target, _plain
+from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target, _plain
 from .explain import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
 from .files import check_logits, check_finite
 
@@ -51,9 +51,9 @@ class GradCAM(Explainer):
 
     def _hook_point(self, x):
         "(module, use its input?, n prefix tokens or None for a CNN map)"
-        kind = vit_kind(self.model)
-        if kind == 'timm': return self.layer or self.model.blocks[-1].norm1, not self.norm_output, self.model.num_prefix_tokens
-        if kind == 'torchvision': return self.layer or self.model.encoder.layers[-1].ln_1, not self.norm_output, 1
+        kind, vit = vit_kind(self.model), vit_parts(self.model)[0]   # a fastai ViT: hooks in its timm body
+        if kind == 'timm': return self.layer or vit.blocks[-1].norm1, not self.norm_output, vit.num_prefix_tokens
+        if kind == 'torchvision': return self.layer or vit.encoder.layers[-1].ln_1, not self.norm_output, 1
         if kind == 'hf': return self.layer or _hf_layers(hf_vit(self.model))[-1].layernorm_before, not self.norm_output, 1
         return self.layer or last_conv_stage(self.model, x), False, None
 
@@ -129,7 +129,8 @@ def attention_maps(model, # timm, torchvision or Hugging Face VisionTransformer
     kind = vit_kind(model)
     if kind is None: raise TypeError(f"attention rollout needs a timm, torchvision or Hugging Face VisionTransformer, got {type(model).__name__}")
     if kind == 'hf': return _hf_attention(hf_vit(model), x)
-    mods = [b.attn for b in model.blocks] if kind == 'timm' else [l.self_attention for l in model.encoder.layers]
+    vit = vit_parts(model)[0]   # a fastai ViT: the attention of its timm body
+    mods = [b.attn for b in vit.blocks] if kind == 'timm' else [l.self_attention for l in vit.encoder.layers]
     inputs, hooks = {}, []
     for i, m in enumerate(mods): hooks.append(m.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0])))
     try:
@@ -159,7 +160,7 @@ class AttentionRollout(Explainer):
                  batch_size:int=64, # images per forward pass
                  normalize:str="rows"): # "rows" (Abnar & Zuidema) or "total" (as the MoXI reference code)
         if vit_kind(model) is None: raise TypeError(f"attention rollout needs a timm, torchvision or Hugging Face VisionTransformer, got {type(model).__name__}")
-        if vit_kind(model) == 'timm' and getattr(model, 'cls_token', None) is None:
+        if vit_kind(model) == 'timm' and getattr(vit_parts(model)[0], 'cls_token', None) is None:
             raise ValueError("attention rollout reads the class token's row, but this ViT has no class token")
         super().__init__(model, masker, "logit", batch_size)
         self.normalize = normalize
@@ -171,7 +172,7 @@ class AttentionRollout(Explainer):
         "Rollout of the class token over the patch-token grid"
         x = _plain(x).to(_device(self.model))
         gh, gw = vit_grid(self.model, x)
-        P = self.model.num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
+        P = vit_parts(self.model)[0].num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
         out = []
         for i in self.progress(range(0, len(x), self.batch_size), len(x), show_progress):
             xb = x[i:i + self.batch_size]

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #39da4a6f
 from __future__ import annotations
-import importlib, inspect, os, sys, traceback, warnings
+import argparse, importlib, inspect, os, sys, traceback, warnings
 from pathlib import Path
 from fastcore.script import anno_parser
 from .files import PxpError, os_error_message, read_json
@@ -140,10 +140,13 @@ def _choices(cmd) -> dict:
                 target=TARGETS, tau_mode=TAU_MODES, estimator=ESTIMATORS, reg_variant=REG_VARIANTS,
                 lr_schedule=LR_SCHEDULES, norm=NORMS)
 
+_PYTHON_ONLY = ('cbs',)   # arguments of the functions behind the commands that only Python can pass
+
 def _tidy(parser, choices:dict={}):
     "Help written for the flag as typed: `--no-X` says what it turns off, values are named after the option, choices are listed and enforced"
     for a in parser._actions:
         if not a.option_strings or a.dest == 'help': continue
+        if a.dest in _PYTHON_ONLY: a.help = argparse.SUPPRESS; continue   # Python objects (e.g. train's callbacks) have no flag to speak of
         if a.option_strings[0].startswith('--no-') and a.help:   # a store_false flag: its docment describes the option it turns off
             a.help = f"turn off (on by default): {a.help.replace(' (default: True)', '')}"
         if a.dest in choices: a.choices, a.metavar = list(choices[a.dest]), None   # argparse shows {a,b,...}

@@ -16,7 +16,7 @@ from fastcore.basics import store_attr
 from fastai.torch_core import TensorImage, TensorMask, TensorCategory, default_device, show_image
 from matplotlib.colors import to_rgba
 from fastai.data.core import TfmdDL, DataLoaders
-from fastai.data.transforms import Category
+from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
@@ -27,8 +27,9 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'TARGETS',
            'black_fill', 'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items', 'geometric_tfms',
-           'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_items', 'subset_items',
-           'superpixel_cache_dir', 'get_dls', 'get_eval_dl']
+           'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_policy', 'dataset_items',
+           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
+           'inference_dls']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -52,6 +53,7 @@ class Items:
         store_attr()
         self.labels = np.asarray(labels, dtype=np.int64)
     def __len__(self): return len(self.labels)
+    def __iter__(self): return zip(self.srcs, self.labels.tolist())   # (source, label) pairs: what fastai's Interpretation hands to `test_dl`
     def __repr__(self):
         n = np.bincount(self.labels, minlength=len(self.vocab))
         return f"Items({len(self)} images, {len(self.vocab)} classes, {n.min()}-{n.max()} per class, masks={self.masks is not None})"
@@ -72,7 +74,7 @@ class Items:
     def key(self, i):
         "(file, tag) identifying image `i` for the superpixel cache"
         s = self.srcs[i]
-        return (s, '') if not isinstance(s, np.ndarray) else (self.key_files[i], f'#{i}')
+        return (s, '') if not isinstance(s, np.ndarray) else (self.key_files[i] if self.key_files else None, f'#{i}')   # arrays without a file: never cached
 
 # %% ../nbs/01_data.ipynb #e180212a
 def binary_mask(m:np.ndarray, # a mask array
@@ -192,15 +194,16 @@ class SuperpixelDataset(torch.utils.data.Dataset):
                  cache:SuperpixelCache=None, # where cached maps live (None: compute without storing)
                  color_aug:float=0.5, # colour jitter intensity (training only)
                  with_masks:bool=False, # also return the ground-truth object mask
+                 labeled:bool=True, # also return the label (False: new images to predict, fastai's test items)
                 ):
         if sp_mode not in ('cached', 'faithful'): raise ValueError(f"sp_mode must be 'cached' or 'faithful', got {sp_mode!r}")
         _check_slic_args(n_segments, compactness)
         if with_masks and items.masks is None: raise ValueError("with_masks=True but this split has no ground-truth masks")
         self.items, self.size, self.policy, self.train, self.n_segments, self.compactness = items, size, policy, train, n_segments, compactness
-        self.sp_mode, self.cache, self.with_masks = sp_mode, cache, with_masks
+        self.sp_mode, self.cache, self.with_masks, self.labeled = sp_mode, cache, with_masks, labeled
         self.geo = geometric_tfms(policy, size, train)
         self.color = color_tfm(color_aug) if train else None
-        self.vocab = items.vocab
+        self.vocab = CategoryMap(list(items.vocab), sort=False)   # a fastai vocabulary: Interpretation and `plot_top_losses` read its names and length
 
     def __len__(self): return len(self.items)
 
@@ -229,8 +232,8 @@ class SuperpixelDataset(torch.utils.data.Dataset):
             if self.color is not None: img_t = self.color(img_t)
             if self.train or self.cache is None: g = self._segment(img_t)
             else: g = self._cached(fn, f"{tag}|eval-{self.policy}-{self.size}", lambda: img_t.permute(1, 2, 0).numpy())
-        out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g)),
-               TensorCategory(self.items.labels[i]))
+        out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g)))
+        if self.labeled: out += (TensorCategory(self.items.labels[i]),)
         return out + tuple(TensorObjectMask(m.as_subclass(torch.Tensor).bool()) for m in ms)
 
     def _cached(self, fn, tag, img_fn):
@@ -240,7 +243,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
     def decode(self, o, full=True):
         "Turn the label back into its class name for `show_batch`"
         o = list(o)
-        o[2] = Category(self.vocab[int(o[2])])
+        if len(o) > 2: o[2] = Category(self.vocab[int(o[2])])   # test items have no label
         return tuple(o)
 
 # %% ../nbs/01_data.ipynb #0a6f43d9
@@ -261,6 +264,16 @@ def _synthetic_root(data_path, n_train, n_val, size, seed):
     root = Path(data_path)/('synthetic' if default else f'synthetic-n{n_train}-v{n_val}-s{size}-seed{seed}')
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
+def dataset_policy(dataset:str, # one of `DATASETS`
+                   size:int=None, # image side (CIFAR-10: up to 32 px it is padded and cropped, larger it is resized)
+                   split:str='val', # ImageNet-9's 'test' images are used as they are
+                  ) -> str: # one of `POLICIES`
+    "The transform policy of a named dataset: what its images go through (`geometric_tfms`), also for new images at predict time"
+    if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset == 'synthetic': return 'synthetic'
+    if dataset == 'cifar10': return 'pad-crop' if (size or 32) <= 32 else 'resize-crop'
+    return 'none' if dataset == 'imagenet9' and split == 'test' else 'imagenet'
+
 def dataset_items(dataset:str='synthetic', # one of `DATASETS`
                   data_path:Path='data', # folder holding the datasets
                   split:str='train', # 'train', 'val' or (imagenet9) 'test'
@@ -277,9 +290,9 @@ def dataset_items(dataset:str='synthetic', # one of `DATASETS`
     if split == 'test' and dataset != 'imagenet9': split = 'val'
     if dataset in ('synthetic', 'bam'):
         root = (_synthetic_root(dp, n_train, n_val, size or 64, seed) if dataset == 'synthetic' else dp/'bam')/'data'/('obj' if target == 'object' else 'scene')
-        return folder_items(root/split, root/'val_mask' if split == 'val' else None), 'synthetic' if dataset == 'synthetic' else 'imagenet'
+        return folder_items(root/split, root/'val_mask' if split == 'val' else None), dataset_policy(dataset)
     if dataset == 'cifar10':
-        return cifar10_items(dp/'cifar10', train=split == 'train', download=download), 'pad-crop' if (size or 32) <= 32 else 'resize-crop'
+        return cifar10_items(dp/'cifar10', train=split == 'train', download=download), dataset_policy(dataset, size)
     if dataset == 'imagenet': return folder_items(dp/'imagenet'/split), 'imagenet'
     if dataset == 'folder': return folder_items(dp/split), 'imagenet'
     if dataset == 'coco10':
@@ -291,7 +304,7 @@ def dataset_items(dataset:str='synthetic', # one of `DATASETS`
     root = dp/'imagenet9'
     if split == 'test':   # paired by position, checked to be 224x224, never resized
         t = imagenet9_test(root, size=None)
-        return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask), 'none'
+        return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask), dataset_policy(dataset, split=split)
     _complete_imagenet9(dp/'imagenet', root)
     return folder_items(root/split, vocab=IMAGENET9_FOLDERS), 'imagenet'
 
@@ -315,6 +328,61 @@ def _complete_imagenet9(imagenet:Path, root:Path):
     if not any((root/s).is_dir() for s in ('train', 'val')): build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
     raise PxpError(f"the ImageNet-9 build in {root} is incomplete: it was interrupted before it finished",
                    f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}` (files already there are kept)")
+
+# %% ../nbs/01_data.ipynb #5e96cd7d
+def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `with_labels`, (image, label) pairs
+                vocab, # the model's class names (labels may be given by name)
+                with_labels:bool=False, # `srcs` are (image, label) pairs, as fastai's `Interpretation` passes them
+               ) -> Items:
+    "New images (files, PIL images, arrays) as `Items`, each checked, so a bad one is named before any work is done"
+    if isinstance(srcs, Items): return srcs
+    if isinstance(srcs, np.ndarray) and srcs.ndim == 4: srcs = list(srcs)   # a stack of images [N,H,W,3]
+    elif isinstance(srcs, (str, Path, Image.Image, np.ndarray)): srcs = [srcs]   # one image, not a sequence of them
+    srcs, vocab = list(srcs), list(vocab)
+    labels = [0] * len(srcs)   # placeholders: an unlabeled item's label is never read
+    if with_labels:
+        if not all(isinstance(o, (tuple, list)) and len(o) == 2 for o in srcs):
+            raise ValueError("with_labels=True needs (image, label) pairs, e.g. [('cat.jpg', 'cat'), ...]")
+        srcs, labels = [o[0] for o in srcs], [vocab.index(l) if isinstance(l, str) and l in vocab else l for l in (o[1] for o in srcs)]
+        bad = [l for l in labels if isinstance(l, str) or not 0 <= int(l) < len(vocab)]
+        if bad: raise ValueError(f"label {bad[0]!r} is not one of the model's classes {vocab}: pass a class name or an index below {len(vocab)}")
+    return Items([_image_src(s) for s in srcs], [int(l) for l in labels], vocab)
+
+def _image_src(s):
+    "One image source as `Items` reads it: a file path, or an HxWx3 uint8 array"
+    if isinstance(s, (str, Path)):
+        if not Path(s).is_file(): raise FileNotFoundError(f"image {s} not found: pass the path of an image file ({', '.join(sorted(IMG_EXTS))})")
+        return Path(s)
+    if isinstance(s, Image.Image): return np.array(s.convert('RGB'))   # a writable copy
+    if isinstance(s, np.ndarray):
+        if s.dtype != np.uint8 or not (s.ndim == 3 and s.shape[-1] == 3 or s.ndim == 2):
+            raise ValueError(f"an image array must be HxWx3 (or HxW) uint8, got {s.dtype} of shape {s.shape}: convert it, e.g. (a*255).astype(np.uint8)")
+        return np.ascontiguousarray(np.repeat(s[..., None], 3, -1) if s.ndim == 2 else s)
+    raise TypeError(f"cannot read an image from a {type(s).__name__}: pass a file path, a PIL image or an HxWx3 uint8 array")
+
+# %% ../nbs/01_data.ipynb #f892d11f
+class SuperpixelDataLoaders(DataLoaders):
+    "fastai `DataLoaders` of `(x, groups, y)` batches that also prepare new images: `test_dl`, hence `learn.predict`"
+    _meta = ('vocab', 'c', 'size', 'n_segments', 'dataset_name', 'mean', 'std')   # what `get_dls` records about the data
+
+    def test_dl(self, test_items, # image files, PIL images or HxWx3 uint8 arrays (with `with_labels`: (image, label) pairs)
+                rm_type_tfms=None, # fastai's argument; unused (every image goes through the validation transforms)
+                with_labels:bool=False, # the items carry labels (batches are then (x, groups, y))
+                **kwargs, # `TfmdDL.new` options, e.g. bs
+               ) -> TfmdDL: # batches of (x, groups) or (x, groups, y)
+        "A loader of new images with the validation transforms and their own SLIC maps (the data's n_segments and compactness)"
+        kwargs.pop('process', None)   # fastai's Interpretation passes it for tabular data
+        ds = copy.copy(self.valid_ds)   # the validation settings: size, policy, SLIC parameters, vocabulary
+        ds.items, ds.labeled, ds.with_masks = image_items(test_items, ds.vocab, with_labels), with_labels, False
+        ds.cache = None   # new images are segmented, never written into the dataset's cache
+        return self.valid.new(ds, **kwargs)
+
+    def new_empty(self):
+        "The same loaders without items (what `Learner.export` keeps), with the data's vocabulary, size and SLIC settings"
+        new = super().new_empty()
+        for k in self._meta:
+            if k in self.__dict__: setattr(new, k, getattr(self, k))
+        return new
 
 # %% ../nbs/01_data.ipynb #1c50d5a4
 def _writable(path:Path) -> bool:
@@ -377,8 +445,8 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
     torch.manual_seed(seed)
     mk = lambda ds, train: SuperpixelDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs, num_workers=workers,
                                   after_batch=[norm], device=device)
-    dls = DataLoaders(mk(dstr, True), mk(dsva, False), device=device)
-    dls.vocab, dls.c, dls.size, dls.n_segments, dls.dataset_name = tr.vocab, len(tr.vocab), size, n_segments, dataset
+    dls = SuperpixelDataLoaders(mk(dstr, True), mk(dsva, False), device=device)
+    dls.vocab, dls.c, dls.size, dls.n_segments, dls.dataset_name = dsva.vocab, len(tr.vocab), size, n_segments, dataset
     dls.mean, dls.std = tuple(mean), tuple(std)
     return dls
 
@@ -400,5 +468,25 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
     device = device or default_device()
     dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device,
                 after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
-    dl.vocab, dl.c, dl.mean, dl.std = items.vocab, len(items.vocab), tuple(mean), tuple(std)
+    dl.vocab, dl.c, dl.mean, dl.std = ds.vocab, len(items.vocab), tuple(mean), tuple(std)
     return dl
+
+# %% ../nbs/01_data.ipynb #d407c2db
+def inference_dls(vocab, # class names, in label order
+                  size:int, # image side the model was trained at
+                  policy:str='synthetic', # transform policy of the training data (`dataset_policy`)
+                  n_segments:int=100, compactness:float=20., # SLIC parameters of the training data
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation of the model
+                  bs:int=64, # batch size of `test_dl`
+                  workers:int=0, # data-loader worker processes (0: in this process, as `get_dls`)
+                  device=None, # where batches go (default: CUDA when present, else CPU)
+                 ) -> SuperpixelDataLoaders:
+    "DataLoaders without images that prepare new ones as the training data was: what a trained model needs to predict"
+    check_number('size', size, 1, integer=True); check_number('bs', bs, 1, integer=True); check_number('workers', workers, 0, integer=True)
+    blank = np.zeros((size, size, 3), np.uint8)   # one placeholder image, so fastai learns the batch's types (it needs one pass), then dropped
+    ds = SuperpixelDataset(Items([blank], [0], list(vocab)), size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness)
+    device = device or default_device()
+    mk = lambda: SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device, after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
+    dls = SuperpixelDataLoaders(mk(), mk(), device=device)
+    dls.vocab, dls.c, dls.size, dls.n_segments, dls.mean, dls.std = ds.vocab, len(ds.vocab), size, n_segments, tuple(mean), tuple(std)
+    return dls.new_empty()

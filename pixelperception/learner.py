@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from torch import Tensor
 from fastcore.basics import patch
-from fastai.learner import Learner
+from fastai.learner import Learner, Recorder
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import Adam, SGD
@@ -20,7 +21,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed, show_image
 from fastai.vision.data import get_grid
 from fastprogress.fastprogress import progress_bar
-from .superpixels import show_groups, to_pixels
+from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
 from .zoo import create_selector, create_classifier, selector_spec, normalization
@@ -29,11 +30,17 @@ from . import metrics as M
 from fastai.learner import save_model
 from fastai.torch_core import rank_distrib
 from fastcore.xtras import join_path_file
-from .files import atomic_write, check_logits
+from .files import atomic_write, check_logits, PxpError
+from typing import NamedTuple
+from fastai.data.transforms import Category
+from fastai.interpret import plot_top_losses
+from fastai.torch_core import TensorCategory
+from plum import dispatch
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'WholeImage', 'classifier_learner',
-           'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
+           'WholeImage', 'classifier_learner', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p',
+           'P2PPrediction']
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -114,6 +121,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 wandb:bool=False, # log to Weights & Biases
                 path=None, # where checkpoints/exports go (default: '.')
                 cbs=None, # extra callbacks
+                model:P2P=None, # an existing P2P model (e.g. a trained one, `load_run`) instead of building one from the options
                 **kwargs, # p2p_model options: num_dims, use_cov, num_monte_carlo, straight_through, dynamic, delta, ...
                ) -> P2PLearner:
     "A fastai Learner training a P2P model with the sparsity callback"
@@ -122,11 +130,12 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     size = getattr(dls, 'size', None) or int(dls.one_batch()[0].shape[-1])
     if 'delta' in kwargs: check_delta(kwargs['delta'])
     if seed is not None: set_seed(seed, reproducible=True)
-    model = p2p_model(n_classes, selector if isinstance(selector, str) else 'cnn',
-                      classifier if isinstance(classifier, str) else 'small_cnn', size=size,
-                      n_segments=getattr(dls, 'n_segments', 100), **kwargs)
-    if isinstance(selector, nn.Module): model.selector = selector
-    if isinstance(classifier, nn.Module): model.classifier = classifier
+    if model is None:
+        model = p2p_model(n_classes, selector if isinstance(selector, str) else 'cnn',
+                          classifier if isinstance(classifier, str) else 'small_cnn', size=size,
+                          n_segments=getattr(dls, 'n_segments', 100), **kwargs)
+        if isinstance(selector, nn.Module): model.selector = selector
+        if isinstance(classifier, nn.Module): model.classifier = classifier
     n_out = _n_out(model.classifier, size)
     if n_out != n_classes:
         raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
@@ -135,14 +144,38 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                            tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
     if checkpoint: cb.append(AtomicSaveModel(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
-        try: from fastai.callback.wandb import WandbCallback
-        except ImportError: raise ImportError("wandb=True needs the `wandb` package: pip install wandb (or run with wandb off)") from None
-        cb.append(WandbCallback(log_preds=False))
+        if require_wandb().run is None:
+            raise PxpError("wandb=True logs into the current Weights & Biases run, but none was started",
+                           "call wandb.init(project=...) first, or use train(wandb=True), which starts one")
+        cb.append(WandbLogger())
     metrics = [accuracy, KeptFraction()] + ([MeanTau()] if model.dynamic else [])
     learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
                        metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
     if classifier_lr_mult != 1: learn.lr = slice(lr*classifier_lr_mult, lr)   # parameter groups: [classifier, selector]
     return learn
+
+def require_wandb():
+    "The `wandb` module, or a `PxpError` saying how to install it (it is optional)"
+    try: import wandb
+    except ImportError: raise PxpError("logging to Weights & Biases (wandb=True, --wandb) needs the `wandb` package, which is not installed",
+                                       "pip install wandb (or train without wandb)") from None
+    return wandb
+
+class WandbLogger(Callback):
+    "Log to the current W&B run: the training loss and learning rates per batch, the validation metrics per epoch"
+    order = Recorder.order + 1   # after the recorder has computed the epoch's metrics
+    # not fastai's WandbCallback: its config gathering walks the datasets down to every image path (and fails on them)
+    def before_fit(self):
+        self.run = not hasattr(self.learn, 'lr_finder') and rank_distrib() == 0   # fastai sets it back to True after the fit
+        if self.run and require_wandb().run is None:
+            raise PxpError("WandbLogger logs into the current Weights & Biases run, but none was started", "call wandb.init(project=...) first")
+    def after_batch(self):
+        if not self.training: return
+        lrs = {f'lr_{i}': h['lr'] for i, h in enumerate(self.opt.hypers)}
+        require_wandb().log({'epoch': self.epoch + (self.iter + 1)/self.n_iter, 'train_loss': float(self.smooth_loss), 'raw_loss': float(self.loss.detach()), **lrs})
+    def after_epoch(self):
+        vals = {n: float(v) for n, v in zip(self.recorder.metric_names, self.recorder.log) if n not in ('epoch', 'time', 'train_loss') and v is not None}
+        require_wandb().log({'epoch': self.epoch + 1, **vals})
 
 def _p2p_splitter(m:P2P):
     "Two parameter groups: the classifier, then everything else (the selector)"
@@ -295,3 +328,38 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
         show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]} ({ok})\nkept {keep[i].mean():.0%}{t}")
         for ax in axs[2*i:2*i+2]: ax.title.set_fontsize(9)
     return axs
+
+# %% ../nbs/13_learner.ipynb #13ed8d6a
+class P2PPrediction(NamedTuple):
+    "P2P's prediction for one image: fastai's triple (label, index, probs), then τ, the kept mask and the superpixels"
+    label: Category # the predicted class name
+    index: Tensor # its index in the vocabulary
+    probs: Tensor # class probabilities [C] of the classifier on the kept regions
+    tau: float|None # the threshold found at the certainty level (None: a fixed-threshold model)
+    keep: Tensor # kept pixels [H,W] bool: all the classifier saw
+    groups: Tensor # superpixel ids [H,W] the selector chose from
+    x: Tensor # the prepared (normalised) image [3,H,W]
+
+@patch
+def predict_p2p(self:P2PLearner, item, # an image file, a PIL image or an HxWx3 uint8 array
+                delta:float=None, # certainty level δ (default: the model's, i.e. the run's first level)
+               ) -> P2PPrediction:
+    "`learn.predict` with what makes P2P interpretable: the threshold τ and the kept mask"
+    dl = self.dls.test_dl([item], num_workers=0)
+    x, groups = (o.as_subclass(Tensor) for o in dl.one_batch()[:2])
+    r = self.model.predict(x, groups, [m.delta if delta is None else delta] if (m := self.model).dynamic else None)
+    probs = r['logits'][0, 0].float().softmax(-1).cpu()
+    i = probs.argmax()
+    tau = None if r['tau'] is None else float(r['tau'][0, 0])
+    return P2PPrediction(Category(self.dls.vocab[int(i)]), i, probs, tau, r['keep'][0, 0].bool().cpu(), groups[0].cpu(), x[0].cpu())
+
+# %% ../nbs/13_learner.ipynb #16a81c3d
+@plot_top_losses.dispatch
+def _plot_top_losses_p2p(x:tuple, y:TensorCategory, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None, **kwargs):
+    "fastai's `plot_top_losses` for (image, superpixels) inputs: each image with its boundaries, titled prediction/actual/loss/probability"
+    if not (len(x) > 1 and isinstance(x[1], TensorGroups)):   # another library's two-input data: fastai's own answer
+        raise NotImplementedError(f"plot_top_losses is not implemented for {tuple(type(o).__name__ for o in x)}, {type(y).__name__}")
+    axs = get_grid(len(samples), nrows=nrows, ncols=ncols, figsize=figsize, title='Prediction/Actual/Loss/Probability')
+    for ax, s, o, r, l in zip(axs, samples, outs, raws, losses):
+        s[0].show(ctx=ax, **kwargs); s[1].show(ctx=ax)
+        ax.set_title(f'{o[0]}/{s[2]} / {l.item():.2f} / {r.max().item():.2f}', fontsize=8)

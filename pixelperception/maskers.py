@@ -14,7 +14,7 @@ from .files import check_logits
 # %% auto #0
 __all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
            'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'hf_vit', 'HFClassifier',
-           'as_classifier', 'vit_kind', 'vit_grid', 'TokenMasker']
+           'as_classifier', 'vit_parts', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../nbs/30_maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -233,8 +233,20 @@ def as_classifier(model):
     return HFClassifier(model) if _is_hf(model) and not isinstance(model, HFClassifier) else model
 
 # %% ../nbs/30_maskers.ipynb #5e2c3db1
+def vit_parts(model) -> tuple:
+    "(ViT, head after it): (model, None) for a timm, torchvision or Hugging Face ViT; (its timm body, its head) for a fastai `vision_learner` ViT; (None, None) otherwise"
+    if _vit_kind(model) is not None: return model, None
+    if isinstance(model, torch.nn.Sequential) and len(model) == 2 and type(model[0]).__name__ == 'TimmBody':
+        body = model[0]   # fastai's create_timm_model: TimmBody(timm model without its classifier) + a fastai head on the pooled features
+        if not getattr(body, 'needs_pool', True) and _vit_kind(body.model) == 'timm': return body.model, model[1]
+    return None, None
+
 def vit_kind(model) -> str|None:
-    "'timm', 'torchvision' or 'hf' (Hugging Face) for a supported Vision Transformer, else None"
+    "'timm', 'torchvision' or 'hf' (Hugging Face) for a supported Vision Transformer (a fastai `vision_learner` ViT counts as timm), else None"
+    vit = vit_parts(model)[0]
+    return None if vit is None else _vit_kind(vit)
+
+def _vit_kind(model) -> str|None:
     try:
         from timm.models.vision_transformer import VisionTransformer as TimmViT
         if isinstance(model, TimmViT): return 'timm'
@@ -247,6 +259,7 @@ def _pair(v): return tuple(int(s) for s in v) if isinstance(v, (tuple, list)) el
 
 def vit_grid(model, x) -> tuple:
     "Patch-token grid (rows, cols) of a supported ViT on images x, checking the image size"
+    model = vit_parts(model)[0] or model
     kind, (H, W) = vit_kind(model), x.shape[-2:]
     if kind is None: raise TypeError(f"token masking needs a timm, torchvision or Hugging Face VisionTransformer (ViTForImageClassification), got {type(model).__name__}: "
                                      "use PatchMasker(grid) (pixel masking) for other models")
@@ -283,6 +296,7 @@ class TokenMasker(Masker):
         return gh * gw
     def prepare(self, model, x, groups):
         "All tokens with position embeddings [B,P+N,D], and the number of prefix tokens P"
+        model = vit_parts(model)[0] or model
         if vit_kind(model) == 'timm': return model._pos_embed(model.patch_embed(x)), model.num_prefix_tokens
         if vit_kind(model) == 'hf':
             t = hf_vit(model).base_model.embeddings(x)   # class token + patches, position embeddings added
@@ -291,6 +305,8 @@ class TokenMasker(Masker):
         t = torch.cat([model.class_token.expand(x.shape[0], -1, -1), t], 1)
         return t + model.encoder.pos_embedding, 1
     def _blocks(self, model, t):
+        vit, head = vit_parts(model)
+        if head is not None: return head(self._blocks(vit, t))   # a fastai ViT: its head on the body's pooled features
         if vit_kind(model) == 'timm':
             t = model.norm(model.blocks(model.norm_pre(model.patch_drop(t))))
             return model.forward_head(t)

@@ -38,10 +38,13 @@ from datetime import datetime, timezone
 from fastai.torch_core import num_distrib
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
+from .learner import P2PLearner, require_wandb, WandbLogger
+from .data import inference_dls, dataset_policy
+from fastai.learner import load_learner as fastai_load_learner
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LR_SCHEDULES', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'cpu_bf16_native',
-           'resolve_precision', 'CPUMixedPrecision', 'load_run', 'evaluate_run']
+           'resolve_precision', 'CPUMixedPrecision', 'load_run', 'evaluate_run', 'load_learner']
 
 # %% ../nbs/14_train.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -198,13 +201,16 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           threads:int=None, # torch CPU threads (default: torch's, i.e. the cores)
           precision:str='auto', # 'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)
           show:bool=True, # progress bars and the training table
+          cbs:list=None, # more fastai callbacks for the P2P epochs (Python only: not a CLI flag, not saved in config.json)
          ) -> Path: # the new run folder
     "Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder"
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items() if k != 'cbs'}
     opts, given = resolve_options(recipe, dataset, {k: args[k] for k in RECIPE_OPTIONS})
     cfg = {**args, **opts, 'overrides': given}
     cfg['mean'], cfg['std'] = normalization(cfg['classifier'])
     _check_args(cfg)
+    cbs = _check_cbs(cbs)
+    if wandb: require_wandb()   # before any data is built: a clear error with the pip command
     cfg['precision'] = resolve_precision(cfg['precision'])   # config.json records what ran
     deltas = parse_deltas(certainty)
     init_distributed()   # under torchrun: join the other processes (gloo on CPUs, NCCL on GPUs)
@@ -212,9 +218,10 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
     cfg['threads'] = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg['threads'])
-    state = {}   # `_run` records its run folder here, so a failure can clean it up or mark it incomplete
+    state = {'cbs': cbs}   # `_run` records its run folder (and W&B run) here, so a failure can clean it up or mark it incomplete
     try: return _run(cfg, deltas, t_start, state)
     except BaseException as e:
+        _wandb_finish(state, exit_code=1)
         if state.get('run') is not None and is_rank0(): _abandon(state['run'], e)
         raise
     finally: torch.set_num_threads(old_threads)
@@ -236,8 +243,8 @@ def _run(cfg, deltas, t_start, state):
     learn = p2p_learner(dls, optimizer=c.optimizer, lr=c.learning_rate, classifier_lr_mult=c.classifier_lr_mult, wd=c.weight_decay,
                         seed=c.seed, reg_variant=c.reg_variant, reg_threshold=c.reg_threshold, reg_weight=c.reg_weight,
                         reg_anneal=c.reg_anneal, warmup=c.warmup, cov_weight=c.cov_weight, final_temp=c.final_temp, tau_warmup=c.tau_warmup,
-                        score_weight=c.score_weight, tau_power=c.tau_power, checkpoint=c.checkpoint, wandb=c.wandb, path=run,
-                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision)],
+                        score_weight=c.score_weight, tau_power=c.tau_power, checkpoint=c.checkpoint, path=run,
+                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision), *state['cbs']],
                         dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
                         selector_path=c.selector_path, **mkw)
     _to_precision(learn, c.precision)
@@ -252,6 +259,7 @@ def _run(cfg, deltas, t_start, state):
         start = int(ckpt.stem.rsplit('_', 1)[1]) + 1
         cfg['resumed_from'] = str(ckpt)
     if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
+    if c.wandb and is_rank0(): _wandb_start(cfg, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
     if rank: set_seed(c.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     clf_hist = []
     if c.classifier_epochs and not c.resume:   # phase 1: the classifier alone, on whole images
@@ -282,6 +290,7 @@ def _run(cfg, deltas, t_start, state):
         if c.save_model: _save_model(learn.model, run/'model.pth')
         figs = _figures(learn, metrics)
         write_report(run, metrics, figs, title=f"P2P training run {run.name}")
+        _wandb_log_results(state, metrics, figs)
         for f in figs.values(): plt.close(f)
         _write_status(run, 'complete')   # last: a run without it did not finish
     barrier()
@@ -532,3 +541,62 @@ def _evaluation_figures(model, edl, delta, n_show=6):
     figs['_fidelity'] = {k: dict(auc=c.auc, higher_is_better=c.higher_is_better, thresholds=[float(t) for t in c.x],
                                  curve=[float(v) for v in c.curve]) for k, c in curves.items()}
     return figs
+
+# %% ../nbs/14_train.ipynb #4d1b51c5
+_LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mult='classifier_lr_mult', weight_decay='wd', reg_variant='reg_variant',
+                     reg_threshold='reg_threshold', reg_weight='reg_weight', reg_anneal='reg_anneal', warmup='warmup', cov_weight='cov_weight',
+                     final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
+
+def load_learner(run_dir:Path, # a run folder written by `train`, or a file written by `learn.export`
+                 cpu:bool=True, # on the CPU; False: on the default device (CUDA when present)
+                 bs:int=64, # batch size of `dls.test_dl`
+                ) -> P2PLearner:
+    "A finished run as the fastai Learner that trained it, ready for `predict`, `predict_p2p`, `dls.test_dl` and `Interpretation`"
+    p = Path(run_dir)
+    if p.is_file(): return fastai_load_learner(p, cpu=cpu)   # an exported Learner
+    model, cfg = load_run(p)
+    dls = inference_dls(cfg['vocab'], cfg['size'], dataset_policy(cfg['dataset'], cfg['size']), cfg['n_segments'], cfg['compactness'],
+                        model.mean, model.std, bs=bs, device='cpu' if cpu else None)
+    learn = p2p_learner(dls, model=model, path=p, **{v: cfg[k] for k, v in _LEARNER_KEYS.items() if cfg.get(k) is not None})
+    learn.model.to(dls.device).eval()
+    return learn
+
+# %% ../nbs/14_train.ipynb #ed4ed9e6
+_EVAL_COLS = ('accuracy', 'kept', 'tau', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'pxap', 'n_images')
+
+def _wandb_start(cfg:dict, run:Path, learn, state:dict):
+    "Start the W&B run of a training run (config: the resolved options) and log its epochs through `WandbLogger`"
+    wandb = require_wandb()
+    state['wandb'] = wandb.init(project=os.environ.get('WANDB_PROJECT') or 'pixelperception', name=Path(run).name, job_type='train',
+                                dir=os.environ.get('WANDB_DIR') or str(run), config=cfg)
+    learn.add_cb(WandbLogger())   # per batch: loss, learning rates; per epoch: the validation metrics
+
+def _wandb_log_results(state:dict, metrics:dict, figs:dict):
+    "Log the evaluation table and the figures (kept regions first) to the W&B run, then finish it"
+    if state.get('wandb') is None: return
+    try:
+        wandb, wb = require_wandb(), state['wandb']
+        ev = {k: r for k, r in metrics['evaluation'].items() if k != 'passes'}
+        log = {'evaluation': wandb.Table(columns=['certainty', *_EVAL_COLS], data=[[k, *(r.get(c) for c in _EVAL_COLS)] for k, r in ev.items()])}
+        if metrics.get('penalties'): log['penalties'] = wandb.Table(columns=list(metrics['penalties'][0]), data=[list(p.values()) for p in metrics['penalties']])
+        log.update({f"figures/{'kept_regions' if k == 'results' else k}": wandb.Image(f) for k, f in figs.items()})
+        wb.log(log)
+        wb.summary.update({f'eval/{k}/{c}': r[c] for k, r in ev.items() for c in _EVAL_COLS if r.get(c) is not None})
+        _wandb_finish(state)
+    except Exception as e:
+        warnings.warn(f"logging the results to Weights & Biases failed ({_first_line(e, 120)}); the run folder {state.get('run')} is complete")
+        _wandb_finish(state, exit_code=1)
+
+def _wandb_finish(state:dict, exit_code:int=0):
+    "Finish the W&B run of a training run, if one was started (exit_code 1: the training failed)"
+    wb = state.pop('wandb', None)
+    if wb is None: return
+    try: wb.finish(exit_code=exit_code)
+    except Exception as e: warnings.warn(f"finishing the Weights & Biases run failed ({_first_line(e, 120)}); the run folder {state.get('run')} is not affected")
+
+def _check_cbs(cbs) -> list:
+    "`train`'s extra callbacks: fastai `Callback`s (instances or classes), checked before anything runs"
+    cbs = [cbs] if isinstance(cbs, (Callback, str)) else list(cbs or [])
+    bad = [cb for cb in cbs if not (isinstance(cb, Callback) or isinstance(cb, type) and issubclass(cb, Callback))]
+    if bad: raise ValueError(f"cbs must be fastai Callbacks, got {type(bad[0]).__name__} {bad[0]!r}: pass instances such as cbs=[MyCallback()] (from Python; there is no CLI flag)")
+    return cbs

@@ -394,9 +394,9 @@ def _check_resume(c):
 
 # %% ../nbs/14_train.ipynb #29f5469c
 class FiniteLoss(Callback):
-    "Stop training with a `NonFiniteError` when the loss is NaN or infinite (mixed precision: `patience` batches in a row)"
+    "Stop training with a `NonFiniteError` when the loss is NaN or infinite (float16 with its gradient scaler: `patience` batches in a row)"
     order = 90   # after the sparsity callback has added its penalties to the loss
-    def __init__(self, precision:str='fp32', patience:int=20): self.patience, self.bad = (0 if precision == 'fp32' else patience), 0
+    def __init__(self, precision:str='fp32', patience:int=20): self.patience, self.bad = (patience if precision == 'fp16' else 0), 0
     def after_loss(self):
         if not self.training: return
         if torch.isfinite(self.learn.loss_grad.detach()).all(): self.bad = 0; return

@@ -47,7 +47,7 @@ def test_load_learner_predicts_like_the_run(tiny):
     model, cfg = load_run(run)
     edl = get_eval_dl(data_path=kw['data_path'], size=32, bs=20, n_train=4, n_val=2)
     x, g = (o.as_subclass(torch.Tensor) for o in edl.one_batch()[:2])
-    with torch.no_grad(): ref = model(x[:1], g[:1]).softmax(-1)[0]
+    with torch.no_grad(): ref = model(x[:1], g[:1]).logits.softmax(-1)[0]
     assert torch.allclose(probs, ref, atol=1e-5)   # the run's own model at its certainty level, on the image prepared the same way
     # a PIL image and an array of the same file: the same prediction
     img = Image.open(files[0])

@@ -16,21 +16,14 @@ figures of kept regions for right and wrong predictions, and for the paper arm t
 share of images whose mask collapses (keeps ≤ 5% or ≥ 95% at every τ). Everything goes to a new folder under --out;
 run nothing else on the machine meanwhile (timings are wall time on a shared-nothing machine).
 """
-import argparse, json, os, platform, re, time
+import argparse, json, os, re, time
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from fastai.callback.core import Callback, CancelFitException
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-
-def machine():
-    try: load = os.getloadavg()[0]
-    except OSError: load = float('nan')
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
-          if Path('/proc/cpuinfo').exists() else platform.processor()
-    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None, load_avg_at_start=load)
 
 def test_loader(data, cache, bs=250):
     from pixelperception.data import get_eval_dl

@@ -6,23 +6,19 @@ cached mode (SLIC once per image, then the random crop/flip applied to image and
 
 Measures training items/s through `SuperpixelDataset` + fastai `TfmdDL` for the built-in data at 64x64 and at
 224x224, over one epoch each: cached mode is timed cold (the epoch that fills the cache) and warm (later epochs)."""
-import argparse, os, platform, shutil, tempfile, time
+import argparse, os, shutil, tempfile, time
 from pathlib import Path
 import torch
 from pixelperception.synthetic import build_synthetic
 from pixelperception.data import folder_items, SuperpixelDataset, SuperpixelDL, IMAGENET_MEAN, IMAGENET_STD
 from pixelperception.superpixels import SuperpixelCache
+from _machine import machine_line as machine
 
 def epoch(ds, bs, workers):
     dl = SuperpixelDL(ds, bs=bs, shuffle=True, num_workers=workers, device='cpu')
     t = time.perf_counter(); n = 0
     for x, g, y in dl: n += len(y)
     return n / (time.perf_counter() - t)
-
-def machine():
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
-        if os.path.exists('/proc/cpuinfo') else platform.processor()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 def main(n=200, workers=0, bs=32):
     tmp = Path(tempfile.mkdtemp())

@@ -14,21 +14,14 @@ Reported: images/minute and model evaluations per image (exact counts), and the 
 both curves in fp32 and bf16, and the cost against N and images per batch: benchmarks/bench_moxi_cost.py.) The CNN runs are
 complete and their orders compared; at the timed ViT steps the naive pick is compared with pixelperception's.
 """
-import argparse, os, platform, time
+import argparse, os, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import timm
 from pixelperception.explain import MoXI
 from pixelperception.maskers import PatchMasker, TokenMasker, log_odds
 from pixelperception.cifar_resnet import resnet20, load_resnet20
-
-def machine():
-    cpu = platform.processor() or '?'
-    try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): pass
-    try: load = os.getloadavg()[0]
-    except OSError: load = float('nan')
-    return f"CPU: {cpu} | cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | torch {torch.__version__} | load avg {load:.1f}"
+from _machine import machine_line as machine
 
 # ---------- naive, reference-style implementations (one image at a time) ----------
 def naive_pixel_step(model, x, label, identified, N, grid, batch_size):

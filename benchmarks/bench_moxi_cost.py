@@ -27,24 +27,14 @@ checks the explainer's counter against it). In token mode a coalition costs its 
 insertion sum_t (N-t)(t+2) = N(N+1)(N+5)/6 token-rows, deletion sum_t (N-t)^2 = N(N+1)(2N+1)/6, about twice as many.
 Timings are wall time: run nothing else on the machine (the load average is printed and saved).
 """
-import argparse, copy, json, os, platform, resource, time
+import argparse, copy, json, os, resource, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ('features', 'batch', 'vit', 'profile', 'alloc')
 TOPK = (0.05, 0.1, 0.25)   # top-k overlap at these shares of N (k = 10, 20, 49 of 196 tokens)
-
-def machine():
-    cpu = platform.processor() or '?'
-    try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): pass
-    try: flags = next((l for l in open('/proc/cpuinfo') if l.startswith('flags')), '')
-    except OSError: flags = ''
-    isa = ','.join(f for f in ('avx512_bf16', 'avx512_vnni', 'amx_bf16') if f' {f}' in flags) or 'none'
-    return dict(cpu=cpu, bf16_isa=isa, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None, load_avg_at_start=os.getloadavg()[0],
-                allocator_env={k: v for k, v in os.environ.items() if k.startswith(('MALLOC_', 'THP_MEM_ALLOC')) or k == 'LD_PRELOAD'})
 
 def law(N): return 1 + N * (N + 1) / 2                      # evaluations per image and curve
 def token_rows(N, curve):                                    # tokens through the ViT per image and curve
@@ -421,7 +411,7 @@ def main():
     torch.set_num_threads(a.threads)
     if a.alloc_worker: return alloc_worker(a, a.alloc_worker[0], a.alloc_worker[1], int(a.alloc_worker[2]))
     torch.manual_seed(0)
-    res = dict(command='python benchmarks/bench_moxi_cost.py ' + ' '.join(os.sys.argv[1:]), machine=machine(), args=vars(a))
+    res = dict(command='python benchmarks/bench_moxi_cost.py ' + ' '.join(os.sys.argv[1:]), machine=machine(allocator_env={k: v for k, v in os.environ.items() if k.startswith(('MALLOC_', 'THP_MEM_ALLOC')) or k == 'LD_PRELOAD'}), args=vars(a))
     print(' | '.join(f'{k}: {v}' for k, v in res['machine'].items()))
     d = new_run_dir(a.out, 'quick' if a.quick else 'cost')
     with removed_on_error(d):   # an interrupted run leaves no half-written folder

@@ -12,18 +12,14 @@ each image. Both searches are run here on the same batches and their τ compared
 Throughput: optimiser steps on batches already in memory (model cost) and through the data loader (end to end).
 The CPU is often shared: the load average is printed, treat timings as noisy.
 """
-import argparse, json, os, platform, time
+import argparse, json, os, time
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
 from pixelperception.data import get_dls, get_eval_dl
 from pixelperception.learner import p2p_model, p2p_learner
 from pixelperception.train import load_run
-
-def machine():
-    try: load = os.getloadavg()[0]
-    except OSError: load = float('nan')
-    return f"cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | torch {torch.__version__} | load avg {load:.1f}"
+from _machine import machine_line as machine
 
 @torch.no_grad()
 def reference_search(model, x, groups, delta):

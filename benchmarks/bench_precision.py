@@ -8,7 +8,7 @@ image for MoXI insertion + deletion; against fp32: the share of identical orders
 (k = 4, 6, 8 of 64), and the insertion/deletion curves' AUCs, all orders evaluated by the same fp32 model
 (`ranking_curves`), so only the orders differ. Run it on an idle machine: the load average is printed.
 """
-import argparse, json, os, platform, time
+import argparse, json, os, time
 from pathlib import Path
 import torch
 from torchvision import datasets, transforms
@@ -16,15 +16,7 @@ from pixelperception.explain import MoXI
 from pixelperception.maskers import PatchMasker
 from pixelperception.metrics import ranking_curves
 from pixelperception.zoo import create_classifier, normalization
-
-def machine():
-    cpu = platform.processor() or '?'
-    try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): pass
-    flags = next((l for l in open('/proc/cpuinfo') if l.startswith('flags')), '')
-    isa = ','.join(f for f in ('avx512_bf16', 'avx512_vnni', 'amx_bf16') if f' {f}' in flags) or 'none'
-    return (f"CPU: {cpu} | bf16 ISA: {isa} | cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | "
-            f"torch {torch.__version__} | load avg {os.getloadavg()[0]:.2f}")
+from _machine import machine_line as machine
 
 def images(root, n):
     mean, std = normalization('resnet20')

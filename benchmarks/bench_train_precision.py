@@ -11,20 +11,11 @@ Two measurements, each fp32 then bf16 on the same machine, nothing else changed:
 On a CPU bf16 pays only with native bfloat16 (avx512_bf16 or AMX); the machine line says which this one has.
 Results go to a new folder under benchmarks/results/train_precision/ (results.json, results.md); nothing is overwritten.
 """
-import argparse, json, os, platform, time, warnings
+import argparse, json, os, time, warnings
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
-
-def machine():
-    try: load = os.getloadavg()[0]
-    except OSError: load = float('nan')
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
-          if Path('/proc/cpuinfo').exists() else platform.processor()
-    from pixelperception.train import cpu_bf16_native
-    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None, native_bf16=cpu_bf16_native(),
-                load_avg_at_start=load)
+from _machine import machine
 
 def model_steps(a, n=8):
     "Images/s of optimiser steps on one in-memory batch: fp32, bf16, bf16 + channels-last"

@@ -25,7 +25,7 @@ from .loss import REG_VARIANTS
 from .zoo import selector_spec, classifier_spec, normalization
 from .recipes import RECIPE_OPTIONS, resolve_options
 from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
-from .report import new_run_dir, write_report
+from .report import new_run_dir, write_report, _COLUMNS
 from .metrics import fidelity_curves
 from .plots import plot_curves, show_selection, group_correlation, show_group_correlation
 from .model import mask_input
@@ -87,6 +87,9 @@ LR_SCHEDULES = ('one_cycle', 'constant')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
                'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
                'rank_scale', 'min_tau', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
+_LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mult='classifier_lr_mult', weight_decay='wd', reg_variant='reg_variant',
+                     reg_threshold='reg_threshold', reg_weight='reg_weight', reg_anneal='reg_anneal', warmup='warmup', cov_weight='cov_weight',
+                     final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
 
 def _check_args(c):
     if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
@@ -240,10 +243,7 @@ def _run(cfg, deltas, t_start, state):
     state['run'] = run
     if is_rank0(): _write_status(run, 'running')
     mkw = {k: cfg[k] for k in _MODEL_KEYS if k not in ('dynamic', 'n_segments')}   # n_segments: from the data
-    learn = p2p_learner(dls, optimizer=c.optimizer, lr=c.learning_rate, classifier_lr_mult=c.classifier_lr_mult, wd=c.weight_decay,
-                        seed=c.seed, reg_variant=c.reg_variant, reg_threshold=c.reg_threshold, reg_weight=c.reg_weight,
-                        reg_anneal=c.reg_anneal, warmup=c.warmup, cov_weight=c.cov_weight, final_temp=c.final_temp, tau_warmup=c.tau_warmup,
-                        score_weight=c.score_weight, tau_power=c.tau_power, checkpoint=c.checkpoint, path=run,
+    learn = p2p_learner(dls, seed=c.seed, checkpoint=c.checkpoint, path=run, **{v: cfg[k] for k, v in _LEARNER_KEYS.items()},
                         cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision), *state['cbs']],
                         dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
                         selector_path=c.selector_path, **mkw)
@@ -543,10 +543,6 @@ def _evaluation_figures(model, edl, delta, n_show=6):
     return figs
 
 # %% ../nbs/14_train.ipynb #4d1b51c5
-_LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mult='classifier_lr_mult', weight_decay='wd', reg_variant='reg_variant',
-                     reg_threshold='reg_threshold', reg_weight='reg_weight', reg_anneal='reg_anneal', warmup='warmup', cov_weight='cov_weight',
-                     final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
-
 def load_learner(run_dir:Path, # a run folder written by `train`, or a file written by `learn.export`
                  cpu:bool=True, # on the CPU; False: on the default device (CUDA when present)
                  bs:int=64, # batch size of `dls.test_dl`
@@ -562,7 +558,7 @@ def load_learner(run_dir:Path, # a run folder written by `train`, or a file writ
     return learn
 
 # %% ../nbs/14_train.ipynb #ed4ed9e6
-_EVAL_COLS = ('accuracy', 'kept', 'tau', 'auroc', 'aupr', 'mask_precision', 'mask_iou', 'pxap', 'n_images')
+_EVAL_COLS = tuple(_COLUMNS)   # the report's per-level columns, in its order
 
 def _wandb_start(cfg:dict, run:Path, learn, state:dict):
     "Start the W&B run of a training run (config: the resolved options) and log its epochs through `WandbLogger`"

@@ -11,8 +11,7 @@ import torch
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
-from .model import sample_tau
-from .model import P2POutput
+from .model import sample_tau, P2POutput
 from .loss import kept_fraction, sparsity_penalty, cov_penalty, temperature_at, reg_weight_at, score_function_loss, REG_VARIANTS
 
 # %% auto #0

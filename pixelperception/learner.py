@@ -347,7 +347,7 @@ def predict_p2p(self:P2PLearner, item, # an image file, a PIL image or an HxWx3 
     "`learn.predict` with what makes P2P interpretable: the threshold τ and the kept mask"
     dl = self.dls.test_dl([item], num_workers=0)
     x, groups = (o.as_subclass(Tensor) for o in dl.one_batch()[:2])
-    r = self.model.predict(x, groups, [m.delta if delta is None else delta] if (m := self.model).dynamic else None)
+    r = self.model.predict(x, groups, None if delta is None else [delta])   # None: the model's δ
     probs = r['logits'][0, 0].float().softmax(-1).cpu()
     i = probs.argmax()
     tau = None if r['tau'] is None else float(r['tau'][0, 0])

@@ -66,7 +66,8 @@ def p2p_model(n_classes:int, # classes of the dataset
               tau_mode:str='input', # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
               estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
               rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
-              min_tau:float=0.05, # smallest τ, and the step of the dynamic-threshold search
+              min_tau:float=0.05, # smallest τ drawn in training (and the step of the dynamic-threshold search unless `tau_step` is given)
+              tau_step:float=None, # step of the dynamic-threshold search at evaluation (None: `min_tau`)
               mean:tuple=None, std:tuple=None, # input normalisation (default: the classifier's, from the zoo)
              ) -> P2P:
     "A P2P module from names and options"
@@ -79,7 +80,7 @@ def p2p_model(n_classes:int, # classes of the dataset
     if mean is None or std is None: mean, std = normalization(classifier)
     return P2P(sel, clf, black_fill(mean, std), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                straight_through=straight_through, dynamic=dynamic, delta=delta, tau_mode=tau_mode, estimator=estimator,
-               rank_scale=rank_scale, min_tau=min_tau, mean=mean, std=std)
+               rank_scale=rank_scale, min_tau=min_tau, tau_step=tau_step, mean=mean, std=std)
 
 # %% ../nbs/13_learner.ipynb #7d714c2f
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
@@ -272,7 +273,8 @@ def summarize_p2p(model:P2P, # the model the outputs came from (dynamic or not, 
         ours += r['passes']
         for i, k in enumerate(keys):
             if model.dynamic:
-                steps = (r['tau'][i] / model.min_tau).round().clamp(max=round(model.max_tau/model.min_tau) - 1).max().item()
+                step = model.search_step
+                steps = (r['tau'][i] / step).round().clamp(max=math.ceil(model.max_tau/step - 1e-6) - 1).max().item()
                 ref += x.shape[0] * (int(steps) + 1)
                 acc[k]['tau'].append(r['tau'][i])
             else: ref += x.shape[0]

@@ -6,6 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/model.html.md"""
 
 # %% ../nbs/10_model.ipynb #60738534
 from __future__ import annotations
+import math
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from typing import NamedTuple
@@ -318,7 +319,8 @@ class P2P(nn.Module):
                  straight_through:bool=False, # hard masks forward, soft gradients
                  dynamic:bool=False, # τ is an input of the selector (dynamic threshold)
                  delta:float=0.9, # certainty level used when evaluating a dynamic model without τ
-                 min_tau:float=0.05, # smallest τ (and step of the evaluation search)
+                 min_tau:float=0.05, # smallest τ drawn in training (and the step of the evaluation search unless `tau_step` is given)
+                 tau_step:float=None, # step of the dynamic-threshold search at evaluation (None: `min_tau`)
                  max_tau:float=1.0, # largest τ
                  tau_mode:str='input', # 'input': τ added to the selector heads' inputs (paper); 'rank': keep the best groups covering τ
                  estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE on hard masks)
@@ -327,13 +329,19 @@ class P2P(nn.Module):
                 ):
         super().__init__()
         check_p2p_options(num_monte_carlo, tau_mode, estimator)
+        if tau_step is not None and not 0 < tau_step <= max_tau: raise ValueError(f"tau_step must be in (0, max_tau={max_tau}], got {tau_step!r}")
         self.selector, self.classifier = selector, classifier
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
-                          min_tau=min_tau, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
+                          min_tau=min_tau, tau_step=tau_step, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
         self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
+
+    @property
+    def search_step(self) -> float:
+        "The step of the dynamic-threshold search: `tau_step`, else `min_tau` (models pickled before `tau_step` existed lack it)"
+        return getattr(self, 'tau_step', None) or self.min_tau
 
 # %% ../nbs/10_model.ipynb #e777f5e4
 def sample_tau(n:int, # how many budgets
@@ -420,7 +428,8 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     deltas = torch.tensor([check_delta(d) for d in deltas], device=x.device)
     was_training = self.training; self.eval()
     try:
-        B, D, n = x.shape[0], len(deltas), round(self.max_tau / self.min_tau)
+        step = self.search_step
+        B, D, n = x.shape[0], len(deltas), math.ceil(self.max_tau / step - 1e-6)   # τ = step, 2·step, ..., max_tau
         feats = self.selector.encode(x)
         G = max(self.n_segments, int(groups.max()) + 1)     # the whole batch's G, so every subset pools to the same width
         tau = x.new_full((D, B), self.max_tau)
@@ -434,7 +443,7 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
         for k in range(1, n + 1):
             todo = (~done).any(0).nonzero()[:, 0]
             if not len(todo): break
-            t = min(k * self.min_tau, self.max_tau)
+            t = min(k * step, self.max_tau)
             f = tuple(o[todo] for o in feats)
             sel = self.select(x[todo], groups[todo], x.new_full((len(todo),), t), feats=f, n_groups=G)
             logits, m, _ = self.classify(x[todo], groups[todo], sel['decisions'])

@@ -19,7 +19,7 @@ RECIPE_OPTIONS = ('classifier', 'selector', 'resolution', 'batch_size', 'n_segme
                   'lr_schedule', 'weight_decay', 'reg_variant', 'reg_threshold', 'reg_weight', 'reg_anneal', 'warmup', 'cov_weight',
                   'use_cov', 'num_dims', 'num_monte_carlo', 'straight_through', 'final_temp', 'keep_init', 'norm', 'width',
                   'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator', 'rank_scale', 'tau_warmup', 'score_weight',
-                  'tau_power', 'min_tau', 'recalibrate', 'time_budget')
+                  'tau_power', 'min_tau', 'tau_step', 'recalibrate', 'time_budget')
 
 _RECIPES:dict = {}
 
@@ -72,7 +72,7 @@ def paper(dataset, classifier):
                 tau_mode='input', estimator='pathwise', straight_through=False, final_temp=0.5, num_monte_carlo=1, reg_variant='kl',
                 reg_weight=10., reg_anneal=True, warmup=0., reg_threshold=0.2, use_cov=True, cov_weight=0.01, optimizer='adam',
                 learning_rate=1e-4, lr_schedule='constant', weight_decay=0., classifier_epochs=0, classifier_lr=1e-4, recalibrate=False,
-                epochs=100, keep_init=0., tau_prior=False, rank_scale=3., tau_warmup=0., score_weight=0., tau_power=1.)
+                epochs=100, keep_init=0., tau_prior=False, rank_scale=3., tau_warmup=0., score_weight=0., tau_power=1., tau_step=None)
 
 @register_recipe()
 def cpu(dataset, classifier):

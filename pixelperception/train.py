@@ -86,7 +86,7 @@ PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 LR_SCHEDULES = ('one_cycle', 'constant')
 _MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
                'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
-               'rank_scale', 'min_tau', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
+               'rank_scale', 'min_tau', 'tau_step', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
 _LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mult='classifier_lr_mult', weight_decay='wd', reg_variant='reg_variant',
                      reg_threshold='reg_threshold', reg_weight='reg_weight', reg_anneal='reg_anneal', warmup='warmup', cov_weight='cov_weight',
                      final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
@@ -131,7 +131,7 @@ _NUMBERS = dict(   # option: check_number's arguments (range, whole number, None
     warmup=dict(lo=0, hi=1, hi_open=True), cov_weight=dict(lo=0), num_dims=dict(lo=1, integer=True), num_monte_carlo=dict(lo=1, integer=True),
     final_temp=dict(lo=0, lo_open=True), keep_init=dict(), width=dict(lo=1, integer=True), stem_stride=dict(lo=1, integer=True, none=True),
     selector_width=dict(lo=1, integer=True), rank_scale=dict(lo=0, lo_open=True), tau_warmup=dict(lo=0, hi=1, hi_open=True),
-    score_weight=dict(lo=0), tau_power=dict(lo=0, lo_open=True), min_tau=dict(lo=0, hi=0.5, lo_open=True),
+    score_weight=dict(lo=0), tau_power=dict(lo=0, lo_open=True), min_tau=dict(lo=0, hi=0.5, lo_open=True), tau_step=dict(lo=0, hi=0.5, lo_open=True, none=True),
     time_budget=dict(lo=0, lo_open=True, none=True), seed=dict(lo=0, integer=True), threads=dict(lo=1, integer=True, none=True))
 
 def _check_numbers(c):
@@ -191,7 +191,8 @@ def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10
           tau_warmup:float=None, # R: fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau
           score_weight:float=None, # R: weight of the score-function surrogate
           tau_power:float=None, # R: τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)
-          min_tau:float=None, # R: smallest τ, and the step of the dynamic-threshold search
+          min_tau:float=None, # R: smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)
+          tau_step:float=None, # R: step of the dynamic-threshold search at evaluation (none: min_tau)
           recalibrate:bool_arg=None, # R: re-estimate the classifier's BatchNorm statistics on hard masks after training
           time_budget:float=None, # R: stop after the epoch that passes this many minutes (both phases together)
           seed:int=0, # seed of data, initialisation and training
@@ -499,12 +500,15 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
                  split:str='val', # 'val' (CIFAR-10: its test split), or 'test' for ImageNet-9
                  data_path:Path=None, # default: the run's; or another copy of the same dataset (same class folders)
                  batch_size:int=64, # images per batch
+                 tau_step:float=None, # step of the dynamic-threshold search (default: the run's)
                  cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if read-only)
                 ) -> Path: # the new evaluation folder
     "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
     deltas = parse_deltas(certainty)
     check_number('batch_size', batch_size, 1, integer=True)
+    check_number('tau_step', tau_step, 0, 0.5, lo_open=True, none=True)
     model, cfg = load_run(run_dir)
+    if tau_step is not None: model.tau_step = tau_step
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],

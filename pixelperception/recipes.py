@@ -1,4 +1,4 @@
-"""Named presets of every training option: `paper` (the seed's configuration) and `cpu` (the library's recipe for a CPU), each of which may depend on the dataset and the classifier.
+"""One typed configuration per training run (`RunConfig`: data, model, training), checked in one place, and the named presets of it: `paper` (the seed's configuration) and `cpu` (the library's recipe for a CPU), each of which may depend on the dataset and the classifier.
 
 Docs: https://pixelperception.github.io/pixelperception/recipes.html.md"""
 
@@ -6,25 +6,215 @@ Docs: https://pixelperception.github.io/pixelperception/recipes.html.md"""
 
 # %% ../nbs/14a_recipes.ipynb #6652f737
 from __future__ import annotations
-import fnmatch
-from typing import Callable
-from .zoo import list_selectors, selector_spec
+import fnmatch, inspect, difflib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Annotated, Callable, get_type_hints
+import torch
+from fastcore.basics import patch
+from fastai.torch_core import num_distrib
+from .files import PxpError, check_number
+from .data import DATASETS, TARGETS
+from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
+from .loss import REG_VARIANTS
+from .learner import OPTIMIZERS
+from .zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
-__all__ = ['RECIPE_OPTIONS', 'register_recipe', 'list_recipes', 'recipe_options', 'resolve_options', 'paper', 'cpu']
+__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'RECIPE_OPTIONS', 'option', 'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig',
+           'option_fields', 'parse_deltas', 'register_recipe', 'list_recipes', 'recipe_config', 'recipe_options',
+           'resolve_config', 'resolve_options', 'paper', 'cpu']
+
+# %% ../nbs/14a_recipes.ipynb #5608fa16
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # train's mixed-precision choices
+LR_SCHEDULES = ('one_cycle', 'constant')        # the P2P epochs' learning-rate schedules
+
+def option(default, # the value when neither a recipe nor the user sets it
+           doc:str, # one line: what the option does (the CLI's help, `train`'s docment)
+           recipe:bool=False, # recipes set it (`train` then takes None as "the recipe's value")
+           choices=None, # the allowed values: a tuple, or a function returning them (a registry)
+           **check, # `check_number`'s arguments (lo, hi, integer, none, fix): a number, checked against its range
+          ):
+    "A field of a run's configuration: its default, its doc, whether recipes set it, and how `RunConfig.check` checks it"
+    return field(default=default, metadata=dict(doc=doc, recipe=recipe, choices=choices, check=check or None))
+
+# %% ../nbs/14a_recipes.ipynb #3979855b
+@dataclass
+class DataConfig:
+    "The data of a run: which dataset, where, and how its images become batches of superpixels"
+    dataset:str = option('synthetic', "dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder", choices=DATASETS)
+    data_path:Path = option('data', "folder holding the datasets (the built-in one is built there on first use)")
+    target:str = option('object', "synthetic/BAM label: 'object' or 'scene'", choices=TARGETS)
+    resolution:int = option(None, "image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)", recipe=True, lo=16, integer=True, none=True,
+                            fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default")
+    batch_size:int = option(64, "images per optimiser step, over all processes (each of N processes loads batch_size/N)", recipe=True, lo=1, integer=True)
+    workers:int = option(0, "data-loader worker processes", lo=0, integer=True)
+    n_segments:int = option(100, "SLIC superpixels per image (approximate)", recipe=True, lo=1, integer=True)
+    compactness:float = option(20., "SLIC compactness", recipe=True, lo=0, lo_open=True)
+    color_aug_intensity:float = option(0., "colour jitter in training, in [0,1] (costly on CPU)", recipe=True, lo=0, hi=1)
+    n_train:int = option(500, "built-in data: training images per class", lo=1, integer=True)
+    n_val:int = option(100, "built-in data: validation images per class", lo=1, integer=True)
+    max_train:int = option(None, "train on at most this many images, the same number per class (quick runs; evaluation uses the whole split)",
+                           lo=2, integer=True, none=True)
+    cache_dir:Path = option(None, "superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if that is read-only)")
+
+@dataclass
+class ModelConfig:
+    "The P2P model: classifier, selector, and how the selector turns a budget τ into a mask"
+    classifier:str = option('small_cnn', "classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>", recipe=True)
+    model_path:str = option(None, "local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)")
+    selector:str = option('cnn', "selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)", recipe=True)
+    selector_path:str = option(None, "local selector weights (default for CIFAR ResNet trunks: model_path)")
+    pretrained:bool = option(False, "download published weights from the hub (needs internet) where no local weights are given")
+    use_dynamic_threshold:bool = option(True, "τ is an input of the selector; evaluate per certainty level")
+    certainty:str = option('0.8,0.9,0.95,0.99', "certainty levels δ, comma-separated (the first is used for validation)")
+    num_dims:int = option(4, "selector output channels (keep logit + covariance embedding)", recipe=True, lo=1, integer=True)
+    use_cov:bool = option(False, "correlated group logits N(μ, EᵀE) (off: independent groups)", recipe=True)
+    num_monte_carlo:int = option(2, "masks sampled per image in training (>= 2 for estimator='score')", recipe=True, lo=1, integer=True)
+    straight_through:bool = option(True, "hard masks forward in training (BatchNorm sees what evaluation sees)", recipe=True)
+    keep_init:float = option(6., "initial keep-logit bias of the selector", recipe=True, lo=None)
+    norm:str = option('batch', "small CNNs' normalisation: batch, group or none", recipe=True, choices=NORMS)
+    width:int = option(24, "small CNN classifier width", recipe=True, lo=1, integer=True)
+    stem_stride:int = option(None, "small CNN classifier's first stride (default: 2 from 64 px up)", recipe=True, lo=1, integer=True, none=True)
+    selector_width:int = option(16, "small CNN selector width", recipe=True, lo=1, integer=True)
+    tau_prior:bool = option(True, "small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit", recipe=True)
+    tau_mode:str = option('rank', "'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)", recipe=True, choices=TAU_MODES)
+    estimator:str = option('score', "selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)", recipe=True, choices=ESTIMATORS)
+    rank_scale:float = option(3., "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
+    min_tau:float = option(0.05, "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
+    tau_step:float = option(None, "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
+
+@dataclass
+class TrainConfig:
+    "How a run trains: the classifier's own phase, the P2P epochs, their optimiser and schedule, the sparsity penalty"
+    classifier_epochs:int = option(12, "first train the classifier alone on whole images for this many epochs (0: skip)", recipe=True, lo=0, integer=True)
+    classifier_lr:float = option(3e-3, "peak learning rate of that phase (one-cycle)", recipe=True, lo=0, lo_open=True)
+    epochs:int = option(14, "P2P training epochs (selector and classifier together)", recipe=True, lo=1, integer=True)
+    validate_per_epoch:int = option(2, "validate every this many epochs (and after the last)", recipe=True, lo=1, integer=True)
+    optimizer:str = option('adam', "adam, adamw or sgd", recipe=True, choices=OPTIMIZERS)
+    learning_rate:float = option(3e-3, "(peak) learning rate of the P2P epochs", recipe=True, lo=0, lo_open=True)
+    classifier_lr_mult:float = option(1., "the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)",
+                                      recipe=True, lo=0, lo_open=True)
+    lr_schedule:str = option('one_cycle', "'one_cycle' or 'constant'", recipe=True, choices=LR_SCHEDULES)
+    weight_decay:float = option(0., "weight decay", recipe=True, lo=0)
+    reg_variant:str = option('l1', "sparsity penalty: 'kl' or 'l1'", recipe=True, choices=REG_VARIANTS)
+    reg_threshold:float = option(0.2, "target kept fraction without the dynamic threshold, in [0,1)", recipe=True, lo=0, hi=1, hi_open=True)
+    reg_weight:float = option(1., "final sparsity-penalty weight", recipe=True, lo=0)
+    reg_anneal:bool = option(True, "ramp the penalty weight up (else constant)", recipe=True)
+    warmup:float = option(0., "fraction of epochs without sparsity penalty", recipe=True, lo=0, hi=1, hi_open=True)
+    cov_weight:float = option(1e-3, "covariance-penalty weight", recipe=True, lo=0)
+    final_temp:float = option(0.5, "relaxed-Bernoulli temperature reached half-way", recipe=True, lo=0, lo_open=True)
+    tau_warmup:float = option(0.2, "fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau", recipe=True, lo=0, hi=1, hi_open=True)
+    score_weight:float = option(1., "weight of the score-function surrogate", recipe=True, lo=0)
+    tau_power:float = option(2., "τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)", recipe=True, lo=0, lo_open=True)
+    recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training", recipe=True)
+    time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
+
+# %% ../nbs/14a_recipes.ipynb #a4f51733
+_GROUPS = dict(data=DataConfig, model=ModelConfig, train=TrainConfig)
+
+@dataclass
+class RunConfig:
+    "Every option of a training run: the data, the model, the training, and how the run itself is carried out"
+    data:DataConfig = field(default_factory=DataConfig)
+    model:ModelConfig = field(default_factory=ModelConfig)
+    train:TrainConfig = field(default_factory=TrainConfig)
+    recipe:str = option('cpu', "preset of every option marked R: 'cpu' (this library's) or 'paper' (the seed's); options given override it",
+                        choices=lambda: list_recipes())
+    seed:int = option(0, "seed of data, initialisation and training", lo=0, integer=True)
+    save_model:bool = option(True, "write model.pth")
+    experiment:Path = option('runs', "parent folder of the run folders")
+    wandb:bool = option(False, "log to Weights & Biases (needs the wandb package)")
+    checkpoint:bool = option(False, "save model + optimiser after every epoch into the run's models/ (to resume)")
+    resume:Path = option(None, "a run folder trained with checkpoint=True: continue from its last checkpoint")
+    threads:int = option(None, "torch CPU threads (default: torch's, i.e. the cores or $OMP_NUM_THREADS; never derived from the load)",
+                         lo=1, integer=True, none=True)
+    precision:str = option('auto', "'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)",
+                           choices=PRECISIONS)
+    show:bool = option(True, "progress bars and the training table")
+
+# %% ../nbs/14a_recipes.ipynb #c73f00d4
+def option_fields() -> dict:
+    "Every option of a run by name: its dataclass `Field` (type, default, doc, recipe, check), groups' options first"
+    out = {f.name: f for g in _GROUPS.values() for f in fields(g)}
+    out.update({f.name: f for f in fields(RunConfig) if f.name not in _GROUPS})
+    return out
+
+def _owner(name:str) -> str:
+    "The group holding option `name` ('data', 'model', 'train'), or None for the run's own options"
+    return next((g for g, cls in _GROUPS.items() if name in {f.name for f in fields(cls)}), None)
+
+RECIPE_OPTIONS = tuple(k for k, f in option_fields().items() if f.metadata['recipe'])   # the options a recipe sets
+
+@patch
+def flat(self:RunConfig) -> dict:
+    "Every option by its name (the keys of `config.json` and `train`'s keyword arguments); paths as strings"
+    d = {k: getattr(getattr(self, g) if (g := _owner(k)) else self, k) for k in option_fields()}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+@patch(cls_method=True)
+def from_flat(cls:RunConfig, opts:dict, # options by name; unknown names are left out
+              defaults:dict=None, # defaults for the options `opts` lacks (else the fields' defaults)
+             ) -> RunConfig:
+    "A `RunConfig` from options by name (e.g. a `config.json`): names that are no option are ignored, missing options take the defaults"
+    fs = option_fields()
+    vals = {**{k: v for k, v in (defaults or {}).items() if k in fs}, **{k: v for k, v in opts.items() if k in fs}}
+    groups = {g: c(**{k: v for k, v in vals.items() if _owner(k) == g}) for g, c in _GROUPS.items()}
+    return cls(**groups, **{k: v for k, v in vals.items() if _owner(k) is None})
+
+@patch
+def updated(self:RunConfig, **opts) -> RunConfig:
+    "A copy with some options (by name) changed; a name that is no option is an error naming the closest one"
+    fs = option_fields()
+    bad = [k for k in opts if k not in fs]
+    if bad:
+        close = difflib.get_close_matches(bad[0], fs, n=1)
+        raise PxpError(f"{bad[0]!r} is not an option of a training run", f"did you mean {close[0]!r}?" if close else "see `pxp train --help` for the options")
+    return RunConfig.from_flat({**self.flat(), **opts})
+
+# %% ../nbs/14a_recipes.ipynb #f6d1a141
+def parse_deltas(certainty) -> list:
+    "Certainty levels from a comma-separated string (or a list), each checked to lie in (0,1]"
+    if isinstance(certainty, str):
+        try: vals = [float(v) for v in certainty.split(',') if v.strip()]
+        except ValueError: raise ValueError(f"certainty must be comma-separated numbers in (0, 1], e.g. '0.8,0.9', got {certainty!r}") from None
+    else: vals = list(certainty)
+    if not vals: raise ValueError("certainty needs at least one level, e.g. '0.9'")
+    return [check_delta(v) for v in vals]
+
+def _check_field(name, v, md):
+    "One option against its field's choices or range"
+    if md['choices'] is not None:
+        ch = md['choices']() if callable(md['choices']) else md['choices']
+        if v not in ch: raise PxpError(f"unknown {name} {v!r}", f"choose one of {', '.join(map(str, ch))}")
+    if md['check'] is not None: check_number(name, v, **md['check'])
+
+@patch
+def check(self:RunConfig) -> RunConfig:
+    "Check every option (choices, ranges, names, files, the rules between options) before anything runs; returns `self`"
+    flat = self.flat()
+    for k, f in option_fields().items(): _check_field(k, flat[k], f.metadata)
+    d, m = self.data, self.model
+    selector_spec(m.selector); classifier_spec(m.classifier)   # unknown names: a clear error listing the choices
+    check_p2p_options(m.num_monte_carlo, m.tau_mode, m.estimator)   # estimator='score' needs num_monte_carlo >= 2
+    parse_deltas(m.certainty)
+    if m.classifier.startswith('vit') and d.resolution and d.resolution % 16:
+        raise PxpError(f"{m.classifier} needs a resolution that is a multiple of 16, got {d.resolution}", "pass e.g. --resolution 224")
+    if self.precision == 'fp16' and not torch.cuda.is_available():
+        raise PxpError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32)", "on a CPU use precision='bf16' or 'fp32'")
+    if d.batch_size % max(num_distrib(), 1):
+        raise PxpError(f"batch_size {d.batch_size} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes",
+                       f"use a multiple of {num_distrib()}")
+    for k in ('model_path', 'selector_path'):
+        if flat[k] and not Path(flat[k]).is_file():
+            raise FileNotFoundError(f"{k} {flat[k]!r} is not a file: copy the weights there, or leave it empty")
+    return self
 
 # %% ../nbs/14a_recipes.ipynb #9383f2fd
-RECIPE_OPTIONS = ('classifier', 'selector', 'resolution', 'batch_size', 'n_segments', 'compactness', 'color_aug_intensity',
-                  'classifier_epochs', 'classifier_lr', 'epochs', 'validate_per_epoch', 'optimizer', 'learning_rate', 'classifier_lr_mult',
-                  'lr_schedule', 'weight_decay', 'reg_variant', 'reg_threshold', 'reg_weight', 'reg_anneal', 'warmup', 'cov_weight',
-                  'use_cov', 'num_dims', 'num_monte_carlo', 'straight_through', 'final_temp', 'keep_init', 'norm', 'width',
-                  'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator', 'rank_scale', 'tau_warmup', 'score_weight',
-                  'tau_power', 'min_tau', 'tau_step', 'recalibrate', 'time_budget')
-
 _RECIPES:dict = {}
 
 def register_recipe(name:str=None): # registry name (default: the function's name)
-    "Decorator registering `fn(dataset, classifier) -> dict` (a value for every option in `RECIPE_OPTIONS`) as a recipe"
+    "Decorator registering `fn(dataset, classifier) -> RunConfig` (or a dict of every option in `RECIPE_OPTIONS`) as a recipe"
     def _reg(fn):
         n = name or fn.__name__
         if n in _RECIPES: raise ValueError(f"a recipe named {n!r} is already registered: pick another name")
@@ -36,54 +226,68 @@ def list_recipes(pattern:str='*') -> list:
     "Registered recipe names"
     return sorted(n for n in _RECIPES if fnmatch.fnmatch(n, pattern))
 
+def recipe_config(recipe:str='cpu', # a registered recipe name
+                  dataset:str='synthetic', # the dataset it is for
+                  classifier:str=None, # the classifier (None: the recipe's choice)
+                 ) -> RunConfig:
+    "The `RunConfig` a recipe builds for a dataset and classifier"
+    if recipe not in _RECIPES: raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(list_recipes())}")
+    c = _RECIPES[recipe](dataset, classifier)
+    if isinstance(c, dict):   # a recipe written as a dict of options
+        missing, extra = set(RECIPE_OPTIONS) - set(c), set(c) - set(RECIPE_OPTIONS)
+        if missing or extra: raise ValueError(f"recipe {recipe!r} must set exactly RECIPE_OPTIONS: missing {sorted(missing)}, unknown {sorted(extra)}")
+        c = RunConfig().updated(**c)
+    return c.updated(recipe=recipe, dataset=dataset, **({} if classifier is None else dict(classifier=classifier)))
+
 def recipe_options(recipe:str='cpu', # a registered recipe name
                    dataset:str='synthetic', # the dataset it is for
                    classifier:str=None, # the classifier (None: the recipe's choice)
                   ) -> dict: # a value for every option in `RECIPE_OPTIONS`
-    "Every training option of a recipe for a dataset and classifier"
-    if recipe not in _RECIPES: raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(list_recipes())}")
-    opts = _RECIPES[recipe](dataset, classifier)
-    if classifier is not None: opts['classifier'] = classifier
-    missing, extra = set(RECIPE_OPTIONS) - set(opts), set(opts) - set(RECIPE_OPTIONS)
-    if missing or extra: raise ValueError(f"recipe {recipe!r} must set exactly RECIPE_OPTIONS: missing {sorted(missing)}, unknown {sorted(extra)}")
-    return opts
+    "Every option a recipe sets, for a dataset and classifier, as a dict (`recipe_config` gives the whole `RunConfig`)"
+    flat = recipe_config(recipe, dataset, classifier).flat()
+    return {k: flat[k] for k in RECIPE_OPTIONS}
+
+def resolve_config(options:dict, # every option by name (`train`'s arguments); None for an option a recipe sets: the recipe's value
+                  ) -> tuple: # (RunConfig, the recipe options actually given)
+    "The run's configuration: its recipe's `RunConfig` for the dataset and classifier, with the options given on top (not yet checked)"
+    given = {k: v for k, v in options.items() if k in RECIPE_OPTIONS and v is not None}
+    rest = {k: v for k, v in options.items() if k not in RECIPE_OPTIONS}
+    base = recipe_config(options.get('recipe') or 'cpu', options.get('dataset') or 'synthetic', given.get('classifier'))
+    return base.updated(**rest, **given), given
 
 def resolve_options(recipe:str, # recipe name
                     dataset:str, # dataset name
                     given:dict, # options passed explicitly (None: not given)
                    ) -> tuple: # (resolved options, the overrides actually given)
-    "A recipe's options for this dataset and classifier, with the explicitly given ones on top"
-    given = {k: v for k, v in given.items() if v is not None}
-    unknown = set(given) - set(RECIPE_OPTIONS)
+    "A recipe's options for this dataset and classifier, with the explicitly given ones on top, as dicts"
+    unknown = {k for k, v in given.items() if v is not None} - set(RECIPE_OPTIONS)
     if unknown: raise ValueError(f"not recipe options: {sorted(unknown)}")
-    return {**recipe_options(recipe, dataset, given.get('classifier')), **given}, given
+    cfg, given = resolve_config({**given, 'recipe': recipe, 'dataset': dataset})
+    flat = cfg.flat()
+    return {k: flat[k] for k in RECIPE_OPTIONS}, given
 
 # %% ../nbs/14a_recipes.ipynb #d8ab3383
 def _has_trunk_selector(classifier):
     "A classifier whose own trunk is a registered selector (the CIFAR ResNets): its selector starts from its weights"
     return classifier in list_selectors() and selector_spec(classifier).init_from_classifier
 
-@register_recipe()
-def paper(dataset, classifier):
-    "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
-    return dict(classifier=classifier or 'small_cnn', selector=classifier if _has_trunk_selector(classifier) else 'lraspp',
-                resolution=None, batch_size=64, n_segments=100, compactness=20., color_aug_intensity=0., norm='batch', width=24,
-                stem_stride=None, selector_width=16, num_dims=4, validate_per_epoch=2, min_tau=0.05, classifier_lr_mult=1., time_budget=None,
-                tau_mode='input', estimator='pathwise', straight_through=False, final_temp=0.5, num_monte_carlo=1, reg_variant='kl',
-                reg_weight=10., reg_anneal=True, warmup=0., reg_threshold=0.2, use_cov=True, cov_weight=0.01, optimizer='adam',
-                learning_rate=1e-4, lr_schedule='constant', weight_decay=0., classifier_epochs=0, classifier_lr=1e-4, recalibrate=False,
-                epochs=100, keep_init=0., tau_prior=False, rank_scale=3., tau_warmup=0., score_weight=0., tau_power=1., tau_step=None)
+# Where the seed's configuration (configs/model/P2P.yaml) departs from `RunConfig`'s defaults (the `cpu` recipe); each is explained in the P2P explanation's table
+_PAPER = dict(tau_mode='input', estimator='pathwise', straight_through=False, num_monte_carlo=1, reg_variant='kl', reg_weight=10., use_cov=True,
+              cov_weight=0.01, learning_rate=1e-4, lr_schedule='constant', classifier_epochs=0, classifier_lr=1e-4, recalibrate=False, epochs=100,
+              keep_init=0., tau_prior=False, tau_warmup=0., score_weight=0., tau_power=1.)
 
 @register_recipe()
-def cpu(dataset, classifier):
-    "The library's CPU recipe: ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
-    o = paper(dataset, classifier)   # then every departure from the paper (explained in the P2P explanation's table)
-    o.update(selector=classifier if _has_trunk_selector(classifier) else 'cnn', tau_mode='rank', estimator='score',
-             straight_through=True, num_monte_carlo=2, reg_variant='l1', reg_weight=1., use_cov=False, cov_weight=1e-3,
-             learning_rate=3e-3, lr_schedule='one_cycle', classifier_epochs=12, classifier_lr=3e-3, recalibrate=True, epochs=14,
-             keep_init=6., tau_prior=True, tau_warmup=0.2, score_weight=1., tau_power=2.)
-    if dataset == 'cifar10' and _has_trunk_selector(classifier): o.update(_CIFAR_PRETRAINED)
-    return o
+def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
+    "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
+    return RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
+                               selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+
+@register_recipe()
+def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
+    "The library's CPU recipe (`RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
+    c = RunConfig().updated(recipe='cpu', dataset=dataset, classifier=classifier or 'small_cnn',
+                            selector=classifier if _has_trunk_selector(classifier) else 'cnn')
+    return c.updated(**_CIFAR_PRETRAINED) if dataset == 'cifar10' and _has_trunk_selector(classifier) else c
 
 # The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`).
 # Epochs: with train's default precision='auto' (bfloat16 on a CPU that computes it natively) an epoch takes ~2.8 min on the

@@ -6,7 +6,9 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
-import io, json, os, platform, tempfile, time, warnings
+import inspect, io, json, os, platform, tempfile, time, warnings
+from dataclasses import fields
+from typing import Annotated, get_type_hints
 from types import SimpleNamespace
 from fastcore.script import bool_arg
 from contextlib import contextmanager
@@ -20,11 +22,9 @@ from fastai.callback.core import Callback, CancelValidException, CancelFitExcept
 from fastai.callback.schedule import fit_one_cycle
 from fastai.torch_core import set_seed
 from .data import get_dls, get_eval_dl, DATASETS
-from .model import check_delta, check_p2p_options
-from .loss import REG_VARIANTS
-from .zoo import selector_spec, classifier_spec, normalization
-from .recipes import RECIPE_OPTIONS, resolve_options
-from .learner import p2p_learner, p2p_model, classifier_learner, OPTIMIZERS
+from .zoo import normalization
+from .recipes import RunConfig, ModelConfig, TrainConfig, option_fields, resolve_config, parse_deltas, PRECISIONS, LR_SCHEDULES, _GROUPS
+from .learner import p2p_learner, p2p_model, classifier_learner
 from .report import new_run_dir, write_report, _COLUMNS
 from .metrics import fidelity_curves
 from .plots import plot_curves, show_selection, group_correlation, show_group_correlation
@@ -35,7 +35,6 @@ from torch import Tensor
 from .files import atomic_write, removed_on_error, PxpError, check_number, check_finite, read_json, load_torch, load_matching, _first_line, process_record, process_state
 import shutil, socket, sys
 from datetime import datetime, timezone
-from fastai.torch_core import num_distrib
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
 from .learner import P2PLearner, require_wandb, WandbLogger
@@ -43,8 +42,8 @@ from .data import inference_dls, dataset_policy
 from fastai.learner import load_learner as fastai_load_learner
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'ValidateEvery', 'TimeBudget', 'parse_deltas', 'train', 'FiniteLoss', 'cpu_bf16_native',
-           'resolve_precision', 'CPUMixedPrecision', 'load_run', 'evaluate_run', 'load_learner']
+__all__ = ['ValidateEvery', 'TimeBudget', 'train', 'run_learner', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision',
+           'CPUMixedPrecision', 'run_config', 'load_run', 'evaluate_run', 'load_learner']
 
 # %% ../nbs/14_train.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -63,15 +62,6 @@ class TimeBudget(Callback):
         if self.minutes and broadcast_object(time.time() - self.t0 > 60*self.minutes): raise CancelFitException()
 
 # %% ../nbs/14_train.ipynb #fec4f5cc
-def parse_deltas(certainty) -> list:
-    "Certainty levels from a comma-separated string (or a list), each checked to lie in (0,1]"
-    if isinstance(certainty, str):
-        try: vals = [float(v) for v in certainty.split(',') if v.strip()]
-        except ValueError: raise ValueError(f"certainty must be comma-separated numbers in (0, 1], e.g. '0.8,0.9', got {certainty!r}") from None
-    else: vals = list(certainty)
-    if not vals: raise ValueError("certainty needs at least one level, e.g. '0.9'")
-    return [check_delta(v) for v in vals]
-
 def _atomic_write(path:Path, data:bytes):
     "Write a new file atomically (temp file + rename); refuse to overwrite"
     path = Path(path)
@@ -82,218 +72,73 @@ def _save_model(model, path):
     buf = io.BytesIO(); torch.save(model.state_dict(), buf); _atomic_write(path, buf.getvalue())
 
 # %% ../nbs/14_train.ipynb #307aeb04
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-LR_SCHEDULES = ('one_cycle', 'constant')
-_MODEL_KEYS = ('selector', 'classifier', 'num_dims', 'use_cov', 'num_monte_carlo', 'straight_through', 'dynamic',
-               'n_segments', 'keep_init', 'norm', 'width', 'stem_stride', 'selector_width', 'tau_prior', 'tau_mode', 'estimator',
-               'rank_scale', 'min_tau', 'tau_step', 'mean', 'std')   # the options that shape the model: `load_run` rebuilds it from them
-_LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mult='classifier_lr_mult', weight_decay='wd', reg_variant='reg_variant',
-                     reg_threshold='reg_threshold', reg_weight='reg_weight', reg_anneal='reg_anneal', warmup='warmup', cov_weight='cov_weight',
-                     final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
-
-def _check_args(c):
-    if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
-    selector_spec(c['selector']); classifier_spec(c['classifier'])   # unknown names: a clear error listing the choices
-    if c['optimizer'] not in OPTIMIZERS: raise ValueError(f"unknown optimizer {c['optimizer']!r}: choose one of {OPTIMIZERS}")
-    if c['reg_variant'] not in REG_VARIANTS: raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
-    if not 0 <= c['reg_threshold'] < 1: raise ValueError(f"reg_threshold must be in [0, 1), got {c['reg_threshold']!r}")
-    if not isinstance(c['num_dims'], int) or c['num_dims'] < 1: raise ValueError(f"num_dims must be an int >= 1, got {c['num_dims']!r}")
-    check_p2p_options(c['num_monte_carlo'], c['tau_mode'], c['estimator'])
-    if c['classifier_epochs'] < 0: raise ValueError(f"classifier_epochs must be >= 0, got {c['classifier_epochs']!r}")
-    if not 0 <= c['tau_warmup'] < 1: raise ValueError(f"tau_warmup must be a fraction in [0, 1), got {c['tau_warmup']!r}")
-    if c['epochs'] < 1: raise ValueError(f"epochs must be >= 1, got {c['epochs']!r}")
-    if c['lr_schedule'] not in LR_SCHEDULES: raise ValueError(f"lr_schedule must be 'one_cycle' or 'constant', got {c['lr_schedule']!r}")
-    if not 0 < c['min_tau'] <= 0.5: raise ValueError(f"min_tau must be in (0, 0.5], got {c['min_tau']!r}")
-    if not c['classifier_lr_mult'] > 0: raise ValueError(f"classifier_lr_mult must be > 0, got {c['classifier_lr_mult']!r}")
-    if c['time_budget'] is not None and not c['time_budget'] > 0: raise ValueError(f"time_budget must be > 0 minutes, got {c['time_budget']!r}")
-    if c['classifier'].startswith('vit') and c['resolution'] and c['resolution'] % 16:
-        raise ValueError(f"{c['classifier']} needs a resolution that is a multiple of 16, got {c['resolution']}")
-    if c['precision'] not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {c['precision']!r}")
-    if c['precision'] == 'fp16' and not torch.cuda.is_available():
-        raise ValueError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32): on a CPU use precision='bf16' or 'fp32'")
-    if c['batch_size'] % max(num_distrib(), 1):
-        raise ValueError(f"batch_size {c['batch_size']} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes: use a multiple of {num_distrib()}")
-    if c['resume']: _check_resume(c)
-    for k in ('model_path', 'selector_path'):
-        if c[k] and not Path(c[k]).is_file():
-            raise FileNotFoundError(f"{k} {c[k]!r} is not a file: copy the weights there, or leave it empty")
-    _check_numbers(c)   # the rest of the numbers: finite, whole where they must be, in range
-    parse_deltas(c['certainty'])
-
-# %% ../nbs/14_train.ipynb #d4222891
-_NUMBERS = dict(   # option: check_number's arguments (range, whole number, None allowed)
-    resolution=dict(lo=16, integer=True, none=True, fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default"),
-    batch_size=dict(lo=1, integer=True), workers=dict(lo=0, integer=True), n_segments=dict(lo=1, integer=True),
-    compactness=dict(lo=0, lo_open=True), color_aug_intensity=dict(lo=0, hi=1), n_train=dict(lo=1, integer=True), n_val=dict(lo=1, integer=True),
-    max_train=dict(lo=2, integer=True, none=True), classifier_epochs=dict(lo=0, integer=True), classifier_lr=dict(lo=0, lo_open=True),
-    epochs=dict(lo=1, integer=True), validate_per_epoch=dict(lo=1, integer=True), learning_rate=dict(lo=0, lo_open=True),
-    classifier_lr_mult=dict(lo=0, lo_open=True), weight_decay=dict(lo=0), reg_threshold=dict(lo=0, hi=1, hi_open=True), reg_weight=dict(lo=0),
-    warmup=dict(lo=0, hi=1, hi_open=True), cov_weight=dict(lo=0), num_dims=dict(lo=1, integer=True), num_monte_carlo=dict(lo=1, integer=True),
-    final_temp=dict(lo=0, lo_open=True), keep_init=dict(), width=dict(lo=1, integer=True), stem_stride=dict(lo=1, integer=True, none=True),
-    selector_width=dict(lo=1, integer=True), rank_scale=dict(lo=0, lo_open=True), tau_warmup=dict(lo=0, hi=1, hi_open=True),
-    score_weight=dict(lo=0), tau_power=dict(lo=0, lo_open=True), min_tau=dict(lo=0, hi=0.5, lo_open=True), tau_step=dict(lo=0, hi=0.5, lo_open=True, none=True),
-    time_budget=dict(lo=0, lo_open=True, none=True), seed=dict(lo=0, integer=True), threads=dict(lo=1, integer=True, none=True))
-
-def _check_numbers(c):
-    "Every numeric option finite and in its range (`_NUMBERS`)"
-    for k, kw in _NUMBERS.items(): check_number(k, c[k], **kw)
+_WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
+_MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
+               'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
+_LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
+_LEARNER_KEYS = {f.name: _LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
+                 if _LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
 
 # %% ../nbs/14_train.ipynb #f24b2221
-def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder
-          data_path:Path='data', # folder holding the datasets (the built-in one is built there on first use)
-          recipe:str='cpu', # preset of every option below marked R: 'cpu' (this library's) or 'paper' (the seed's); options given override it
-          classifier:str=None, # R: classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>
-          model_path:str=None, # local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)
-          selector:str=None, # R: selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)
-          selector_path:str=None, # local selector weights (default for CIFAR ResNet trunks: model_path)
-          pretrained:bool=False, # download published weights from the hub (needs internet) where no local weights are given
-          target:str='object', # synthetic/BAM label: 'object' or 'scene'
-          resolution:int=None, # R: image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
-          batch_size:int=None, # R: images per optimiser step, over all processes (each of N processes loads batch_size/N)
-          workers:int=0, # data-loader worker processes
-          n_segments:int=None, # R: SLIC superpixels per image (approximate)
-          compactness:float=None, # R: SLIC compactness
-          color_aug_intensity:float=None, # R: colour jitter in training, in [0,1] (costly on CPU)
-          n_train:int=500, # built-in data: training images per class
-          n_val:int=100, # built-in data: validation images per class
-          max_train:int=None, # train on at most this many images, the same number per class (quick runs; evaluation uses the whole split)
-          use_dynamic_threshold:bool=True, # τ is an input of the selector; evaluate per certainty level
-          certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated (the first is used for validation)
-          classifier_epochs:int=None, # R: first train the classifier alone on whole images for this many epochs (0: skip)
-          classifier_lr:float=None, # R: peak learning rate of that phase (one-cycle)
-          epochs:int=None, # R: P2P training epochs (selector and classifier together)
-          validate_per_epoch:int=None, # R: validate every this many epochs (and after the last)
-          optimizer:str=None, # R: adam, adamw or sgd
-          learning_rate:float=None, # R: (peak) learning rate of the P2P epochs
-          classifier_lr_mult:float=None, # R: the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)
-          lr_schedule:str=None, # R: 'one_cycle' or 'constant'
-          weight_decay:float=None, # R: weight decay
-          reg_variant:str=None, # R: sparsity penalty: 'kl' or 'l1'
-          reg_threshold:float=None, # R: target kept fraction without the dynamic threshold, in [0,1)
-          reg_weight:float=None, # R: final sparsity-penalty weight
-          reg_anneal:bool_arg=None, # R: ramp the penalty weight up (else constant)
-          warmup:float=None, # R: fraction of epochs without sparsity penalty
-          cov_weight:float=None, # R: covariance-penalty weight
-          use_cov:bool_arg=None, # R: correlated group logits N(μ, EᵀE) (off: independent groups)
-          num_dims:int=None, # R: selector output channels (keep logit + covariance embedding)
-          num_monte_carlo:int=None, # R: masks sampled per image in training (>= 2 for estimator='score')
-          straight_through:bool_arg=None, # R: hard masks forward in training (BatchNorm sees what evaluation sees)
-          final_temp:float=None, # R: relaxed-Bernoulli temperature reached half-way
-          keep_init:float=None, # R: initial keep-logit bias of the selector
-          norm:str=None, # R: small CNNs' normalisation: batch, group or none
-          width:int=None, # R: small CNN classifier width
-          stem_stride:int=None, # R: small CNN classifier's first stride (default: 2 from 64 px up)
-          selector_width:int=None, # R: small CNN selector width
-          tau_prior:bool_arg=None, # R: small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit
-          tau_mode:str=None, # R: 'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)
-          estimator:str=None, # R: selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)
-          rank_scale:float=None, # R: tau_mode='rank': logit units per standard deviation of the group scores
-          tau_warmup:float=None, # R: fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau
-          score_weight:float=None, # R: weight of the score-function surrogate
-          tau_power:float=None, # R: τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)
-          min_tau:float=None, # R: smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)
-          tau_step:float=None, # R: step of the dynamic-threshold search at evaluation (none: min_tau)
-          recalibrate:bool_arg=None, # R: re-estimate the classifier's BatchNorm statistics on hard masks after training
-          time_budget:float=None, # R: stop after the epoch that passes this many minutes (both phases together)
-          seed:int=0, # seed of data, initialisation and training
-          save_model:bool=True, # write model.pth
-          experiment:Path='runs', # parent folder of the run folders
-          cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if that is read-only)
-          wandb:bool=False, # log to Weights & Biases (needs the wandb package)
-          checkpoint:bool=False, # save model + optimiser after every epoch into the run's models/ (to resume)
-          resume:Path=None, # a run folder trained with checkpoint=True: continue from its last checkpoint
-          threads:int=None, # torch CPU threads (default: torch's, i.e. the cores)
-          precision:str='auto', # 'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)
-          show:bool=True, # progress bars and the training table
-          cbs:list=None, # more fastai callbacks for the P2P epochs (Python only: not a CLI flag, not saved in config.json)
-         ) -> Path: # the new run folder
+def _signature() -> inspect.Signature:
+    "`train`'s signature, from the run's options: each typed and documented (`Annotated`); None for an option a recipe sets (the recipe's value); then `cbs`"
+    hints = {k: v for cls in (*_GROUPS.values(), RunConfig) for k, v in get_type_hints(cls).items()}
+    ps = []
+    for k, f in option_fields().items():
+        md, tp = f.metadata, hints[k]
+        if md['recipe']: tp, default, doc = (bool_arg if tp is bool else tp), None, f"R: {md['doc']}"
+        else: default, doc = f.default, md['doc']
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if k == 'dataset' else inspect.Parameter.KEYWORD_ONLY
+        ps.append(inspect.Parameter(k, kind, default=default, annotation=Annotated[tp, doc]))
+    ps.insert(1, ps.pop(next(i for i, p in enumerate(ps) if p.name == 'recipe')))   # the recipe right after the dataset it is for
+    cbs_doc = "more fastai callbacks for the P2P epochs (Python only: not a CLI flag, not saved in config.json)"
+    return inspect.Signature([*ps, inspect.Parameter('cbs', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[list, cbs_doc])],
+                             return_annotation=Path)
+
+def train(*args, **kwargs) -> Path:
     "Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder"
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items() if k != 'cbs'}
-    opts, given = resolve_options(recipe, dataset, {k: args[k] for k in RECIPE_OPTIONS})
-    cfg = {**args, **opts, 'overrides': given}
-    cfg['mean'], cfg['std'] = normalization(cfg['classifier'])
-    _check_args(cfg)
+    a = train.__signature__.bind(*args, **kwargs); a.apply_defaults()
+    opts = dict(a.arguments)
+    cbs = opts.pop('cbs')
+    cfg, overrides = resolve_config(opts)
+    cfg.check()   # every option, before any data is read or any folder made
     cbs = _check_cbs(cbs)
-    if wandb: require_wandb()   # before any data is built: a clear error with the pip command
-    cfg['precision'] = resolve_precision(cfg['precision'])   # config.json records what ran
-    deltas = parse_deltas(certainty)
+    mean, std = normalization(cfg.model.classifier)
+    if cfg.resume: _check_resume({**cfg.flat(), 'mean': mean, 'std': std})
+    if cfg.wandb: require_wandb()   # before any data is built: a clear error with the pip command
     init_distributed()   # under torchrun: join the other processes (gloo on CPUs, NCCL on GPUs)
-    t_start = time.time()
-    cfg['threads'] = int(threads or torch.get_num_threads())
+    cfg = cfg.updated(precision=resolve_precision(cfg.precision), threads=cfg.threads or torch.get_num_threads())   # config.json records what ran
+    state = dict(cbs=cbs, record=dict(overrides=overrides, mean=mean, std=std))   # `_run` adds its run folder (and W&B run): a failure cleans them up
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg['threads'])
-    state = {'cbs': cbs}   # `_run` records its run folder (and W&B run) here, so a failure can clean it up or mark it incomplete
-    try: return _run(cfg, deltas, t_start, state)
+    torch.set_num_threads(cfg.threads)
+    try: return _run(cfg, state)
     except BaseException as e:
         _wandb_finish(state, exit_code=1)
         if state.get('run') is not None and is_rank0(): _abandon(state['run'], e)
         raise
     finally: torch.set_num_threads(old_threads)
 
-def _run(cfg, deltas, t_start, state):
-    "The body of `train`, on a checked configuration (saved as config.json, with what the run adds)"
-    c = SimpleNamespace(**cfg)   # the resolved options as attributes
-    rank, n_proc = world()
-    set_seed(c.seed, reproducible=True)
-    dkw = dict(dataset=c.dataset, data_path=c.data_path, target=c.target, size=c.resolution, bs=c.batch_size // n_proc, n_segments=c.n_segments,
-               compactness=c.compactness, workers=c.workers, seed=c.seed, n_train=c.n_train, n_val=c.n_val, cache_dir=c.cache_dir,
-               mean=c.mean, std=c.std)
-    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, max_train=c.max_train, **dkw)   # rank 0 builds the data once, the others then read it
-    t_data = time.time()
-    run = broadcast_object(new_run_dir(c.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
-    state['run'] = run
+train.__signature__ = _signature()
+
+def _run(cfg:RunConfig, state:dict) -> Path:
+    "The body of `train` on a checked configuration: the data, a new run folder, the run's Learner, then its phases; only rank 0 writes"
+    t0, (rank, n_proc) = time.time(), world()
+    set_seed(cfg.seed, reproducible=True)
+    dls = rank0_first(get_dls, color_aug=cfg.data.color_aug_intensity, max_train=cfg.data.max_train, **_data_kwargs(cfg, cfg.data.batch_size // n_proc))
+    t_data = time.time()   # rank 0 built the data once, the others then read it
+    run = state['run'] = broadcast_object(new_run_dir(cfg.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
     if is_rank0(): _write_status(run, 'running')
-    mkw = {k: cfg[k] for k in _MODEL_KEYS if k not in ('dynamic', 'n_segments')}   # n_segments: from the data
-    learn = p2p_learner(dls, seed=c.seed, checkpoint=c.checkpoint, path=run, **{v: cfg[k] for k, v in _LEARNER_KEYS.items()},
-                        cbs=[ValidateEvery(c.validate_per_epoch), budget := TimeBudget(c.time_budget), FiniteLoss(c.precision), *state['cbs']],
-                        dynamic=c.use_dynamic_threshold, delta=deltas[0], pretrained=c.pretrained, model_path=c.model_path,
-                        selector_path=c.selector_path, **mkw)
-    _to_precision(learn, c.precision)
-    cfg.update(size=dls.size, n_classes=dls.c, vocab=list(dls.vocab), n_train_images=len(dls.train_ds),
-               n_valid_images=len(dls.valid_ds), deltas=deltas, world_size=n_proc, batch_size_per_process=c.batch_size // n_proc,
-               torch=torch.__version__, python=platform.python_version(),
-               n_params_selector=sum(p.numel() for p in learn.model.selector.parameters()),
-               n_params_classifier=sum(p.numel() for p in learn.model.classifier.parameters()))
-    start = 0
-    if c.resume:
-        ckpt = _load_checkpoint(learn, c.resume)
-        start = int(ckpt.stem.rsplit('_', 1)[1]) + 1
-        cfg['resumed_from'] = str(ckpt)
-    if is_rank0(): _atomic_write(run/'config.json', (json.dumps(cfg, indent=2) + '\n').encode())
-    if c.wandb and is_rank0(): _wandb_start(cfg, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
-    if rank: set_seed(c.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
-    clf_hist = []
-    if c.classifier_epochs and not c.resume:   # phase 1: the classifier alone, on whole images
-        cl = classifier_learner(dls, learn.model, optimizer=c.optimizer, wd=c.weight_decay, path=run, cbs=[TimeBudget(c.time_budget), FiniteLoss(c.precision)])
-        _to_precision(cl, c.precision)
-        with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(c.classifier_epochs, c.classifier_lr)
-        clf_hist = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
-        if c.time_budget: budget.minutes = max(c.time_budget - (time.time() - t_data)/60, 1e-3)   # what the first phase left
-    t_clf = time.time()
-    fit = learn.fit_one_cycle if c.lr_schedule == 'one_cycle' else learn.fit
-    with _quiet(learn, c.show), distrib_ctx(learn), _autocast_guard(learn): fit(c.epochs, learn.lr, start_epoch=start)
-    t_train = time.time()
-    if c.recalibrate: recalibrate_bn_sharded(learn.model, dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.tau_power)   # ~100 batches estimate BatchNorm statistics well
-    broadcast_model(learn.model)   # every process evaluates exactly the model rank 0 saves
-    t_recal = time.time()
-    edl = get_eval_dl(**{**dkw, 'bs': c.batch_size})   # global-batch evaluation batches, shared among the processes
-    res = evaluate_p2p_sharded(learn.model, edl, deltas if c.use_dynamic_threshold else [deltas[0]])
-    t_eval = time.time()
-    names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
-    hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in learn.recorder.values]
-    metrics = dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(learn.model, dls.valid) if c.use_dynamic_threshold else None,
-                   history=hist, classifier_history=clf_hist, penalties=_epoch_means(learn.sparsity.history),
-                   timing=dict(data_s=t_data - t_start, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,
-                               evaluate_s=t_eval - t_recal, total_s=time.time() - t_start,
-                               train_images_per_s=len(dls.train_ds)*len(hist)/max(t_train - t_clf, 1e-9),
-                               epochs_run=len(hist), optimiser_steps=len(learn.recorder.lrs)))
-    if is_rank0():   # only rank 0 writes
-        if c.save_model: _save_model(learn.model, run/'model.pth')
-        figs = _figures(learn, metrics)
-        write_report(run, metrics, figs, title=f"P2P training run {run.name}")
-        _wandb_log_results(state, metrics, figs)
-        for f in figs.values(): plt.close(f)
-        _write_status(run, 'complete')   # last: a run without it did not finish
+    learn = run_learner(dls, cfg, run, state['cbs'])
+    learn.p2p_times.update(start=t0, data=t_data)
+    start = _resume(learn, cfg.resume, state['record']) if cfg.resume else 0
+    config = {**cfg.flat(), **state['record'], **_run_record(learn)}
+    if is_rank0(): _atomic_write(run/'config.json', (json.dumps(config, indent=2) + '\n').encode())
+    if cfg.wandb and is_rank0(): _wandb_start(config, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
+    if rank: set_seed(cfg.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
+    if not cfg.resume: learn.p2p_pretrain_classifier()
+    learn.p2p_fit(start_epoch=start)
+    metrics = learn.p2p_evaluate()
+    if is_rank0(): _write_run(learn, metrics, state)
     barrier()
     return run
 
@@ -330,6 +175,98 @@ def _epoch_means(h):
     for r in h: out.setdefault(r['epoch'], []).append(r)
     return [dict(epoch=e, **{k: float(np.mean([r[k] for r in rs])) for k in ('w', 'temp', 'sparsity', 'cov', 'score', 'kept', 'loss')})
             for e, rs in out.items()]
+
+# %% ../nbs/14_train.ipynb #caaed6a2
+def _data_kwargs(cfg:RunConfig, bs:int) -> dict:
+    "The `get_dls`/`get_eval_dl` arguments of a run's data options, `bs` images per batch, normalised for its classifier"
+    d, (mean, std) = cfg.data, normalization(cfg.model.classifier)
+    return dict(dataset=d.dataset, data_path=d.data_path, target=d.target, size=d.resolution, bs=bs, n_segments=d.n_segments,
+                compactness=d.compactness, workers=d.workers, seed=cfg.seed, n_train=d.n_train, n_val=d.n_val, cache_dir=d.cache_dir, mean=mean, std=std)
+
+def run_learner(dls, # the run's DataLoaders (`get_dls`)
+                cfg:RunConfig, # the run's (checked) configuration
+                path:Path=None, # the run folder (checkpoints go to its models/)
+                cbs:list=None, # more fastai callbacks for the P2P epochs
+               ) -> P2PLearner:
+    "The P2P Learner of a run: model and training options from `cfg`, its validation spacing, time budget, finite-loss guard and precision"
+    t, m, flat = cfg.train, cfg.model, cfg.flat()
+    mean, std = normalization(m.classifier)
+    learn = p2p_learner(dls, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path, **{v: flat[k] for k, v in _LEARNER_KEYS.items()},
+                        cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *(cbs or [])],
+                        dynamic=m.use_dynamic_threshold, delta=parse_deltas(m.certainty)[0], pretrained=m.pretrained, model_path=m.model_path,
+                        selector_path=m.selector_path, mean=mean, std=std, **{k: flat[k] for k in _MODEL_KEYS if k in flat})   # n_segments: from the data
+    _to_precision(learn, cfg.precision)
+    learn.run_config, learn.p2p_times, learn.classifier_history = cfg, {}, []
+    return learn
+
+def _resume(learn, run, record:dict) -> int:
+    "Load the newest readable checkpoint of `run` into `learn`; the epoch to start from (recorded in `record`)"
+    ckpt = _load_checkpoint(learn, run)
+    record['resumed_from'] = str(ckpt)
+    return int(ckpt.stem.rsplit('_', 1)[1]) + 1
+
+def _run_record(learn) -> dict:
+    "What a run adds to its options in config.json: the data's size and classes, the processes, versions, parameter counts"
+    dls, n_proc, c = learn.dls, world()[1], learn.run_config
+    return dict(size=dls.size, n_classes=dls.c, vocab=list(dls.vocab), n_train_images=len(dls.train_ds), n_valid_images=len(dls.valid_ds),
+                deltas=parse_deltas(c.model.certainty), world_size=n_proc, batch_size_per_process=c.data.batch_size // n_proc,
+                torch=torch.__version__, python=platform.python_version(),
+                n_params_selector=sum(p.numel() for p in learn.model.selector.parameters()),
+                n_params_classifier=sum(p.numel() for p in learn.model.classifier.parameters()))
+
+def _write_run(learn, metrics:dict, state:dict):
+    "Rank 0's outputs: model.pth, the figures, metrics.json and report.md, the W&B results, and last the `complete` status"
+    run = state['run']
+    if learn.run_config.save_model: _save_model(learn.model, run/'model.pth')
+    figs = _figures(learn, metrics)
+    write_report(run, metrics, figs, title=f"P2P training run {run.name}")
+    _wandb_log_results(state, metrics, figs)
+    for f in figs.values(): plt.close(f)
+    _write_status(run, 'complete')   # last: a run without it did not finish
+
+# %% ../nbs/14_train.ipynb #b945dda7
+@patch
+def p2p_pretrain_classifier(self:P2PLearner) -> list:
+    "Phase 1: the classifier alone on whole images, one-cycle (`classifier_epochs` at `classifier_lr`; none: skipped); its history per epoch"
+    c, t = self.run_config, self.run_config.train
+    if not t.classifier_epochs: return self.classifier_history
+    cl = classifier_learner(self.dls, self.model, optimizer=t.optimizer, wd=t.weight_decay, path=self.path, cbs=[TimeBudget(t.time_budget), FiniteLoss(c.precision)])
+    _to_precision(cl, c.precision)
+    with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(t.classifier_epochs, t.classifier_lr)
+    self.classifier_history = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
+    if t.time_budget:   # what this phase left of the budget is the P2P epochs'
+        self.time_budget.minutes = max(t.time_budget - (time.time() - self.p2p_times.get('data', time.time()))/60, 1e-3)
+    return self.classifier_history
+
+@patch
+def p2p_fit(self:P2PLearner, start_epoch:int=0): # the first epoch to train (a resumed run: after its checkpoint)
+    "Phase 2: selector and classifier together for `epochs`, one-cycle or at a constant rate (`lr_schedule`)"
+    c = self.run_config
+    self.p2p_times['classifier'] = time.time()
+    fit = self.fit_one_cycle if c.train.lr_schedule == 'one_cycle' else self.fit
+    with _quiet(self, c.show), distrib_ctx(self), _autocast_guard(self): fit(c.train.epochs, self.lr, start_epoch=start_epoch)
+    self.p2p_times['train'] = time.time()
+
+@patch
+def p2p_evaluate(self:P2PLearner) -> dict:
+    "Phase 3: BatchNorm recalibrated on hard masks (`recalibrate`), then every certainty level evaluated with the dynamic threshold; `metrics.json`"
+    c, n_proc, t = self.run_config, world()[1], self.p2p_times
+    deltas = parse_deltas(c.model.certainty)
+    if c.train.recalibrate: recalibrate_bn_sharded(self.model, self.dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.train.tau_power)   # ~100 batches suffice
+    broadcast_model(self.model)   # every process evaluates exactly the model rank 0 saves
+    t_recal = time.time()
+    edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))   # global-batch evaluation batches, shared among the processes
+    res = evaluate_p2p_sharded(self.model, edl, deltas if c.model.use_dynamic_threshold else deltas[:1])
+    t_eval = time.time()
+    names = [n for n in self.recorder.metric_names[1:] if n != 'time']
+    hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in self.recorder.values]
+    t0, t_data, t_clf, t_train = (t.get(k, t_recal) for k in ('start', 'data', 'classifier', 'train'))
+    return dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(self.model, self.dls.valid) if c.model.use_dynamic_threshold else None,
+                history=hist, classifier_history=self.classifier_history, penalties=_epoch_means(self.sparsity.history),
+                timing=dict(data_s=t_data - t0, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,
+                            evaluate_s=t_eval - t_recal, total_s=time.time() - t0,
+                            train_images_per_s=len(self.dls.train_ds)*len(hist)/max(t_train - t_clf, 1e-9),
+                            epochs_run=len(hist), optimiser_steps=len(self.recorder.lrs)))
 
 # %% ../nbs/14_train.ipynb #701a75de
 def _write_status(run:Path, state:str, **extra):
@@ -474,6 +411,16 @@ def _group_correlation_figure(model, dl, vocab):
                                   title=f"{vocab[int(y[0])]}{tau}")
 
 # %% ../nbs/14_train.ipynb #7deb93db
+def _recorded_defaults() -> dict:
+    "For a config.json that lacks an option (a run older than it): the default of the function that built that run (`p2p_model`, `p2p_learner`)"
+    m, l = inspect.signature(p2p_model).parameters, inspect.signature(p2p_learner).parameters
+    return {**{k: m[k].default for k in _MODEL_KEYS if k in m}, **{k: l[v].default for k, v in _LEARNER_KEYS.items()}}
+
+def run_config(cfg:dict, # a run's config.json (read), or options by name
+              ) -> RunConfig:
+    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out, an option it lacks takes the default it was trained with"
+    return RunConfig.from_flat(cfg, defaults=_recorded_defaults())
+
 def load_run(run_dir:Path, # a folder written by `train`
             ) -> tuple: # (P2P model in evaluation mode, config dict)
     "Rebuild a trained P2P model from a run folder, or say why the folder holds no finished run"
@@ -487,9 +434,10 @@ def load_run(run_dir:Path, # a folder written by `train`
         raise PxpError(f"{run} has no model.pth: the run did not finish (it was interrupted or failed before saving its model)",
                        f"train again, or resume it with `pxp train --resume {run}` if it saved checkpoints")
     try:
-        mkw = {k: cfg[k] for k in _MODEL_KEYS if k in cfg and k != 'dynamic'}
-        mkw.setdefault('mean', IMAGENET_MEAN); mkw.setdefault('std', IMAGENET_STD)   # runs from before the zoo were normalised for ImageNet
-        model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=cfg['use_dynamic_threshold'], delta=cfg['deltas'][0], **mkw)
+        rc = run_config(cfg)
+        opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
+        model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
+                          n_segments=rc.data.n_segments, **{k: opts[k] for k in _MODEL_KEYS})
     except KeyError as e: raise PxpError(f"{run/'config.json'} lacks the option {e.args[0]!r}", fix) from None
     load_matching(model, load_torch(run/'model.pth', "the run's P2P weights", fix), str(run/'model.pth'),
                   f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
@@ -557,7 +505,9 @@ def load_learner(run_dir:Path, # a run folder written by `train`, or a file writ
     model, cfg = load_run(p)
     dls = inference_dls(cfg['vocab'], cfg['size'], dataset_policy(cfg['dataset'], cfg['size']), cfg['n_segments'], cfg['compactness'],
                         model.mean, model.std, bs=bs, device='cpu' if cpu else None)
-    learn = p2p_learner(dls, model=model, path=p, **{v: cfg[k] for k, v in _LEARNER_KEYS.items() if cfg.get(k) is not None})
+    rc = run_config(cfg); flat = rc.flat()
+    learn = p2p_learner(dls, model=model, path=p, **{v: flat[k] for k, v in _LEARNER_KEYS.items()})
+    learn.run_config = rc
     learn.model.to(dls.device).eval()
     return learn
 

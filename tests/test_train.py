@@ -53,11 +53,11 @@ def test_never_overwrites(tiny):
 
 @pytest.mark.parametrize('bad, msg', [
     (dict(certainty='0.9,1.5'), '(0, 1]'), (dict(certainty='0'), '(0, 1]'), (dict(certainty='very'), 'comma-separated'),
-    (dict(reg_threshold=1.0), 'reg_threshold must be in [0, 1)'), (dict(reg_threshold=-0.1), 'reg_threshold'),
-    (dict(num_dims=0), 'num_dims must be an int >= 1'), (dict(classifier='vit_tiny', resolution=40), 'multiple of 16'),
+    (dict(reg_threshold=1.0), 'reg_threshold must be a finite number >= 0 and < 1'), (dict(reg_threshold=-0.1), 'reg_threshold'),
+    (dict(num_dims=0), 'num_dims must be a whole number >= 1'), (dict(classifier='vit_tiny', resolution=40), 'multiple of 16'),
     (dict(model_path='/nonexistent/weights.pth'), 'is not a file'), (dict(selector='unet'), 'unknown selector'),
     (dict(classifier='vgg'), 'unknown classifier'), (dict(dataset='mnist'), 'unknown dataset'),
-    (dict(optimizer='lamb'), 'unknown optimizer'), (dict(reg_variant='l2'), "'kl' or 'l1'")])
+    (dict(optimizer='lamb'), 'unknown optimizer'), (dict(reg_variant='l2'), "unknown reg_variant 'l2': choose one of kl, l1")])
 def test_bad_input(tmp_path, bad, msg):
     kw = dict(TINY, data_path=tmp_path/'data', experiment=tmp_path/'runs')
     kw.update(bad)
@@ -76,3 +76,34 @@ def test_wrong_class_count(tmp_path):
 def test_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match='no config.json'): load_run(tmp_path)
     assert parse_deltas('0.8,0.9') == [0.8, 0.9]
+
+# ---------------------------------------------------------------- one typed config per run
+def test_config_json_reads_back_into_the_run_config(tiny):
+    from pixelperception.recipes import RunConfig, option_fields
+    from pixelperception.train import run_config
+    kw, run = tiny
+    cfg = json.loads((run/'config.json').read_text())
+    rc = run_config(cfg)
+    assert isinstance(rc, RunConfig) and rc.train.epochs == 1 and rc.data.resolution == 32 and rc.model.tau_mode == 'rank'
+    assert rc.flat() == {k: cfg[k] for k in option_fields()}          # every option is in config.json under its one name
+    assert rc.threads == torch.get_num_threads() and rc.precision in ('fp32', 'bf16')   # what ran: torch's thread count, not the load's
+
+def test_an_old_config_json_still_loads(tiny, tmp_path):
+    import shutil
+    kw, run = tiny
+    old = tmp_path/'old-run'; shutil.copytree(run, old)
+    cfg = json.loads((old/'config.json').read_text())
+    for k in ('min_tau', 'rank_scale', 'warmup', 'threads', 'precision'): cfg.pop(k)   # options older runs did not record
+    cfg['an_option_long_gone'] = 3                                                       # and one this version does not know
+    (old/'config.json').write_text(json.dumps(cfg))
+    model, _ = load_run(old)
+    ref, _ = load_run(run)
+    assert model.min_tau == ref.min_tau == 0.05 and model.tau_mode == 'rank'
+    x, g = torch.rand(2, 3, 32, 32), torch.randint(0, 50, (2, 32, 32))
+    with torch.no_grad(): assert torch.equal(model(x, g).logits, ref(x, g).logits)
+
+def test_threads_is_an_explicit_option(tmp_path):
+    before = torch.get_num_threads()
+    run = train(threads=1, data_path=tmp_path/'data', experiment=tmp_path/'runs', **{**TINY, 'classifier_epochs': 0})
+    assert json.loads((run/'config.json').read_text())['threads'] == 1 and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match='threads must be a whole number >= 1'): train(threads=0, data_path=tmp_path/'data', **TINY)

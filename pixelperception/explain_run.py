@@ -225,7 +225,7 @@ def _masker(features, grid, fill, batch_size, model, mean=IMAGENET_MEAN, std=IMA
 def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../shared/data/cifar10-sample/test
             arch:str='resnet20', # "resnet20", a timm or a torchvision model name
             model_path:Path=None, # weights file of the model (None: random weights)
-            methods:str='moxi,self-shapley,sampled-shapley,gradcam,random', # comma-separated names of registered explainers (`list_explainers()`)
+            methods:str='moxi,self-shapley,sampled-shapley,gradcam,random', # comma-separated explainers, by their registered names
             curve:str='both', # "insertion", "deletion" or "both"
             n_images:int=20, # images to explain, spread evenly over the classes
             features:str='patches', # "patches" (grid), "tokens" (ViT token removal) or "superpixels" (SLIC)

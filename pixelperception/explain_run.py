@@ -151,12 +151,12 @@ def seconds_per_evaluation(model, # the classifier
                            n:int=64, # masked copies timed in one batch
                            precision:str='fp32', # the explainers' arithmetic
                           ) -> float: # seconds per model evaluation
-    "Time one batch of `n` random masked copies of the first image (after a 2-copy warm-up): seconds per evaluation"
+    "Time one batch of `n` random masked copies of the first image (after a warm-up batch of the same size): seconds per evaluation"
     dev = next(iter(model.parameters())).device
     x1, g1 = x[:1].to(dev), None if groups is None else groups[:1].to(dev)
     keep = torch.rand(1, n, masker.n_features(x1, g1, model=model), generator=torch.Generator().manual_seed(0)) < .5
     run = lambda k: autocast_call(precision, dev, masker, model, x1, k.to(dev), g1, batch_size=n)
-    run(keep[:, :2]); t0 = time.perf_counter(); run(keep)
+    run(keep); t0 = time.perf_counter(); run(keep)   # the first call of a batch size also sets up its kernels: not timed
     return (time.perf_counter() - t0) / n
 
 def estimate_costs(names:list, # registered explainer names
@@ -168,6 +168,8 @@ def estimate_costs(names:list, # registered explainer names
     "Each method's model evaluations and seconds per image, from its cost law and the timed evaluation"
     ev = {m: explainer_cost(m, n_features, n_curves, **options) for m in names}
     return {m: dict(evals_per_image=e, seconds_per_image=None if e is None else e * sec_per_eval) for m, e in ev.items()}
+
+def _secs(s): return f"{s:.3g}" if s < 1000 else f"{s:,.0f}"
 
 def _duration(s):
     return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s/60:.1f} min" if s < 7200 else f"{s/3600:.1f} h"
@@ -184,7 +186,7 @@ def cost_table(est:dict, # from `estimate_costs`
              f"  {'method':<{w}}  {'evaluations/image':>17}  {'s/image':>8}  {'total':>9}  {'share':>5}"]
     for m, e in est.items():
         if tot[m] is None: lines.append(f"  {m:<{w}}  {'?':>17}  {'?':>8}  {'?':>9}  {'':>5}  (no cost law registered)"); continue
-        lines.append(f"  {m:<{w}}  {e['evals_per_image']:>17,.0f}  {e['seconds_per_image']:>8.3g}  {_duration(tot[m]):>9}  {tot[m] / known:>5.0%}")
+        lines.append(f"  {m:<{w}}  {e['evals_per_image']:>17,.0f}  {_secs(e['seconds_per_image']):>8}  {_duration(tot[m]):>9}  {tot[m] / known:>5.0%}")
     return '\n'.join(lines)
 
 # %% ../nbs/34_explain_run.ipynb #92bdecea

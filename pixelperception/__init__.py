@@ -24,7 +24,7 @@ _API = {   # module -> its public names
     'data': ('get_dls', 'get_eval_dl'),
     'superpixels': ('slic_groups',),
     'metrics': ('ranking_curves',),
-    'explain_run': ('build_model',),
+    'explain_run': ('build_model', 'register_explainer', 'list_explainers', 'create_explainer'),
 }
 _WHERE = {name: mod for mod, names in _API.items() for name in names}
 __all__ = list(_WHERE)

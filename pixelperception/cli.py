@@ -126,8 +126,19 @@ def _warning_line(show):
     return _show
 
 # %% ../nbs/90_cli.ipynb #fdd9327e
+class _CommaList(tuple):
+    "The names an option takes as a comma-separated list; as argparse's `type` it refuses unknown names, naming the valid ones"
+    def __call__(self, v:str) -> str:
+        names = [s.strip().lower() for s in v.split(',') if s.strip()]
+        bad = [s for s in names if s not in self]
+        if bad or not names: raise argparse.ArgumentTypeError(f"unknown name(s) {bad or [v]}: choose from {', '.join(self)} (comma-separated)")
+        return v
+
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
+    if cmd in ('explain', 'explain-p2p'):
+        from pixelperception.explain_run import list_explainers
+        return dict(methods=_CommaList(list_explainers()))   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
     from pixelperception.data import DATASETS, TARGETS
     from pixelperception.recipes import list_recipes
@@ -149,7 +160,10 @@ def _tidy(parser, choices:dict={}):
         if a.dest in _PYTHON_ONLY: a.help = argparse.SUPPRESS; continue   # Python objects (e.g. train's callbacks) have no flag to speak of
         if a.option_strings[0].startswith('--no-') and a.help:   # a store_false flag: its docment describes the option it turns off
             a.help = f"turn off (on by default): {a.help.replace(' (default: True)', '')}"
-        if a.dest in choices: a.choices, a.metavar = list(choices[a.dest]), None   # argparse shows {a,b,...}
+        if isinstance(choices.get(a.dest), _CommaList):   # a comma-separated list of names
+            a.type, a.metavar = choices[a.dest], 'NAME[,NAME...]'
+            a.help = f"{a.help} (from: {', '.join(choices[a.dest])})"
+        elif a.dest in choices: a.choices, a.metavar = list(choices[a.dest]), None   # argparse shows {a,b,...}
         elif isinstance(a.metavar, str) and a.metavar.startswith('('):   # fastcore's '(int)' etc.
             a.metavar = dict(int='N', float='X', path='PATH', bool='BOOL').get(a.metavar.strip('()'), 'TEXT')
     return parser
@@ -165,6 +179,16 @@ def _config_defaults(parser, argv:list, params) -> list:
     if not keep: raise PxpError(f"{argv[i + 1]} sets none of this command's options", "pass the config.json of a run of the same command")
     parser.set_defaults(**keep)
     return argv[:i] + argv[i + 2:]
+
+def _renamed_flag(argv:list, # the command's arguments
+                  renamed:dict, # old parameter name -> new (`renamed_params` records them on the function)
+                 ) -> str: # the error for the first old flag in argv, naming the new one; None if there is none
+    "An old flag (renamed to the name `pxp train` uses) as a one-line error that names the new flag"
+    flags = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}" for o, n in renamed.items()}
+    for a in argv:
+        f = a.split('=', 1)[0]
+        if f in flags: return f"{f} is now {flags[f]} (the name `pxp train` uses for it): pass {flags[f]} instead"
+    return None
 
 # %% ../nbs/90_cli.ipynb #b1701672
 def _one_line(e:BaseException) -> str:
@@ -193,6 +217,9 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
               f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2
     func = _resolve(COMMANDS[cmd][0])
+    old = _renamed_flag(argv[n:], getattr(func, 'renamed', {}))
+    if old: print(f"pxp: error: {old}", file=sys.stderr); return 2
+    func = inspect.unwrap(func)   # the parser reads the function's own signature and comments (not a deprecation wrapper's)
     parser = _tidy(anno_parser(func, prog=f'pxp {cmd}'), _choices(cmd))
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)

@@ -6,24 +6,26 @@ Docs: https://pixelperception.github.io/pixelperception/explain_p2p.html.md"""
 
 # %% ../nbs/35_explain_p2p.ipynb #3547364b
 from __future__ import annotations
-import json
+import json, time
 from pathlib import Path
 import torch
 from torch import Tensor
 import matplotlib.pyplot as plt
+from fastprogress.fastprogress import progress_bar
 from .superpixels import group_pool
 from .data import get_eval_dl
 from .maskers import GroupMasker
-from .explain import MoXI, SelfShapley, RandomOrder
+from .explain import Ranking, scores_to_order, absent_last
+from .explain_run import create_explainer, renamed_params, seconds_per_evaluation, estimate_costs, cost_table, _parse_methods
 from .metrics import ranking_curves
 from .plots import plot_curves, show_heatmaps, show_selection
-from .files import new_run_dir, removed_on_error, atomic_write
+from .files import new_run_dir, removed_on_error, atomic_write, check_number, PxpError
 from .report import write_report
-from .train import load_run
+from .train import load_run, parse_deltas
 from .data import denormalize
 
 # %% auto #0
-__all__ = ['kept_groups', 'p2p_overlap', 'explain_p2p']
+__all__ = ['kept_groups', 'p2p_overlap', 'p2p_ranking', 'explain_p2p']
 
 # %% ../nbs/35_explain_p2p.ipynb #892e3408
 def kept_groups(keep:Tensor, # [B,H,W] bool pixels P2P kept
@@ -43,48 +45,69 @@ def p2p_overlap(order:Tensor, # [B,N] feature ids, most important first
     at_k = hits.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0].float()
     return torch.where(k > 0, at_k / k.clamp(min=1), torch.full_like(at_k, float('nan')))
 
-# %% ../nbs/35_explain_p2p.ipynb #7d236ce2
-_EXPLAINERS = {'moxi': MoXI, 'self-shapley': SelfShapley, 'random': RandomOrder}
+# %% ../nbs/35_explain_p2p.ipynb #f7ef54f9
+def p2p_ranking(group_probs:Tensor, # [B,G] P2P's selection probability of each group at δ
+                kept:Tensor, # [B,G] bool groups P2P kept
+                present:Tensor=None, # [B,G] bool groups each image has (None: all)
+               ) -> Ranking: # order [B,G]: kept groups first, each part by probability; scores = probability (+2 if kept)
+    "P2P's own ranking of its superpixels: the groups it keeps first, then the others, each by its selection probability"
+    if group_probs.shape != kept.shape: raise ValueError(f"group_probs {tuple(group_probs.shape)} and kept {tuple(kept.shape)} must both be [B,G]")
+    scores = group_probs.float() + 2 * kept.float()   # probabilities lie in [0,1]: +2 puts every kept group ahead
+    return absent_last(Ranking(scores_to_order(scores), scores), present)
 
+# %% ../nbs/35_explain_p2p.ipynb #7d236ce2
+def _one_level(certainty, model) -> float:
+    "The certainty level δ of the comparison: the one given (a single level), else the run's"
+    if certainty is None: return model.delta
+    levels = parse_deltas([certainty] if isinstance(certainty, (int, float)) else certainty)
+    if len(levels) != 1: raise PxpError(f"explain-p2p compares at one certainty level, got {len(levels)} ({certainty})", "pass one, e.g. --certainty 0.9")
+    return levels[0]
+
+@renamed_params(delta='certainty')
 def explain_p2p(run_dir:Path, # a folder written by `pxp train`
                 n_images:int=16, # evaluation images to explain
-                delta:float=0.9, # P2P certainty level for its own selection
-                methods:str='moxi,self-shapley,random', # comma-separated: moxi, self-shapley, random
-                curve:str='insertion', # 'insertion' or 'deletion' (MoXI's direction and the curve scored)
+                certainty:str=None, # P2P's certainty level δ for its own selection and ranking (one level; default: the run's first)
+                methods:str='moxi,self-shapley,random', # comma-separated registered explainers (`list_explainers()`); P2P's own ranking is always added
+                curve:str='insertion', # 'insertion' or 'deletion' (the explainers' direction and the curve scored)
                 batch_size:int=256, # masked images per forward pass
-                seed:int=0, # seed of the random order
-                progress:bool=True, # print what is being done
+                n_rounds:int=200, # rounds of sampled Shapley (when among the methods)
+                seed:int=0, # seed of the random order and of Shapley sampling
+                progress:bool=True, # print the cost estimate and what is being done
                ) -> dict: # summary, with 'run_dir' the new folder
-    "MoXI and baselines on a P2P run's classifier over its superpixels, with the overlap with P2P's kept groups"
-    import time
-    names = [m.strip() for m in methods.split(',') if m.strip()]
-    bad = [m for m in names if m not in _EXPLAINERS]
-    if bad or not names: raise ValueError(f"unknown methods {bad}: choose from {', '.join(_EXPLAINERS)}")
+    "P2P's own ranking, MoXI and baselines on a P2P run's classifier over its superpixels: the same curves, and the overlap with P2P's kept groups"
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
+    for k, v in dict(n_images=n_images, batch_size=batch_size, n_rounds=n_rounds).items(): check_number(k, v, 1, integer=True)
     model, cfg = load_run(run_dir)
+    delta, names = _one_level(certainty, model), _parse_methods(methods, model.classifier)
     edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
                       compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
                       mean=model.mean, std=model.std)   # the run's classifier normalisation
     x, groups, y = (o.as_subclass(Tensor) for o in edl.one_batch()[:3])
-    with torch.inference_mode():
-        keep = model.predict(x, groups, [delta])['keep'][0]   # at δ (dynamic threshold), or the fixed model's hard mask
     N = GroupMasker().n_features(x, groups)
     masker = GroupMasker(fill=model.fill, batch_size=batch_size, n_groups=N)   # one width for every chunk of images
+    explainers = {m: create_explainer(m, model.classifier, masker=masker, batch_size=batch_size, n_rounds=n_rounds, seed=seed) for m in names}
+    spe = seconds_per_evaluation(model.classifier, masker, x, groups, n=min(batch_size, 64))
+    est = estimate_costs(names, N, 1, spe, n_rounds=n_rounds)
+    if progress: print(cost_table(est, len(x), spe), flush=True)
+    t0 = time.perf_counter()
+    with torch.inference_mode(): p = model.predict(x, groups, [delta])   # at δ (dynamic threshold), or the fixed model's hard mask
+    keep = p['keep'][0]
     kept = kept_groups(keep, groups, N)[:, :N]
-    orders, curves, overlap, secs = {}, {}, {}, {}
-    for m in names:
-        kw = dict(seed=seed) if m == 'random' else dict(batch_size=batch_size)
-        ex = _EXPLAINERS[m](model.classifier, masker=masker, **kw)
+    orders = {'p2p': p2p_ranking(p['group_probs'][0][:, :N], kept, masker.present(x, groups)).order}
+    secs, evals = {'p2p': time.perf_counter() - t0}, {'p2p': p['passes'] / len(x)}
+    for m in (progress_bar(names) if progress else names):
         t0 = time.perf_counter()
-        orders[m] = ex.attribute(x, groups=groups, curve=curve).order
-        secs[m] = time.perf_counter() - t0
-        curves[m] = ranking_curves(model.classifier, x, None, orders[m], masker, groups=groups, curve=curve, batch_size=batch_size)
-        overlap[m] = p2p_overlap(orders[m], kept)
-        if progress: print(f"{m}: {secs[m]:.1f}s, overlap with P2P's kept groups {overlap[m].nanmean().item():.3f}")
-    summary = dict(run=str(run_dir), delta=delta, curve=curve, n_images=len(y), n_groups=N,
-                   p2p_kept_groups=kept.sum(1).float().mean().item(),
-                   methods={m: dict(overlap=overlap[m].nanmean().item(), auc=curves[m].auc, higher_is_better=curves[m].higher_is_better,
-                                    seconds_per_image=secs[m]/len(y)) for m in names})
+        orders[m] = explainers[m].attribute(x, groups=groups, curve=curve).order
+        secs[m], evals[m] = time.perf_counter() - t0, explainers[m].n_evals / len(x)
+    curves = {m: ranking_curves(model.classifier, x, None, o, masker, groups=groups, curve=curve, batch_size=batch_size) for m, o in orders.items()}
+    overlap = {m: p2p_overlap(o, kept).nanmean().item() for m, o in orders.items()}
+    if progress:
+        for m in orders: print(f"{m}: {secs[m] / len(x):.3g} s/image, AUC {curves[m].auc:.3f}, overlap with P2P's kept groups {overlap[m]:.3f}")
+    summary = dict(run=str(run_dir), certainty=delta, curve=curve, n_images=len(y), n_groups=N, p2p_kept_groups=kept.sum(1).float().mean().item(),
+                   seconds_per_evaluation=spe,
+                   methods={m: dict(auc=curves[m].auc, higher_is_better=curves[m].higher_is_better, overlap=overlap[m], evals_per_image=evals[m],
+                                    seconds_per_image=secs[m] / len(y), estimated_seconds_per_image=est[m]['seconds_per_image'] if m in est else None)
+                            for m in orders})
     imgs = denormalize(x[:6], model.mean, model.std)
     with torch.inference_mode(): pred = model.classifier(x[:6]).argmax(-1)   # the class the explainers explain (target=None)
     class_names = lambda t: [cfg['vocab'][int(i)] for i in t]
@@ -92,7 +115,7 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
                 p2p_kept=show_selection(imgs, groups[:6], keep[:6]))
     with removed_on_error(new_run_dir(run_dir, 'explain')) as out:   # a failure leaves no half-written folder
         atomic_write(out/'orders.pt', lambda t: torch.save(dict(orders=orders, kept=kept, groups=groups, labels=y), t))
-        write_report(out, summary, figures=figs, title=f"MoXI on the classifier of {Path(run_dir).name}")
+        write_report(out, summary, figures=figs, title=f"P2P's own ranking, MoXI and baselines on the classifier of {Path(run_dir).name}", tables=('methods',))
     plt.close('all')
     summary['run_dir'] = str(out)
     return summary

@@ -6,32 +6,32 @@ Docs: https://pixelperception.github.io/pixelperception/explain_run.html.md"""
 
 # %% ../nbs/34_explain_run.ipynb #0461fa25
 from __future__ import annotations
-import json, os, tempfile, time, warnings
+import fnmatch, functools, inspect, json, os, re, tempfile, time, warnings
+from typing import Callable
 from pathlib import Path
 import numpy as np, torch
+from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .superpixels import slic_groups
-from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision
+from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call
 from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
 from .cifar_resnet import resnet20, load_resnet20, load_image_folder
 from .metrics import ranking_curves
 from .files import atomic_write, new_run_dir, removed_on_error, check_writable, load_torch, load_matching, check_number, check_logits, PxpError
 from .zoo import normalization
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from .distributed import init_distributed, world, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
 # %% auto #0
-__all__ = ['METHODS', 'CURVE_FREE', 'build_model', 'input_normalization', 'explain']
+__all__ = ['build_model', 'ExplainerSpec', 'register_explainer', 'list_explainers', 'explainer_spec', 'create_explainer',
+           'explainer_cost', 'input_normalization', 'seconds_per_evaluation', 'estimate_costs', 'cost_table',
+           'renamed_params', 'explain']
 
 # %% ../nbs/34_explain_run.ipynb #80f6abe0
-METHODS = {'moxi': MoXI, 'self-shapley': SelfShapley, 'sampled-shapley': SampledShapley,
-           'gradcam': GradCAM, 'rollout': AttentionRollout, 'random': RandomOrder}
-CURVE_FREE = {'sampled-shapley', 'gradcam', 'rollout', 'random'}   # same order for insertion and deletion
-
 def _state_dict(path):
-    sd = load_torch(path, 'model weights', "pass a weights file (state dict) for --arch")
+    sd = load_torch(path, 'model weights', "pass a weights file (state dict) for --arch as --model-path")
     for k in ('state_dict', 'model'):
         if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
     if not isinstance(sd, dict): raise PxpError(f"{path} holds a {type(sd).__name__}, not a state dict", "pass a weights file saved with torch.save(model.state_dict(), path)")
@@ -55,6 +55,75 @@ def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchv
     if weights is not None: load_matching(model, _state_dict(weights), str(weights), f"pass weights of a {arch} with {num_classes} classes (the class folders of the data), or the --arch they were trained for")
     return model.eval()
 
+# %% ../nbs/34_explain_run.ipynb #96099134
+@dataclass(frozen=True)
+class ExplainerSpec:
+    "A registered explainer: its class, whether one order serves both curves, and its cost law"
+    name:str # the name `--methods` takes
+    cls:type # an `Explainer` subclass, built as cls(model, masker=..., **options)
+    curve_free:bool=False # True: the order does not depend on the curve direction (computed once, reused)
+    cost:Callable=None # cost(n_features, **options) -> model evaluations per image for one order (None: unknown)
+
+_REGISTRY = {}
+
+def register_explainer(name:str, # lower-case, no commas (e.g. 'moxi'): the name `--methods` takes
+                       curve_free:bool=False, # one order serves both insertion and deletion
+                       cost:Callable=None, # cost(n_features, **options) -> model evaluations per image for one order
+                      ):
+    "Class decorator: make an `Explainer` subclass available as `name` to `create_explainer`, `pxp explain` and `pxp explain-p2p`"
+    if not isinstance(name, str) or not re.fullmatch(r'[a-z0-9][a-z0-9_.-]*', name):
+        raise ValueError(f"explainer name {name!r} must be lower-case letters, digits, '-', '_' or '.' (no commas: --methods is a comma-separated list)")
+    def _register(cls):
+        old = _REGISTRY.get(name)
+        if old is not None and old.cls.__qualname__ != cls.__qualname__:   # re-running a notebook cell re-registers the same class
+            raise ValueError(f"an explainer named {name!r} is already registered ({old.cls.__name__}): pick another name")
+        _REGISTRY[name] = ExplainerSpec(name, cls, curve_free, cost)
+        return cls
+    return _register
+
+def list_explainers(pattern:str='*', # shell-style pattern, e.g. '*shapley'
+                   ) -> list: # registered names, in registration order
+    "Names of the registered explainers that match `pattern`"
+    return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
+
+def explainer_spec(name:str) -> ExplainerSpec:
+    "The registration of `name`, or a clear error naming the registered ones"
+    if name not in _REGISTRY: raise PxpError(f"unknown explainer {name!r}", f"choose from {', '.join(_REGISTRY)}, or register yours with @register_explainer")
+    return _REGISTRY[name]
+
+def create_explainer(name:str, # a registered name (see `list_explainers`)
+                     model, # the classifier to explain
+                     **options, # constructor options (masker, batch_size, reward, precision, seed, n_rounds, ...); those the class does not take are dropped
+                    ):
+    "The explainer registered as `name` for `model`, given the options its constructor takes"
+    cls = explainer_spec(name).cls
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()): options = {k: v for k, v in options.items() if k in params}
+    return cls(model, **options)
+
+def explainer_cost(name:str, # a registered name
+                   n_features:int, # N, the features of an image
+                   n_curves:int=1, # curve directions explained (1 or 2); curve-free methods pay once
+                   **options, # options of the cost law, e.g. n_rounds
+                  ) -> float: # model evaluations per image, None when the method has no cost law
+    "Model evaluations per image that `name` needs, from its cost law"
+    s = explainer_spec(name)
+    return None if s.cost is None else s.cost(n_features, **options) * (1 if s.curve_free else n_curves)
+
+register_explainer('moxi', cost=lambda N, **_: 1 + N * (N + 1) // 2)(MoXI)   # the full image, then the N - t candidates of step t
+register_explainer('self-shapley', cost=lambda N, **_: 1 + N)(SelfShapley)
+register_explainer('sampled-shapley', curve_free=True, cost=lambda N, n_rounds=200, **_: 1 + 2 * N * n_rounds)(SampledShapley)
+register_explainer('gradcam', curve_free=True, cost=lambda N, **_: 1)(GradCAM)   # one forward and backward pass
+register_explainer('rollout', curve_free=True, cost=lambda N, **_: 1)(AttentionRollout)
+register_explainer('random', curve_free=True, cost=lambda N, **_: 1)(RandomOrder)
+
+def __getattr__(name):   # the module's old names, now read from the registry
+    if name in ('METHODS', 'CURVE_FREE'):
+        warnings.warn(f"pixelperception.explain_run.{name} is deprecated and goes in the next release: use list_explainers(), "
+                      "explainer_spec(name) and create_explainer(name, model)", DeprecationWarning, stacklevel=2)
+        return {n: s.cls for n, s in _REGISTRY.items()} if name == 'METHODS' else {n for n, s in _REGISTRY.items() if s.curve_free}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 # %% ../nbs/34_explain_run.ipynb #8b9ba69d
 def _channels(v, name):
     "Three floats from '0.5,0.4,0.3', a number or a sequence"
@@ -74,11 +143,74 @@ def input_normalization(arch:str, # the model's name, as for `build_model`
     if min(std) <= 0: raise ValueError(f"std must be positive, got {std}")
     return tuple(mean), tuple(std)
 
+# %% ../nbs/34_explain_run.ipynb #7ffedc93
+def seconds_per_evaluation(model, # the classifier
+                           masker, # how features are hidden
+                           x:Tensor, # [B,3,H,W] images: the first is used
+                           groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
+                           n:int=64, # masked copies timed in one batch
+                           precision:str='fp32', # the explainers' arithmetic
+                          ) -> float: # seconds per model evaluation
+    "Time one batch of `n` random masked copies of the first image (after a warm-up batch of the same size): seconds per evaluation"
+    dev = next(iter(model.parameters())).device
+    x1, g1 = x[:1].to(dev), None if groups is None else groups[:1].to(dev)
+    keep = torch.rand(1, n, masker.n_features(x1, g1, model=model), generator=torch.Generator().manual_seed(0)) < .5
+    run = lambda k: autocast_call(precision, dev, masker, model, x1, k.to(dev), g1, batch_size=n)
+    run(keep); t0 = time.perf_counter(); run(keep)   # the first call of a batch size also sets up its kernels: not timed
+    return (time.perf_counter() - t0) / n
+
+def estimate_costs(names:list, # registered explainer names
+                   n_features:int, # N
+                   n_curves:int, # curve directions explained (1 or 2)
+                   sec_per_eval:float, # from `seconds_per_evaluation`
+                   **options, # options of the cost laws, e.g. n_rounds
+                  ) -> dict: # {name: {'evals_per_image', 'seconds_per_image'}} (None where a method has no cost law)
+    "Each method's model evaluations and seconds per image, from its cost law and the timed evaluation"
+    ev = {m: explainer_cost(m, n_features, n_curves, **options) for m in names}
+    return {m: dict(evals_per_image=e, seconds_per_image=None if e is None else e * sec_per_eval) for m, e in ev.items()}
+
+def _secs(s): return f"{s:.3g}" if s < 1000 else f"{s:,.0f}"
+
+def _duration(s):
+    return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s/60:.1f} min" if s < 7200 else f"{s/3600:.1f} h"
+
+def cost_table(est:dict, # from `estimate_costs`
+               n_images:int, # images of the run
+               sec_per_eval:float, # from `seconds_per_evaluation`
+              ) -> str: # console lines
+    "The estimate as a table: per method evaluations and seconds per image, its total and its share of the run"
+    tot = {m: None if e['seconds_per_image'] is None else e['seconds_per_image'] * n_images for m, e in est.items()}
+    known = sum(t for t in tot.values() if t is not None) or 1.
+    w = max(map(len, est), default=6)
+    lines = [f"cost estimate for {n_images} image{'s' * (n_images != 1)} (one model evaluation ≈ {sec_per_eval * 1e3:.3g} ms, timed on one batch):",
+             f"  {'method':<{w}}  {'evaluations/image':>17}  {'s/image':>8}  {'total':>9}  {'share':>5}"]
+    for m, e in est.items():
+        if tot[m] is None: lines.append(f"  {m:<{w}}  {'?':>17}  {'?':>8}  {'?':>9}  {'':>5}  (no cost law registered)"); continue
+        lines.append(f"  {m:<{w}}  {e['evals_per_image']:>17,.0f}  {_secs(e['seconds_per_image']):>8}  {_duration(tot[m]):>9}  {tot[m] / known:>5.0%}")
+    return '\n'.join(lines)
+
+# %% ../nbs/34_explain_run.ipynb #92bdecea
+def renamed_params(**renames): # old keyword name -> new name
+    "Decorator: a function's old keyword names keep working for one release, with a `DeprecationWarning` naming the new one"
+    def _decorate(f):
+        @functools.wraps(f)
+        def _f(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{f.__name__}() got {old}= and {new}=: pass {new}= only ({old} is its old name)")
+                warnings.warn(f"{f.__name__}({old}=...) is now {f.__name__}({new}=...) (--{new.replace('_', '-')} on the command line); "
+                              f"the old name goes in the next release", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return f(*args, **kwargs)
+        _f.renamed = dict(renames)   # the CLI names the new flag when an old one is given
+        return _f
+    return _decorate
+
 # %% ../nbs/34_explain_run.ipynb #f41e7828
 def _parse_methods(methods, model):
     names = [m.strip().lower() for m in methods.split(',') if m.strip()]
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names: raise ValueError(f"unknown method(s) {bad or methods!r}: choose from {', '.join(METHODS)} (comma-separated)")
+    bad = [m for m in names if m not in list_explainers()]
+    if bad or not names: raise PxpError(f"unknown method(s) {bad or methods!r}", f"choose from {', '.join(list_explainers())} (comma-separated)")
     if 'rollout' in names and vit_kind(model) is None: raise ValueError("attention rollout needs a ViT: drop 'rollout' from methods for this model")
     return names
 
@@ -91,17 +223,18 @@ def _masker(features, grid, fill, batch_size, model, mean=IMAGENET_MEAN, std=IMA
     raise ValueError(f"features must be 'patches', 'tokens' or 'superpixels', got {features!r}")
 
 # %% ../nbs/34_explain_run.ipynb #e9db8553
+@renamed_params(weights='model_path', size='resolution', out='experiment')
 def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../shared/data/cifar10-sample/test
             arch:str='resnet20', # "resnet20", a timm or a torchvision model name
-            weights:Path=None, # weights file of the model (None: random weights)
-            methods:str='moxi,self-shapley,sampled-shapley,gradcam,random', # comma-separated names from METHODS
+            model_path:Path=None, # weights file of the model (None: random weights)
+            methods:str='moxi,self-shapley,sampled-shapley,gradcam,random', # comma-separated explainers, by their registered names
             curve:str='both', # "insertion", "deletion" or "both"
             n_images:int=20, # images to explain, spread evenly over the classes
             features:str='patches', # "patches" (grid), "tokens" (ViT token removal) or "superpixels" (SLIC)
             grid:int=8, # patches per side (features="patches")
             n_segments:int=50, # approximate superpixels per image (features="superpixels")
             fill:str='zero', # hidden pixels: "zero" (0 in the normalised input, as MoXI) or "black"
-            size:int=None, # resize images to size x size (None: keep)
+            resolution:int=None, # resize images to resolution x resolution (None: keep)
             target:str='label', # explain the "label" (as the MoXI reference) or the model's "pred"
             reward:str='log-odds', # "log-odds", "log-prob" or "logit"
             n_rounds:int=200, # rounds of sampled Shapley
@@ -113,7 +246,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
             seed:int=0, # seed of random orders and Shapley sampling
             mean:str=None, # input normalisation mean, e.g. '0.49,0.48,0.45' (default: the model's, else ImageNet's)
             std:str=None, # input normalisation std, likewise
-            out:Path='explain_runs', # parent folder; each run gets a new sub-folder
+            experiment:Path='explain_runs', # parent folder of the run folders; each run gets a new one
             figures:bool=True, # write the PNG figures and report.md
             progress:bool=True, # show a progress bar
            ) -> dict: # the summary written to metrics.json (plus 'run_dir')
@@ -124,13 +257,13 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         check_number(k, v, 1, integer=True)
     mean, std = input_normalization(arch, mean, std)
     init_distributed()   # under torchrun: the chunks of images are shared among the processes
-    if is_rank0(): check_writable(out)   # before any work: the run folder itself is made once there are results to write
-    x, y, classes, files = load_image_folder(data, n=n_images, size=size, mean=mean, std=std)
-    model = build_model(arch, weights, num_classes=len(classes), img_size=size)
-    if weights is None and is_rank0():
+    if is_rank0(): check_writable(experiment)   # before any work: the run folder itself is made once there are results to write
+    x, y, classes, files = load_image_folder(data, n=n_images, size=resolution, mean=mean, std=std)
+    model = build_model(arch, model_path, num_classes=len(classes), img_size=resolution)
+    if model_path is None and is_rank0():
         warnings.warn(f"no weights given: this explains a randomly initialised {arch}, whose explanations say nothing about a trained "
-                      f"model; pass weights=FILE (--weights FILE) to explain yours", UserWarning, stacklevel=2)
-    if weights is not None:
+                      f"model; pass model_path=FILE (--model-path FILE) to explain yours", UserWarning, stacklevel=2)
+    if model_path is not None:
         with torch.inference_mode(): C = check_logits(model(x[:1]), 1).shape[-1]
         if C != len(classes): raise PxpError(f"the model has {C} classes but {data} has {len(classes)} class folders",
                                              f"pass the data the model was trained on (one folder per class, in the model's class order), or weights for {len(classes)} classes")
@@ -150,15 +283,18 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
     N = masker.n_groups if features == 'superpixels' else masker.n_features(x[:1], model=model)
     if not 1 <= top_k <= N: raise ValueError(f"top_k must be in 1..{N} (the number of features), got {top_k}")
     curves = ['insertion', 'deletion'] if curve == 'both' else [curve]
-    kw = dict(masker=masker, batch_size=batch_size)
-    explainers = {m: (METHODS[m](model, seed=seed, **kw) if m == 'random' else
-                      METHODS[m](model, n_rounds=n_rounds, seed=seed, reward=reward, precision=precision, **kw) if m == 'sampled-shapley' else
-                      METHODS[m](model, **kw) if m in ('gradcam', 'rollout') else
-                      METHODS[m](model, reward=reward, precision=precision, **kw)) for m in names}
+    explainers = {m: create_explainer(m, model, masker=masker, batch_size=batch_size, n_rounds=n_rounds, seed=seed, reward=reward, precision=precision)
+                  for m in names}
+    estimate = None
+    if is_rank0():   # what each method will cost, before it runs
+        spe = seconds_per_evaluation(model, masker, x, local[mine[0]]['groups'] if mine else None, n=min(batch_size, 64), precision=precision)
+        est = estimate_costs(names, N, len(curves), spe, n_rounds=n_rounds)
+        if progress: print(cost_table(est, len(x), spe), flush=True)
+        estimate = dict(seconds_per_evaluation=spe, **{k: {m: e[k] for m, e in est.items()} for k in ('evals_per_image', 'seconds_per_image')})
     for c in mine:
         with torch.inference_mode(): local[c].update(pred=check_logits(model(x[sl(c)])).argmax(-1), orders={m: {} for m in names},
                                                      evals=dict.fromkeys(names, 0), secs=dict.fromkeys(names, 0.))
-    jobs = [(k, m, c) for k in mine for m in names for c in (curves[:1] if m in CURVE_FREE else curves)]
+    jobs = [(k, m, c) for k in mine for m in names for c in (curves[:1] if explainer_spec(m).curve_free else curves)]
     for k, m, c in (progress_bar(jobs) if progress and is_rank0() else jobs):
         r, e, t0 = local[k], explainers[m], time.perf_counter()
         n0, tgt = e.n_evals, y[sl(k)] if target == 'label' else local[k]['pred']
@@ -166,22 +302,22 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         r['evals'][m] += e.n_evals - n0; r['secs'][m] += time.perf_counter() - t0
     for k in mine:   # curve-free methods reuse one order; each chunk is scored on its own, so any split gives the same per-image results
         r = local[k]
-        r['orders'] = {m: {c: r['orders'][m][curves[0] if m in CURVE_FREE else c] for c in curves} for m in names}
+        r['orders'] = {m: {c: r['orders'][m][curves[0] if explainer_spec(m).curve_free else c] for c in curves} for m in names}
         r['curves'] = {c: {m: ranking_curves(model, x[sl(k)], y[sl(k)], r['orders'][m][c], masker, groups=r['groups'], curve=c,
                                              batch_size=batch_size, only_correct=only_correct) for m in names} for c in curves}
     parts = gather_by_index(local, dst=0)   # every chunk, in image order, on rank 0
     summary = run_dir = None
     if is_rank0():
-        with removed_on_error(new_run_dir(out, f"{arch}-{features}")) as run_dir:   # a failure while writing leaves no half-written folder
-            summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model,
-                                       settings=dict(data=str(data), arch=arch, weights=None if weights is None else str(weights), methods=names,
+        with removed_on_error(new_run_dir(experiment, f"{arch}-{features}")) as run_dir:   # a failure while writing leaves no half-written folder
+            summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, estimate,
+                                       settings=dict(data=str(data), arch=arch, model_path=None if model_path is None else str(model_path), methods=names,
                                                      curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
                                                      fill=fill, target=target, reward=reward, precision=precision, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
                                                      seed=seed, mean=list(mean), std=list(std)))
     summary, run_dir = broadcast_object((summary, run_dir))
     return {**summary, 'run_dir': str(run_dir)}
 
-def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, settings):
+def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, estimate, settings):
     "Put the chunks' results together in image order and write orders.pt, metrics.json and the figures (rank 0)"
     cat = lambda f: torch.cat([f(p) for p in parts])
     pred = cat(lambda p: p['pred'])
@@ -190,7 +326,7 @@ def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, fig
     res = {c: {m: replace(parts[0]['curves'][c][m], per_image=cat(lambda p: p['curves'][c][m].per_image)) for m in names} for c in curves}
     evals, secs = ({m: sum(p[k][m] for p in parts) for m in names} for k in ('evals', 'secs'))
     top_k = settings['top_k']
-    summary = dict(settings=settings, model_accuracy=(pred == y).float().mean().item(),
+    summary = dict(settings=settings, model_accuracy=(pred == y).float().mean().item(), estimate=estimate,
                    evals_per_image={m: evals[m] / len(x) for m in names}, seconds_per_image={m: secs[m] / len(x) for m in names},
                    curves={c: {m: {**r.to_dict(), f'accuracy_at_{top_k}': r.curve[top_k - 1].item()} for m, r in res[c].items()} for c in curves})
     atomic_write(run_dir/'orders.pt', lambda p: torch.save(dict(orders=orders, labels=y, preds=pred, classes=classes,
@@ -216,8 +352,14 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=Non
              f"{s['n_images']} images, {s['n_features']} {s['features']}, model accuracy {summary['model_accuracy']:.3f}, explained class: {s['target']}.", ""]
     for c, r in summary['curves'].items():
         better = 'higher' if c == 'insertion' else 'lower'
-        lines += [f"## {c} ({better} is better)", "", f"| method | AUC | accuracy at {k}/{s['n_features']} | evaluations / image |", "|---|---|---|---|"]
-        lines += [f"| {m} | {v['auc']:.3f} | {v[f'accuracy_at_{k}']:.3f} | {summary['evals_per_image'][m]:.0f} |" for m, v in r.items()]
+        lines += [f"## {c} ({better} is better)", "", f"| method | AUC | accuracy at {k}/{s['n_features']} | evaluations / image | s / image | estimated s / image |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {v['auc']:.3f} | {v[f'accuracy_at_{k}']:.3f} | {summary['evals_per_image'][m]:.0f} | {summary['seconds_per_image'][m]:.3g} | {_estimated(summary, m)} |" for m, v in r.items()]
         lines += ["", f"![{c}](curves_{c}.png)", ""]
     lines += [f"## Heat maps ({c0} orders; earlier = hotter; white outline: the top {k} features)", "", "![heatmaps](heatmaps.png)", ""]
+    lines += ["Evaluations and seconds per image are for the whole run of a method (both curves unless it is curve-free); the estimate is the one printed before the run.", ""]
     atomic_write(run_dir/'report.md', lambda p: Path(p).write_text('\n'.join(lines)))
+
+def _estimated(summary, m):
+    "The estimated seconds per image of method m for the report ('–' when unknown)"
+    v = ((summary.get('estimate') or {}).get('seconds_per_image') or {}).get(m)
+    return '–' if v is None else f"{v:.3g}"

@@ -18,7 +18,7 @@ __all__ = ['quantus_explain_func']
 def quantus_explain_func(model, # torch classifier [B,C,H,W] -> logits (Quantus passes the model it scores, or a randomised copy)
                          inputs, # np.ndarray (or tensor) [B,C,H,W], normalised as the model expects
                          targets=None, # np.ndarray [B] classes to explain (None: the prediction)
-                         method:str="moxi", # a name of `pixelperception.explain_run.METHODS`: moxi, self-shapley, sampled-shapley, gradcam, rollout, random
+                         method:str="moxi", # a registered explainer (`pixelperception.explain_run.list_explainers()`): moxi, self-shapley, sampled-shapley, gradcam, rollout, random, or yours
                          masker=None, # the features: default TokenMasker for a ViT, else PatchMasker(grid)
                          grid:int=8, # patches per side when no masker is given (it must divide the image)
                          feature_mask=None, # or captum's id map [B,H,W] / [B,1,H,W]: superpixels, your own segments
@@ -28,13 +28,13 @@ def quantus_explain_func(model, # torch classifier [B,C,H,W] -> logits (Quantus 
                          **kwargs, # the explainer's own options: reward, batch_size, n_rounds, seed, early_stop, ...
                         ) -> np.ndarray: # [B,1,H,W] float32 attributions
     "Quantus's `explain_func`: explain `inputs` with one of our methods and return input-shaped numpy attributions"
-    from pixelperception.explain_run import METHODS
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    from pixelperception.explain_run import explainer_spec
+    cls = explainer_spec(method).cls   # an unknown name: an error naming the registered ones
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs, dtype=torch.float32)
     if x.dim() != 4: raise ValueError(f"inputs must be a batch of images [B,C,H,W] (channel first), got shape {tuple(x.shape)}")
     if masker is None and feature_mask is None and vit_kind(model) is None: masker = PatchMasker(grid)
-    try: explainer = METHODS[method](model, masker=masker, **kwargs)
-    except TypeError as e: raise TypeError(f"{e}: explain_func_kwargs must be options of {METHODS[method].__name__}") from None
+    try: explainer = cls(model, masker=masker, **kwargs)
+    except TypeError as e: raise TypeError(f"{e}: explain_func_kwargs must be options of {cls.__name__}") from None
     target = None if targets is None else torch.as_tensor(np.asarray(targets)).long()
     r = explainer.attribute(x, target=target, feature_mask=feature_mask, curve=curve)
     features = feature_groups(feature_mask, x) if feature_mask is not None else explainer.masker

@@ -92,15 +92,25 @@ def _level_tables(d, prefix=''):
 _COLUMNS = {'accuracy': 'accuracy', 'kept': 'kept', 'tau': 'τ', 'auroc': 'AUROC', 'aupr': 'AUPR', 'mask_precision': 'mask precision',
             'mask_iou': 'mask IoU', 'pxap': 'PxAP', 'n_images': 'images'}   # display names, in this order; other metrics follow
 
+_METHOD_COLUMNS = {'auc': 'AUC', 'overlap': 'overlap with P2P', 'evals_per_image': 'evaluations / image', 'seconds_per_image': 's / image',
+                   'estimated_seconds_per_image': 'estimated s / image'}   # display names of the columns of a per-method table
+
+def _table(rows:dict, first:str, label=str, names:dict=_COLUMNS):
+    "Markdown table: one row per key of `rows` (labelled by `label`), one column per metric; `names` first, in their order"
+    cols = [c for c in names if any(c in m for m in rows.values())]
+    for m in rows.values(): cols += [c for c in m if c not in cols]   # the others, in first-seen order
+    head = [f"| {first} | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    return head + [f"| {label(l)} | " + " | ".join(_cell(m.get(c)) for c in cols) + " |" for l, m in rows.items()]
+
 def _level_table(levels):
     "Markdown table: one row per certainty level, one column per metric"
-    cols = [c for c in _COLUMNS if any(c in m for m in levels.values())]
-    for m in levels.values(): cols += [c for c in m if c not in cols]   # the others, in first-seen order
-    head = ["| certainty level | " + " | ".join(_COLUMNS.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    return head + [f"| {'fixed τ' if l == 'fixed' else f'δ = {l}'} | " + " | ".join(_cell(m.get(c)) for c in cols) + " |" for l, m in levels.items()]
+    return _table(levels, 'certainty level', lambda l: 'fixed τ' if l == 'fixed' else f'δ = {l}')
 
-def _markdown(title, metrics, figs):
+def _markdown(title, metrics, figs, tables=()):
     lines = [f"# {title}", "", f"_Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by pixelperception._", ""]
+    for k in tables:   # named tables first: one row per entry (e.g. per method)
+        lines += [f"## {k}", ""] + _table(metrics[k], k.rstrip('s') if k.endswith('s') else k, names=_METHOD_COLUMNS) + [""]
+    metrics = {k: v for k, v in metrics.items() if k not in tables}
     tables, metrics = _level_tables(metrics)
     for k, levels in tables.items():
         lines += [f"## {k} by certainty level", ""] + _level_table(levels) + [""]
@@ -121,11 +131,14 @@ def write_report(out_dir, # folder to write into (created if missing); use `new_
                  figures:dict=None, # name -> matplotlib Figure, saved as <name>.png
                  title:str='Evaluation report', # heading of report.md
                  dpi:int=100, # resolution of the PNG figures
+                 tables:tuple=(), # keys of `metrics` holding {row: {metric: value}} (e.g. per method) to show as one table each
                 ) -> dict: # paths written: {'metrics': ..., 'report': ..., 'figures': {name: path}}
     "Write metrics.json, the figures as PNG and report.md atomically into `out_dir`; never overwrites"
     if not isinstance(metrics, dict): raise TypeError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
     figures = figures or {}
     if not isinstance(figures, dict): raise TypeError(f"figures must be a dict of name -> matplotlib Figure, got {type(figures).__name__}")
+    bad = [k for k in tables if not (isinstance(metrics.get(k), dict) and all(isinstance(r, dict) for r in metrics[k].values()))]
+    if bad: raise ValueError(f"tables {bad} must be keys of metrics holding a dict of rows, each a dict of metric -> value")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); root = out.resolve()
     data = _jsonable(metrics)
     fig_files = {}
@@ -146,7 +159,7 @@ def write_report(out_dir, # folder to write into (created if missing); use `new_
             buf = io.BytesIO(); figures[name].savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
             _write_new(out/fn, buf.getvalue()); written.append(out/fn)
         _write_new(out/'metrics.json', (json.dumps(data, indent=2, allow_nan=False) + '\n').encode()); written.append(out/'metrics.json')
-        _write_new(out/'report.md', _markdown(title, data, fig_files).encode()); written.append(out/'report.md')
+        _write_new(out/'report.md', _markdown(title, data, fig_files, tuple(tables)).encode()); written.append(out/'report.md')
     except BaseException:
         for p in written: p.unlink(missing_ok=True)          # leave no partial report behind
         raise

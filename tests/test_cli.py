@@ -43,12 +43,12 @@ def test_data_coco10_on_the_real_slice(tmp_path, shared):
     assert r.returncode == 2 and '--coco is required' in r.stderr
 
 def test_explain_real_resnet20(tmp_path, shared):
-    r = pxp('explain', shared/'data'/'cifar10-sample'/'test', '--weights', shared/'weights'/'resnet20-cifar10.th',
-            '--n-images', 2, '--methods', 'moxi,random', '--curve', 'insertion', '--out', tmp_path/'runs', '--no-figures')
+    r = pxp('explain', shared/'data'/'cifar10-sample'/'test', '--model-path', shared/'weights'/'resnet20-cifar10.th',
+            '--n-images', 2, '--methods', 'moxi,random', '--curve', 'insertion', '--experiment', tmp_path/'runs', '--no-figures')
     assert r.returncode == 0, r.stderr
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
     assert run.parent == tmp_path/'runs' and (run/'metrics.json').exists() and (run/'orders.pt').exists()
-    r2 = pxp('explain', tmp_path/'nowhere', '--out', tmp_path/'runs')
+    r2 = pxp('explain', tmp_path/'nowhere', '--experiment', tmp_path/'runs')
     assert r2.returncode == 2 and 'Traceback' not in r2.stderr
 
 def test_train_then_evaluate(tmp_path):
@@ -80,4 +80,21 @@ def test_explain_p2p_run(tmp_path):
     assert f"pxp: note: {run} is a `pxp train` run: running `pxp explain-p2p`" in e.stderr   # said, not silent
     out = Path(e.stdout.strip().splitlines()[-1].split('results: ')[1])
     m = json.loads((out/'metrics.json').read_text())
-    assert set(m['methods']) == {'moxi', 'random'} and 0 <= m['methods']['moxi']['overlap'] <= 1
+    assert list(m['methods']) == ['p2p', 'moxi', 'random'] and 0 <= m['methods']['moxi']['overlap'] <= 1   # P2P's own ranking is a method too
+    assert all(0 <= v['auc'] <= 1 for v in m['methods'].values()) and '| p2p |' in (out/'report.md').read_text()
+    assert 'cost estimate for 3 images' in e.stdout and 'moxi' in e.stdout.split('cost estimate')[1]   # printed before the run
+    import torch   # P2P's AUC is the metric code's: recomputed from its saved order on the same images
+    from pixelperception.train import load_run
+    from pixelperception.data import get_eval_dl
+    from pixelperception.maskers import GroupMasker
+    from pixelperception.metrics import ranking_curves
+    model, cfg = load_run(run)
+    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], 3, n_segments=cfg['n_segments'], compactness=cfg['compactness'],
+                      seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu', mean=model.mean, std=model.std)
+    x, groups = (o.as_subclass(torch.Tensor) for o in edl.one_batch()[:2])
+    saved = torch.load(out/'orders.pt', weights_only=False)
+    assert torch.equal(saved['groups'], groups)
+    c = ranking_curves(model.classifier, x, None, saved['orders']['p2p'], GroupMasker(fill=model.fill, n_groups=m['n_groups']), groups=groups)
+    assert abs(c.auc - m['methods']['p2p']['auc']) < 1e-6
+    old = pxp('explain-p2p', run, '--delta', '0.9')
+    assert old.returncode == 2 and old.stderr == 'pxp: error: --delta is now --certainty (the name `pxp train` uses for it): pass --certainty instead\n'

@@ -90,10 +90,10 @@ def test_explain_two_processes_bit_identical(tmp_path):
     from pixelperception.explain_run import explain
     data = make_imagefolder(tmp_path/'imgs', classes=('a', 'b', 'c'), n=4)
     torch.manual_seed(0); torch.save(resnet20(3).state_dict(), tmp_path/'w.pth')
-    kw = dict(weights=tmp_path/'w.pth', n_images=12, chunk=3, features='superpixels', n_segments=10, n_rounds=2, top_k=2,
+    kw = dict(model_path=tmp_path/'w.pth', n_images=12, chunk=3, features='superpixels', n_segments=10, n_rounds=2, top_k=2,
               methods='moxi,self-shapley,sampled-shapley,gradcam,random', figures=False, progress=False)
-    s1 = one_thread(explain, data, out=tmp_path/'ex1', **kw)
-    run2 = torchrun('explain', data, '--out', tmp_path/'ex2', *cli_args(kw))
+    s1 = one_thread(explain, data, experiment=tmp_path/'ex1', **kw)
+    run2 = torchrun('explain', data, '--experiment', tmp_path/'ex2', *cli_args(kw))
     assert [p.name for p in (tmp_path/'ex2').iterdir()] == [run2.name]
     o1, o2 = (torch.load(Path(r)/'orders.pt', weights_only=False) for r in (s1['run_dir'], run2))
     for m, cs in o1['orders'].items():

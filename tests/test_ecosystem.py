@@ -145,16 +145,16 @@ def test_explain_warns_about_random_weights_and_takes_mean_std(tmp_path):
     for c in ('a', 'b'):
         (tmp_path/'data'/c).mkdir(parents=True)
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path/'data'/c/'0.png')
-    args = ('explain', tmp_path/'data', '--methods', 'random', '--n-images', 2, '--grid', 4, '--top-k', 1, '--no-figures', '--out', tmp_path/'runs')
+    args = ('explain', tmp_path/'data', '--methods', 'random', '--n-images', 2, '--grid', 4, '--top-k', 1, '--no-figures', '--experiment', tmp_path/'runs')
     r = pxp(*args, '--mean', '0.5,0.5,0.5', '--std', '0.25')
     assert r.returncode == 0, r.stderr
-    assert 'pxp: warning: no weights given: this explains a randomly initialised resnet20' in r.stderr and '--weights FILE' in r.stderr
+    assert 'pxp: warning: no weights given: this explains a randomly initialised resnet20' in r.stderr and '--model-path FILE' in r.stderr
     assert 'UserWarning' not in r.stderr   # one plain line, not Python's warning with a source line
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
     s = json.loads((run/'metrics.json').read_text())['settings']
     assert s['mean'] == [.5] * 3 and s['std'] == [.25] * 3
     torch.save(resnet20(2).state_dict(), tmp_path/'w.th')
-    r = pxp(*args, '--weights', tmp_path/'w.th')
+    r = pxp(*args, '--model-path', tmp_path/'w.th')
     assert r.returncode == 0 and 'randomly initialised' not in r.stderr, r.stderr
     s = json.loads((Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])/'metrics.json').read_text())['settings']
     assert s['mean'] == [0.485, 0.456, 0.406]   # the model's (the zoo's resnet20: ImageNet statistics)

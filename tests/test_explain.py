@@ -119,17 +119,17 @@ def _folder(tmp_path, n=3):
 
 def test_explain_run_folder(tmp_path):
     data = _folder(tmp_path)
-    s = explain(data, methods='moxi,self-shapley,random,gradcam', n_images=2, grid=4, top_k=2, out=tmp_path/'runs', progress=False)
+    s = explain(data, methods='moxi,self-shapley,random,gradcam', n_images=2, grid=4, top_k=2, experiment=tmp_path/'runs', progress=False)
     run = Path(s['run_dir'])
     assert {'orders.pt', 'metrics.json', 'curves_insertion.png', 'curves_deletion.png', 'heatmaps.png', 'report.md'} <= {f.name for f in run.iterdir()}
     assert not [f for f in run.iterdir() if f.name.startswith('.')]   # no temporary files left
     m = json.loads((run/'metrics.json').read_text())
     assert m['curves']['insertion']['moxi']['higher_is_better'] and not m['curves']['deletion']['moxi']['higher_is_better']
     assert 'accuracy_at_2' in m['curves']['deletion']['random']
-    s2 = explain(data, methods='random', n_images=2, grid=4, out=tmp_path/'runs', progress=False, figures=False)
+    s2 = explain(data, methods='random', n_images=2, grid=4, experiment=tmp_path/'runs', progress=False, figures=False)
     assert s2['run_dir'] != s['run_dir'] and (run/'report.md').exists()
-    with pytest.raises(ValueError, match='unknown method'): explain(data, methods='lime', out=tmp_path/'runs')
-    with pytest.raises(FileNotFoundError): explain(tmp_path/'nope', out=tmp_path/'runs')
+    with pytest.raises(ValueError, match='unknown method'): explain(data, methods='lime', experiment=tmp_path/'runs')
+    with pytest.raises(FileNotFoundError): explain(tmp_path/'nope', experiment=tmp_path/'runs')
 
 @pytest.mark.skipif(not (SHARED/'weights/resnet20-cifar10.th').exists(), reason='../shared (ResNet-20 weights, CIFAR-10 sample) not found')
 def test_resnet20_real_images_match_reference():
@@ -158,3 +158,47 @@ def test_early_stop_is_a_prefix_of_the_full_order(curve):
     z = torch.cumsum(w[full[0]], 0)
     k = int((z > w.sum() / 2).nonzero()[0]) + 1 if curve == 'insertion' else int((w.sum() - z <= w.sum() / 2).nonzero()[0]) + 1
     assert o[0, :k].tolist() == full[0, :k].tolist()
+
+# ---------- cost estimates, the explainer registry, renamed options ----------
+def test_cost_estimate_matches_the_run(tmp_path):
+    "The printed estimate: evaluation counts exactly as measured; seconds loosely (a shared CPU), within 3x for the methods that dominate"
+    from pixelperception.explain_run import explainer_cost
+    data = _folder(tmp_path, n=2)
+    s = explain(data, methods='moxi,self-shapley,sampled-shapley,gradcam,random', n_images=4, grid=8, n_rounds=4, top_k=2,
+                batch_size=64, experiment=tmp_path/'runs', progress=False, figures=False)
+    est = s['estimate']
+    assert est['evals_per_image'] == s['evals_per_image']                     # every model evaluation foreseen, per method
+    assert est['evals_per_image']['moxi'] == explainer_cost('moxi', 64, n_curves=2) == 2 * (1 + 64 * 65 // 2)
+    assert est['evals_per_image']['sampled-shapley'] == 1 + 2 * 64 * 4          # curve-free: one order for both curves
+    big = ('moxi', 'sampled-shapley')
+    ratio = sum(est['seconds_per_image'][m] for m in big) / sum(s['seconds_per_image'][m] for m in big)
+    assert 1/3 < ratio < 3, f"estimated/measured seconds = {ratio:.2f}"
+    saved = json.loads((Path(s['run_dir'])/'metrics.json').read_text())
+    assert saved['estimate'] == json.loads(json.dumps(est)) and saved['seconds_per_image']['moxi'] > 0
+
+def test_registry_takes_a_users_explainer(tmp_path):
+    from pixelperception.explain_run import register_explainer, list_explainers, create_explainer, explainer_spec, _REGISTRY
+    from pixelperception.explain import Explainer, Ranking, scores_to_order
+    @register_explainer('centre-test', curve_free=True, cost=lambda N, **_: 1)
+    class CentreFirst(Explainer):
+        "Features by index from the middle out (a toy order)"
+        def attribute(self, x, target=None, groups=None, curve='insertion', show_progress=False):
+            x, groups, target, _, N = self.prepare(x, target, groups)
+            s = -(torch.arange(N, dtype=torch.float) - (N - 1) / 2).abs().expand(len(x), N)
+            return Ranking(scores_to_order(s), s)
+    try:
+        assert 'centre-test' in list_explainers('centre*') and explainer_spec('centre-test').curve_free
+        s = explain(_folder(tmp_path), methods='centre-test,random', n_images=2, grid=4, top_k=1, experiment=tmp_path/'runs', progress=False, figures=False)
+        assert s['evals_per_image']['centre-test'] == s['estimate']['evals_per_image']['centre-test'] == 1
+        assert 0 <= s['curves']['deletion']['centre-test']['auc'] <= 1
+        with pytest.raises(ValueError, match="'centre-test' is already registered"): register_explainer('centre-test')(MoXI)
+    finally: _REGISTRY.pop('centre-test', None)
+    with pytest.raises(ValueError, match="unknown explainer 'centre-test': choose from moxi"): create_explainer('centre-test', None)
+
+def test_old_names_still_work_with_a_warning(tmp_path):
+    import pixelperception.explain_run as er
+    with pytest.warns(DeprecationWarning, match=r'explain\(experiment=...\)'):
+        s = explain(_folder(tmp_path), methods='random', n_images=2, grid=4, top_k=1, out=tmp_path/'old', progress=False, figures=False)
+    assert Path(s['run_dir']).parent == tmp_path/'old'
+    with pytest.raises(TypeError, match='pass experiment= only'): explain(tmp_path, out=tmp_path/'a', experiment=tmp_path/'b')
+    with pytest.warns(DeprecationWarning, match='list_explainers'): assert er.METHODS['moxi'] is MoXI and 'random' in er.CURVE_FREE

@@ -63,8 +63,8 @@ def test_nan_model_is_not_explained(tmp_path, capsys):
     "A model that outputs NaN is refused, not explained and scored as chance"
     m = resnet20(2)
     with torch.no_grad(): m.linear.bias.fill_(float('nan'))
-    rc, _, err = pxp(capsys, 'explain', folder(tmp_path), '--weights', weights(tmp_path, m), '--n-images', 2,
-                     '--methods', 'moxi,random', '--out', tmp_path/'out', '--no-figures', '--no-progress')
+    rc, _, err = pxp(capsys, 'explain', folder(tmp_path), '--model-path', weights(tmp_path, m), '--n-images', 2,
+                     '--methods', 'moxi,random', '--experiment', tmp_path/'out', '--no-figures', '--no-progress')
     one_error(rc, err, 'not finite (NaN or inf)', 'check the weights file')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())   # no run folder
 
@@ -137,7 +137,7 @@ def test_interrupted_imagenet9_build_is_refused(tmp_path, capsys):
 def test_superpixel_padding_groups_come_last(tmp_path, capsys):
     "Images with fewer superpixels than the widest one: their absent groups are last in every order, never ranked among real ones"
     rc, out, err = pxp(capsys, 'explain', folder(tmp_path, n=2), '--features', 'superpixels', '--n-segments', 12, '--methods', 'moxi,self-shapley,random',
-                       '--n-images', 4, '--curve', 'insertion', '--out', tmp_path/'out', '--no-figures', '--no-progress')
+                       '--n-images', 4, '--curve', 'insertion', '--experiment', tmp_path/'out', '--no-figures', '--no-progress')
     assert rc == 0, err
     run = Path(out.strip().splitlines()[-1].split('results: ')[1])
     o = torch.load(run/'orders.pt', weights_only=False)
@@ -167,12 +167,12 @@ def test_truncated_and_foreign_weights(tmp_path, capsys):
     imgs = folder(tmp_path)
     w = weights(tmp_path, resnet20(2))
     (tmp_path/'cut.pth').write_bytes(w.read_bytes()[:3000])
-    rc, _, err = pxp(capsys, 'explain', imgs, '--weights', tmp_path/'cut.pth', '--out', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', tmp_path/'cut.pth', '--experiment', tmp_path/'out')
     one_error(rc, err, 'cut.pth: cannot read ResNet-20 weights, the file is truncated', 'resnet20-cifar10.th')
     w32 = weights(tmp_path, CifarResNet(5, 2), 'r32.pth')             # a ResNet-32 checkpoint given as ResNet-20
-    rc, _, err = pxp(capsys, 'explain', imgs, '--weights', w32, '--out', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', w32, '--experiment', tmp_path/'out')
     one_error(rc, err, 'r32.pth does not fit CifarResNet', 'unexpected')
-    rc, _, err = pxp(capsys, 'explain', imgs, '--arch', 'resnet18', '--weights', w, '--out', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--arch', 'resnet18', '--model-path', w, '--experiment', tmp_path/'out')
     one_error(rc, err, 'w.pth does not fit ResNet', 'pass weights of a resnet18 with 2 classes')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
 
@@ -181,11 +181,11 @@ def test_damaged_images_in_explain(tmp_path, capsys):
     good = (imgs/'a'/'0000.png').read_bytes()
     for name, data in (('zero', b''), ('cut', good[:80]), ('junk', b'not an image at all')):
         (imgs/'a'/'0000.png').write_bytes(data)
-        rc, _, err = pxp(capsys, 'explain', imgs, '--out', tmp_path/'out')
+        rc, _, err = pxp(capsys, 'explain', imgs, '--experiment', tmp_path/'out')
         one_error(rc, err, f"cannot read image {imgs/'a'/'0000.png'}", 'replace the file with a good copy, or delete it')
     (imgs/'a'/'0000.png').write_bytes(good)
     Image.fromarray(np.zeros((40, 36, 3), np.uint8)).save(imgs/'b'/'0001.png')
-    rc, _, err = pxp(capsys, 'explain', imgs, '--out', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--experiment', tmp_path/'out')
     one_error(rc, err, 'different sizes', 'pass size=N (--size N)')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
 
@@ -196,7 +196,7 @@ def test_damaged_images_in_explain(tmp_path, capsys):
                                          (['explain', '.', '--batch-size', 0], 'batch_size must be a whole number >= 1, got 0'),
                                          (['explain', '.', '--chunk', 0], 'chunk must be a whole number >= 1, got 0')])
 def test_bad_numbers(tmp_path, capsys, args, needle):
-    rc, _, err = pxp(capsys, *args, *(['--data-path', tmp_path/'data', '--experiment', tmp_path/'runs'] if args[0] == 'train' else ['--out', tmp_path/'out']))
+    rc, _, err = pxp(capsys, *args, *(['--data-path', tmp_path/'data', '--experiment', tmp_path/'runs'] if args[0] == 'train' else ['--experiment', tmp_path/'out']))
     one_error(rc, err, needle)
     assert not any(tmp_path.iterdir())                                # nothing built, nothing written
 
@@ -248,7 +248,7 @@ def test_read_only_folder(tmp_path, capsys, monkeypatch):
         if ro in self.parents or self == ro: raise PermissionError(errno.EPERM, 'Operation not permitted', str(self))
         return mkdir(self, *a, **k)
     monkeypatch.setattr(Path, 'mkdir', refuse)
-    rc, _, err = pxp(capsys, 'explain', folder(tmp_path), '--out', ro/'runs')
+    rc, _, err = pxp(capsys, 'explain', folder(tmp_path), '--experiment', ro/'runs')
     one_error(rc, err, f"{ro/'runs'}: operation not permitted", 'choose a writable folder')
 
 def test_killed_and_failed_runs_are_named(run_copy, capsys):
@@ -270,7 +270,7 @@ def test_killed_and_failed_runs_are_named(run_copy, capsys):
 
 def test_class_count_mismatch_names_the_fix(tmp_path, capsys):
     imgs = folder(tmp_path)
-    rc, _, err = pxp(capsys, 'explain', imgs, '--weights', weights(tmp_path, resnet20(10)), '--out', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', weights(tmp_path, resnet20(10)), '--experiment', tmp_path/'out')
     one_error(rc, err, 'the model has 10 classes but', 'has 2 class folders', 'pass the data the model was trained on')
 
 def test_bad_option_syntax_is_one_line(tmp_path, capsys):

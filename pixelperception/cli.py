@@ -210,9 +210,9 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
         if cmd in COMMANDS: break
     else:
         print(f"pxp: error: unknown command {' '.join(argv[:2])!r}: use one of {', '.join(COMMANDS)} (`pxp --help` describes them)", file=sys.stderr); return 2
-    if cmd == 'explain' and len(argv) > 1 and (Path(argv[1])/'config.json').is_file():   # a `pxp train` run: say what runs
-        cmd = 'explain-p2p'
-        print(f"pxp: note: {argv[1]} is a `pxp train` run: running `pxp explain-p2p` (MoXI on its classifier, against P2P's kept regions)", file=sys.stderr)
+    if cmd == 'explain' and len(argv) > 1 and (Path(argv[1])/'config.json').is_file():   # a run folder is not an image folder: say which command takes it
+        print(f"pxp: error: {argv[1]} is a `pxp train` run, not a folder of images: explain it with `pxp explain-p2p {argv[1]}` "
+              "(MoXI on its classifier, against P2P's kept regions)", file=sys.stderr); return 2
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and cmd not in DISTRIBUTED:   # each process would redo it all
         print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
               f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2

@@ -75,9 +75,10 @@ def test_explain_p2p_run(tmp_path):
     r = pxp('train', '--data-path', tmp_path/'data', '--n-train', 3, '--n-val', 1, '--epochs', 1, '--experiment', tmp_path/'runs', '--no-show')
     assert r.returncode == 0, r.stderr
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
-    e = pxp('explain', run, '--n-images', 3, '--methods', 'moxi,random')   # a run folder: explains the P2P model
+    e = pxp('explain', run, '--n-images', 3)   # a run folder is not an image folder: one line naming the command that takes it
+    assert e.returncode == 2 and f"pxp explain-p2p {run}" in e.stderr and 'Traceback' not in e.stderr
+    e = pxp('explain-p2p', run, '--n-images', 3, '--methods', 'moxi,random')
     assert e.returncode == 0, e.stderr
-    assert f"pxp: note: {run} is a `pxp train` run: running `pxp explain-p2p`" in e.stderr   # said, not silent
     out = Path(e.stdout.strip().splitlines()[-1].split('results: ')[1])
     m = json.loads((out/'metrics.json').read_text())
     assert list(m['methods']) == ['p2p', 'moxi', 'random'] and 0 <= m['methods']['moxi']['overlap'] <= 1   # P2P's own ranking is a method too

@@ -129,14 +129,14 @@ def _warning_line(show):
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd != 'train': return {}
-    from pixelperception.data import DATASETS, TARGETS
+    from pixelperception.data import list_datasets, TARGETS
     from pixelperception.recipes import list_recipes
     from pixelperception.zoo import list_selectors
     from pixelperception.learner import OPTIMIZERS
     from pixelperception.train import PRECISIONS, LR_SCHEDULES
     from pixelperception.model import TAU_MODES, ESTIMATORS, NORMS
     from pixelperception.loss import REG_VARIANTS
-    return dict(dataset=DATASETS, recipe=list_recipes(), selector=list_selectors(), optimizer=OPTIMIZERS, precision=PRECISIONS,
+    return dict(dataset=list_datasets(), recipe=list_recipes(), selector=list_selectors(), optimizer=OPTIMIZERS, precision=PRECISIONS,
                 target=TARGETS, tau_mode=TAU_MODES, estimator=ESTIMATORS, reg_variant=REG_VARIANTS,
                 lr_schedule=LR_SCHEDULES, norm=NORMS)
 

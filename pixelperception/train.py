@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from fastai.callback.core import Callback, CancelValidException, CancelFitException
 from fastai.callback.schedule import fit_one_cycle
 from fastai.torch_core import set_seed
-from .data import get_dls, get_eval_dl, DATASETS
+from .data import get_dls, get_eval_dl, dataset_spec
 from .model import check_delta, check_p2p_options
 from .loss import REG_VARIANTS
 from .zoo import selector_spec, classifier_spec, normalization
@@ -92,7 +92,7 @@ _LEARNER_KEYS = dict(optimizer='optimizer', learning_rate='lr', classifier_lr_mu
                      final_temp='final_temp', tau_warmup='tau_warmup', score_weight='score_weight', tau_power='tau_power')   # config.json -> p2p_learner
 
 def _check_args(c):
-    if c['dataset'] not in DATASETS: raise ValueError(f"unknown dataset {c['dataset']!r}: choose one of {', '.join(DATASETS)}")
+    dataset_spec(c['dataset'])   # a registered dataset, else the list of them
     selector_spec(c['selector']); classifier_spec(c['classifier'])   # unknown names: a clear error listing the choices
     if c['optimizer'] not in OPTIMIZERS: raise ValueError(f"unknown optimizer {c['optimizer']!r}: choose one of {OPTIMIZERS}")
     if c['reg_variant'] not in REG_VARIANTS: raise ValueError(f"reg_variant must be 'kl' or 'l1', got {c['reg_variant']!r}")
@@ -139,8 +139,9 @@ def _check_numbers(c):
     for k, kw in _NUMBERS.items(): check_number(k, c[k], **kw)
 
 # %% ../nbs/14_train.ipynb #f24b2221
-def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder
+def train(dataset:str='synthetic', # dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder, or one registered with `register_dataset`
           data_path:Path='data', # folder holding the datasets (the built-in one is built there on first use)
+          download:bool=False, # cifar10: fetch it with torchvision into data_path/cifar10 if missing (needs internet)
           recipe:str='cpu', # preset of every option below marked R: 'cpu' (this library's) or 'paper' (the seed's); options given override it
           classifier:str=None, # R: classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>
           model_path:str=None, # local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)
@@ -237,7 +238,7 @@ def _run(cfg, deltas, t_start, state):
     dkw = dict(dataset=c.dataset, data_path=c.data_path, target=c.target, size=c.resolution, bs=c.batch_size // n_proc, n_segments=c.n_segments,
                compactness=c.compactness, workers=c.workers, seed=c.seed, n_train=c.n_train, n_val=c.n_val, cache_dir=c.cache_dir,
                mean=c.mean, std=c.std)
-    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, max_train=c.max_train, **dkw)   # rank 0 builds the data once, the others then read it
+    dls = rank0_first(get_dls, color_aug=c.color_aug_intensity, max_train=c.max_train, download=c.download, **dkw)   # rank 0 builds the data once, the others then read it
     t_data = time.time()
     run = broadcast_object(new_run_dir(c.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
     state['run'] = run

@@ -55,7 +55,7 @@ def _save_preview(root, fn):
 def data_coco10(coco:Path=None, # COCO 2017 root (annotations/instances_train2017.json + images/train2017/ or train2017/)
                 out:Path='data/coco10', # output folder of COCO-10
                 classes:str='paper', # 'paper' (the paper's ten), 'derive' (the seed's rule) or comma-separated names
-                per_class:int=1100, # images per class at most
+                per_class:int=1100, # images per class (val images are drawn until each class has them, or the build says which ran out)
                 n_train:int=1000, # of which the first go to train/ (the rest to val/)
                 size:int=224, # validation crop side
                ) -> dict:

@@ -26,10 +26,11 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
-           'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items',
-           'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'DatasetSpec',
-           'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items', 'image_items',
-           'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
+           'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items',
+           'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL',
+           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
+           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
+           'inference_dls']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -87,6 +88,14 @@ def binary_mask(m:np.ndarray, # a mask array
     if np.isin(vals, (0, 1)).all() or np.isin(vals, (0, 255)).all(): return m != 0
     raise PxpError(f"mask {src} is not binary: it holds values such as {', '.join(f'{v:g}' for v in vals[~np.isin(vals, (0, 1, 255))][:3])} (0 and 1 expected)",
                    "save binary masks (bool, or 0/1 values), e.g. np.save(path, mask > 0.5) with the threshold that is right for your data")
+
+def resize_mask(m:np.ndarray, # a 2-D mask
+                h:int, w:int, # the size wanted
+               ) -> np.ndarray: # bool h x w
+    "A mask resized to h x w with nearest-neighbour sampling (PIL's), as bool; returned as it is when already that size"
+    m = np.asarray(m, bool)
+    if m.shape == (h, w): return m
+    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
 
 # %% ../nbs/01_data.ipynb #e26cc5b2
 _LAYOUT = "root/<class>/<image>.{jpg,png,...} (one folder per class)"

@@ -502,7 +502,7 @@ def superpixel_cache_dir(data_path:Path, # folder holding the datasets
     if _writable(d): return d
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'pixelperception'/'superpixel_cache'
 
-def get_dls(dataset:str='synthetic', # one of `DATASETS`
+def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
             target:str='object', # BAM/synthetic: 'object' or 'scene'
             size:int=None, # image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)

@@ -12,7 +12,8 @@ from fastcore.script import anno_parser
 from .files import PxpError, os_error_message, read_json
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'models', 'main']
+__all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'data_bam', 'models',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #ae30f585
 def data_synthetic(out:Path='data/synthetic', # output folder of the built-in benchmark
@@ -55,7 +56,7 @@ def _save_preview(root, fn):
 def data_coco10(coco:Path=None, # COCO 2017 root (annotations/instances_train2017.json + images/train2017/ or train2017/)
                 out:Path='data/coco10', # output folder of COCO-10
                 classes:str='paper', # 'paper' (the paper's ten), 'derive' (the seed's rule) or comma-separated names
-                per_class:int=1100, # images per class at most
+                per_class:int=1100, # images per class (val images are drawn until each class has them, or the build says which ran out)
                 n_train:int=1000, # of which the first go to train/ (the rest to val/)
                 size:int=224, # validation crop side
                ) -> dict:
@@ -72,6 +73,20 @@ def data_imagenet9(imagenet:Path='data/imagenet', # ImageNet folder (train/<wnid
     "Build ImageNet-9 from an ImageNet folder and the two path-list pickles"
     from pixelperception.imagenet9 import build_imagenet9
     return build_imagenet9(imagenet, pkl_dir, out, link=not copy)
+
+def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ and scene/ (or data/ above them)
+             out:Path='data/bam', # output folder (must not exist yet); then `pxp train --dataset bam --data-path` its parent
+             size:int=224, # evaluation size: validation images and their masks are written size x size
+            ) -> Path:
+    "Convert the BAM release (obj.tar.gz, scene.tar.gz of google-research-datasets/bam) into the layout --dataset bam reads"
+    if bam is None: raise ValueError("--bam is required: the folder holding the unpacked BAM release (obj/ and scene/)")
+    from pixelperception.bam import convert_bam
+    rep = convert_bam(bam, out, size=size)
+    print(f"BAM at {out} (validation images and masks {size}x{size}; masks in the release: {', '.join(rep['mask_sizes'])}):")
+    for t, r in rep['targets'].items():
+        print(f"  {t}: {len(r['classes'])} classes, {r['train']} train and {r['val']} val images, masks from {r['masks']}")
+    print(f"  train on it with `pxp train --dataset bam --data-path {Path(out).parent}` (--target object or scene)")
+    return Path(out)
 
 # %% ../nbs/90_cli.ipynb #fdae6c65
 def models(timm:str=None, # also list timm's architectures matching this pattern, e.g. 'vit_*' (usable as timm/<name>)
@@ -101,6 +116,7 @@ COMMANDS = {
     'data synthetic': ('pixelperception.cli:data_synthetic', "build the built-in benchmark"),
     'data coco10':    ('pixelperception.cli:data_coco10', "build COCO-10 from a COCO 2017 copy (--coco DIR)"),
     'data imagenet9': ('pixelperception.cli:data_imagenet9', "build ImageNet-9 from ImageNet and the path lists"),
+    'data bam':       ('pixelperception.cli:data_bam', "convert the BAM release (--bam DIR) into the layout --dataset bam reads"),
     'explain':        ('pixelperception.explain_run:explain', "rank the patches/superpixels behind a classifier's predictions (MoXI and baselines)"),
     'explain-p2p':    ('pixelperception.explain_p2p:explain_p2p', "MoXI on a `pxp train` run's classifier, vs P2P's kept regions"),
 }
@@ -140,16 +156,10 @@ def _choices(cmd) -> dict:
         from pixelperception.explain_run import list_explainers
         return dict(methods=_CommaList(list_explainers()))   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
-    from pixelperception.data import DATASETS, TARGETS
-    from pixelperception.recipes import list_recipes
+    from pixelperception.recipes import option_fields
     from pixelperception.zoo import list_selectors
-    from pixelperception.learner import OPTIMIZERS
-    from pixelperception.train import PRECISIONS, LR_SCHEDULES
-    from pixelperception.model import TAU_MODES, ESTIMATORS, NORMS
-    from pixelperception.loss import REG_VARIANTS
-    return dict(dataset=DATASETS, recipe=list_recipes(), selector=list_selectors(), optimizer=OPTIMIZERS, precision=PRECISIONS,
-                target=TARGETS, tau_mode=TAU_MODES, estimator=ESTIMATORS, reg_variant=REG_VARIANTS,
-                lr_schedule=LR_SCHEDULES, norm=NORMS)
+    ch = {k: f.metadata['choices'] for k, f in option_fields().items() if f.metadata.get('choices') is not None}   # the RunConfig's own lists
+    return {**{k: c() if callable(c) else c for k, c in ch.items()}, 'selector': list_selectors()}
 
 _PYTHON_ONLY = ('cbs',)   # arguments of the functions behind the commands that only Python can pass
 

@@ -265,12 +265,24 @@ def coco10_summary(res:dict, # what `build_coco10` returned
     head = f"COCO-10{' at ' + str(out) if out else ''}: {res['written']} images written, {res['reused']} already complete"
     return '\n'.join([head] + rows)
 
+# %% ../nbs/03_coco.ipynb #2a46fa9e
+def _warn_short(counts:dict, n_train:int, n_val:int, min_area:float, max_area:float):
+    "Warn, naming each class and how many images were found against how many were asked, when the source ran out"
+    short = {c: v for c, v in counts.items() if v['train'] < n_train or v['val'] < n_val}
+    if not short: return
+    empty = [c for c, v in short.items() if v['images'] == 0]
+    found = ', '.join(f"{c} {v['train']} + {v['val']}" for c, v in short.items() if v['images'])
+    warnings.warn(f"COCO-10: the source ran out for {len(short)} of {len(counts)} classes: asked {n_train} train + {n_val} val images per class "
+                  f"(showing that class alone; val crops with the object covering {min_area:g}-{max_area:g} of them), found "
+                  + (found or 'none') + (f"; no images at all for {empty} (no folder is written for them)" if empty else '')
+                  + ". Expected on a small COCO slice; the paper builds 1,000 + 100 per class from the full COCO 2017 train set.")
+
 # %% ../nbs/03_coco.ipynb #32ba9a4f
 def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017/` or `train2017/`)
                  out:Path, # output folder (created; rerun with the same settings to complete an interrupted build)
                  classes:str='paper', # 'paper', 'derive' (the seed's rule), or comma-separated category names
-                 per_class:int=1100, # images used per class (train + val)
-                 n_train:int=1000, # the first n_train of them go to train/
+                 per_class:int=1100, # images per class (train + val): val images are drawn until the class has them
+                 n_train:int=1000, # the class's first n_train images go to train/
                  size:int=224, # validation crop side (after resizing the shorter side to round(size*256/224))
                  min_area:float=0.05, # skip val crops whose object covers less than this fraction
                  max_area:float=0.95, # ... or more than this fraction
@@ -288,21 +300,19 @@ def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017
     params = dict(classes=names, per_class=per_class, n_train=n_train, size=size, min_area=min_area, max_area=max_area)
     _check_manifest(out, params, coco)
     n_temps = remove_temps(out)
-    short = {c: len(v) for c, v in by_class.items() if len(v) < per_class}
-    if short:
-        empty = [c for c, n in short.items() if n == 0]
-        warnings.warn(f"COCO-10: {len(short)} of {len(names)} classes have fewer than per_class={per_class} images showing them and none of the other classes: "
-                      + ', '.join(f'{c} {n}' for c, n in short.items())
-                      + (f"; no images at all for {empty} (no folder is written for them)" if empty else '')
-                      + ". Expected on a small COCO slice; the paper builds 1,100 per class from the full COCO 2017 train set.")
+    n_val = per_class - n_train
     counts = {c: dict(images=len(v), train=0, val=0, skipped=0, missing=0, unreadable=0) for c, v in by_class.items()}
     problems, written, reused = [], 0, 0
-    todo = [(c, i, 'train' if k < n_train else 'val') for c, v in by_class.items() for k, i in enumerate(v[:per_class])]
-    for c, i, split in (progress_bar(todo) if progress else todo):
-        what, why, wrote = _build_item(api, imgs, out, c, i, split, size, min_area, max_area)
-        counts[c][what] += 1
-        if why: problems.append(dict(cls=c, file=str(imgs/api.imgs[i]['file_name']), reason=why))
-        if what in ('train', 'val'): written, reused = written + wrote, reused + (not wrote)
+    pools = {c: iter(v[n_train:]) for c, v in by_class.items()}   # val draws from the images after the training positions
+    slots = [s for c, v in by_class.items() for s in [(c, 'train', [i]) for i in v[:n_train]] + [(c, 'val', pools[c])] * n_val]   # class by class
+    for c, split, draws in (progress_bar(slots) if progress else slots):
+        for i in draws:   # train: its own position; val: the next images until one is built
+            what, why, wrote = _build_item(api, imgs, out, c, i, split, size, min_area, max_area)
+            counts[c][what] += 1
+            if why: problems.append(dict(cls=c, file=str(imgs/api.imgs[i]['file_name']), reason=why))
+            if what == split:
+                written, reused = written + wrote, reused + (not wrote); break
+    _warn_short(counts, n_train, n_val, min_area, max_area)
     total = {k: sum(v[k] for v in counts.values()) for k in ('images', 'train', 'val', 'skipped', 'missing', 'unreadable')}
     res = dict(classes=names, counts=counts, total=total, written=written, reused=reused, removed_temps=n_temps, problems=problems)
     _save_json(out/'coco10.json', dict(params=params, complete=True, coco=str(coco), report=res))   # last: the build is complete

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #9b81c372
 from __future__ import annotations
-import copy, os, shlex
+import copy, fnmatch, os, shlex
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -25,9 +25,10 @@ from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_im
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'DATASETS', 'TARGETS',
-           'black_fill', 'denormalize', 'Items', 'binary_mask', 'folder_items', 'cifar10_items', 'geometric_tfms',
-           'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'dataset_policy', 'dataset_items',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
+           'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items',
+           'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL',
+           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
            'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
            'inference_dls']
 
@@ -88,6 +89,14 @@ def binary_mask(m:np.ndarray, # a mask array
     raise PxpError(f"mask {src} is not binary: it holds values such as {', '.join(f'{v:g}' for v in vals[~np.isin(vals, (0, 1, 255))][:3])} (0 and 1 expected)",
                    "save binary masks (bool, or 0/1 values), e.g. np.save(path, mask > 0.5) with the threshold that is right for your data")
 
+def resize_mask(m:np.ndarray, # a 2-D mask
+                h:int, w:int, # the size wanted
+               ) -> np.ndarray: # bool h x w
+    "A mask resized to h x w with nearest-neighbour sampling (PIL's), as bool; returned as it is when already that size"
+    m = np.asarray(m, bool)
+    if m.shape == (h, w): return m
+    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
+
 # %% ../nbs/01_data.ipynb #e26cc5b2
 _LAYOUT = "root/<class>/<image>.{jpg,png,...} (one folder per class)"
 
@@ -137,7 +146,7 @@ def cifar10_items(root:Path, # folder holding `cifar-10-batches-py/` or `train/`
     if missing:
         raise FileNotFoundError(f"CIFAR-10 files missing in {base}: {', '.join(missing)}. Expected torchvision's layout "
                                 f"{base}/{{data_batch_1..5, test_batch, batches.meta}} or the ImageFolder layout {split}/<class>/*.jpg: "
-                                "pass download=True (needs internet) or extract cifar-10-python.tar.gz there")
+                                "pass download=True (`pxp train --download`; needs internet) or extract cifar-10-python.tar.gz there")
     vocab = list(safe_pickle_load(base/'batches.meta', encoding='latin1', what='CIFAR-10 data')['label_names'])
     data, labels, keys = [], [], []
     for fn in CIFAR_FILES[train]:
@@ -255,58 +264,140 @@ class SuperpixelDL(TfmdDL):
         return super().show_batch(b, max_n=max_n, ctxs=ctxs, show=show, unique=unique, **kwargs)
 
 # %% ../nbs/01_data.ipynb #98fcf21d
-DATASETS = ('synthetic', 'bam', 'cifar10', 'imagenet', 'imagenet9', 'coco10', 'folder')
 TARGETS = ('object', 'scene')   # the built-in benchmark's and BAM's labels
+SPLITS = ('train', 'val', 'test')
 
+class DatasetSpec:
+    "A registered dataset: `items(data_path, split, **opts)` makes the `Items` of a split; `policy` (a name, or `f(size, split)`) its transforms; `size` its default image side"
+    def __init__(self, name:str, items_fn, policy='imagenet', size:int=224, splits:tuple=('train', 'val'), doc:str=None):
+        store_attr(but='doc')
+        self.doc = doc or ((items_fn.__doc__ or '').strip().splitlines() or [''])[0]   # its first docstring line
+    def __repr__(self): return f"DatasetSpec({self.name!r}, policy={self.policy if isinstance(self.policy, str) else 'by size'}, size={self.size}, splits={self.splits})"
+
+    def transform_policy(self, size:int=None, split:str='val') -> str:
+        "The transform policy (one of `POLICIES`) of `split` at image side `size`"
+        p = self.policy(size, split) if callable(self.policy) else self.policy
+        if p not in POLICIES: raise ValueError(f"dataset {self.name!r} gives transform policy {p!r}: a registered dataset's policy must be one of {POLICIES}")
+        return p
+
+    def items(self, data_path:Path, split:str, **opts) -> Items:
+        "The `Items` of `split` ('test' reads 'val' where the dataset has no test split of its own)"
+        if split == 'test' and 'test' not in self.splits: split = 'val'
+        res = self.items_fn(Path(data_path), split, **opts)
+        if not isinstance(res, Items): raise TypeError(f"the items function of dataset {self.name!r} returned a {type(res).__name__}: it must return `Items` (e.g. `folder_items(...)`)")
+        return res
+
+_DATASETS = {}   # name -> DatasetSpec, in registration order
+
+def register_dataset(name:str, # the name `get_dls`, `train` and `pxp train --dataset` accept
+                     policy='imagenet', # transform policy (one of `POLICIES`), or `f(size, split) -> policy`
+                     size:int=224, # default image side
+                     splits:tuple=('train', 'val'), # splits it has ('test' falls back to 'val' unless listed)
+                    ):
+    "Decorator: register `f(data_path, split, **opts) -> Items` as dataset `name` (opts: target, size, n_train, n_val, seed, download)"
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name): raise ValueError(f"a dataset name must be a non-empty word, got {name!r}")
+    if isinstance(policy, str) and policy not in POLICIES: raise ValueError(f"unknown transform policy {policy!r} for dataset {name!r}: choose one of {POLICIES}")
+    check_number('size', size, 1, integer=True)
+    def _register(f):
+        old = _DATASETS.get(name)
+        if old is not None and (old.items_fn.__module__, old.items_fn.__qualname__) != (f.__module__, f.__qualname__):
+            raise PxpError(f"a dataset named {name!r} is already registered (by {old.items_fn.__module__}.{old.items_fn.__qualname__})", "register yours under another name")
+        _DATASETS[name] = DatasetSpec(name, f, policy, size, tuple(splits))
+        return f
+    return _register
+
+def list_datasets(pattern:str='*', # shell-style pattern, e.g. 'coco*'
+                 ) -> list: # names, in registration order (the built-in ones first)
+    "Names of the registered datasets matching `pattern`"
+    return [n for n in _DATASETS if fnmatch.fnmatchcase(n, pattern)]
+
+def dataset_spec(name:str # a registered dataset
+                ) -> DatasetSpec:
+    "The registered dataset `name`, or a clear error listing the registered ones"
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(_DATASETS)} (or register your own with `@register_dataset`)")
+    return _DATASETS[name]
+
+# %% ../nbs/01_data.ipynb #5dddd0dd
 def _synthetic_root(data_path, n_train, n_val, size, seed):
     from pixelperception.synthetic import build_synthetic
     default = (n_train, n_val, size, seed) == (500, 100, 64, 0)
     root = Path(data_path)/('synthetic' if default else f'synthetic-n{n_train}-v{n_val}-s{size}-seed{seed}')
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
-def dataset_policy(dataset:str, # one of `DATASETS`
+def _target_dir(target): return 'obj' if target == 'object' else 'scene'
+
+@register_dataset('synthetic', policy='synthetic', size=64)
+def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, **kw):
+    "The built-in benchmark (10 shapes on 10 scenes, exact masks), built on first use"
+    root = _synthetic_root(dp, n_train, n_val, size or 64, seed)/'data'/_target_dir(target)
+    return folder_items(root/split, root/'val_mask' if split == 'val' else None)
+
+@register_dataset('bam')
+def _bam_items(dp, split, target='object', **kw):
+    "BAM (COCO objects on MiniPlaces scenes), converted by `pxp data bam`"
+    if not (dp/'bam').is_dir():
+        raise FileNotFoundError(f"{dp/'bam'} not found: convert the BAM release with `pxp data bam --bam BAM_DIR --out {dp/'bam'}` "
+                                f"(expected an ImageFolder layout {dp/'bam'}/data/{{obj,scene}}/{{train,val}}/<class>/ with val_mask/<class>/<stem>.npy)")
+    root = dp/'bam'/'data'/_target_dir(target)
+    return folder_items(root/split, root/'val_mask' if split == 'val' else None)
+
+@register_dataset('cifar10', policy=lambda size, split: 'pad-crop' if (size or 32) <= 32 else 'resize-crop', size=32)
+def _cifar10_items(dp, split, download=False, **kw):
+    "CIFAR-10 (torchvision's pickles or an ImageFolder export); padded and cropped up to 32 px, resized above"
+    return cifar10_items(dp/'cifar10', train=split == 'train', download=download)
+
+@register_dataset('imagenet')
+def _imagenet_items(dp, split, **kw):
+    "ImageNet as an ImageFolder: data_path/imagenet/{train,val}/<wnid>/"
+    return folder_items(dp/'imagenet'/split)
+
+@register_dataset('imagenet9', policy=lambda size, split: 'none' if split == 'test' else 'imagenet', splits=('train', 'val', 'test'))
+def _imagenet9_items(dp, split, **kw):
+    "ImageNet-9 (train/val built from ImageNet; test: the background-challenge images and masks)"
+    root = dp/'imagenet9'   # the path-list pickles, the built train/val and backgrounds_challenge_data/
+    if split == 'test':   # paired by position, checked to be 224x224, never resized
+        t = imagenet9_test(root, size=None)
+        return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask)
+    _complete_imagenet9(dp/'imagenet', root)
+    return folder_items(root/split, vocab=IMAGENET9_FOLDERS)
+
+@register_dataset('coco10')
+def _coco10_items(dp, split, **kw):
+    "COCO-10, built by `pxp data coco10`"
+    root = dp/'coco10'
+    if not root.is_dir(): raise FileNotFoundError(f"{root} not found: build it with `pxp data coco10 --coco COCO_DIR --out {root}`")
+    _check_coco10_build(root)
+    return folder_items(root/split, root/'mask'/split)
+
+@register_dataset('folder')
+def _folder_items(dp, split, **kw):
+    "Any ImageFolder: data_path/{train,val}/<class>/"
+    return folder_items(dp/split)
+
+DATASETS = tuple(list_datasets())   # the built-in datasets (compatibility: `list_datasets()` also lists those registered later)
+
+def dataset_policy(dataset:str, # a registered dataset (`list_datasets()`)
                    size:int=None, # image side (CIFAR-10: up to 32 px it is padded and cropped, larger it is resized)
                    split:str='val', # ImageNet-9's 'test' images are used as they are
                   ) -> str: # one of `POLICIES`
     "The transform policy of a named dataset: what its images go through (`geometric_tfms`), also for new images at predict time"
-    if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if dataset == 'synthetic': return 'synthetic'
-    if dataset == 'cifar10': return 'pad-crop' if (size or 32) <= 32 else 'resize-crop'
-    return 'none' if dataset == 'imagenet9' and split == 'test' else 'imagenet'
+    return dataset_spec(dataset).transform_policy(size, split)
 
-def dataset_items(dataset:str='synthetic', # one of `DATASETS`
+def dataset_items(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
                   data_path:Path='data', # folder holding the datasets
-                  split:str='train', # 'train', 'val' or (imagenet9) 'test'
+                  split:str='train', # 'train', 'val' or 'test' (the val split where a dataset has no test split)
                   target:str='object', # BAM/synthetic: 'object' or 'scene'
                   size:int=None, # synthetic: image side at build time
                   n_train:int=500, n_val:int=100, seed:int=0, # synthetic: build parameters
                   download:bool=False, # cifar10: download with torchvision
                  ) -> tuple: # (Items, transform policy)
     "Items and transform policy of one split of a named dataset"
-    if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    spec = dataset_spec(dataset)
+    if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
-    dp = Path(data_path); masks = split != 'train'
-    if split == 'test' and dataset != 'imagenet9': split = 'val'
-    if dataset in ('synthetic', 'bam'):
-        root = (_synthetic_root(dp, n_train, n_val, size or 64, seed) if dataset == 'synthetic' else dp/'bam')/'data'/('obj' if target == 'object' else 'scene')
-        return folder_items(root/split, root/'val_mask' if split == 'val' else None), dataset_policy(dataset)
-    if dataset == 'cifar10':
-        return cifar10_items(dp/'cifar10', train=split == 'train', download=download), dataset_policy(dataset, size)
-    if dataset == 'imagenet': return folder_items(dp/'imagenet'/split), 'imagenet'
-    if dataset == 'folder': return folder_items(dp/split), 'imagenet'
-    if dataset == 'coco10':
-        root = dp/'coco10'
-        if not root.is_dir(): raise FileNotFoundError(f"{root} not found: build it with `pxp data coco10 --coco COCO_DIR --out {root}`")
-        _check_coco10_build(root)
-        return folder_items(root/split, root/'mask'/split), 'imagenet'
-    # imagenet9: data_path/imagenet9 holds the path-list pickles, the built train/val and backgrounds_challenge_data/
-    root = dp/'imagenet9'
-    if split == 'test':   # paired by position, checked to be 224x224, never resized
-        t = imagenet9_test(root, size=None)
-        return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask), dataset_policy(dataset, split=split)
-    _complete_imagenet9(dp/'imagenet', root)
-    return folder_items(root/split, vocab=IMAGENET9_FOLDERS), 'imagenet'
+    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
+    return items, spec.transform_policy(size, split)
 
 # %% ../nbs/01_data.ipynb #5ad726d8
 def _check_coco10_build(root:Path):
@@ -411,7 +502,7 @@ def superpixel_cache_dir(data_path:Path, # folder holding the datasets
     if _writable(d): return d
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'pixelperception'/'superpixel_cache'
 
-def get_dls(dataset:str='synthetic', # one of `DATASETS`
+def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
             target:str='object', # BAM/synthetic: 'object' or 'scene'
             size:int=None, # image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
@@ -430,7 +521,7 @@ def get_dls(dataset:str='synthetic', # one of `DATASETS`
            ) -> DataLoaders:
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)   # 0 is not 'the default'
-    size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
+    size = size or dataset_spec(dataset).size   # the dataset's default side
     kw = dict(dataset=dataset, data_path=data_path, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
     tr, policy = dataset_items(split='train', **kw)
     va, _ = dataset_items(split='val', **kw)
@@ -459,7 +550,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
-    size = size or {'synthetic': 64, 'cifar10': 32}.get(dataset, 224)
+    size = size or dataset_spec(dataset).size   # the dataset's default side
     items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
     if policy != 'none' and split == 'test' and dataset == 'imagenet9': policy = 'none'
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)

@@ -14,7 +14,7 @@ import torch
 from fastcore.basics import patch
 from fastai.torch_core import num_distrib
 from .files import PxpError, check_number
-from .data import DATASETS, TARGETS
+from .data import TARGETS, list_datasets
 from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
 from .learner import OPTIMIZERS
@@ -42,8 +42,10 @@ def option(default, # the value when neither a recipe nor the user sets it
 @dataclass
 class DataConfig:
     "The data of a run: which dataset, where, and how its images become batches of superpixels"
-    dataset:str = option('synthetic', "dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder", choices=DATASETS)
+    dataset:str = option('synthetic', "dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder, or one registered with `register_dataset`",
+                         choices=lambda: list_datasets())
     data_path:Path = option('data', "folder holding the datasets (the built-in one is built there on first use)")
+    download:bool = option(False, "cifar10: fetch it with torchvision into data_path/cifar10 if missing (needs internet)")
     target:str = option('object', "synthetic/BAM label: 'object' or 'scene'", choices=TARGETS)
     resolution:int = option(None, "image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)", recipe=True, lo=16, integer=True, none=True,
                             fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default")

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['CIFAR10_CLASSES', 'random_image', 'make_imagefolder', 'make_cifar10', 'shared_path']
+__all__ = ['CIFAR10_CLASSES', 'random_image', 'make_imagefolder', 'make_cifar10', 'make_bam', 'shared_path']
 
 # %% ../nbs/09_testing.ipynb #fe6d0be8
 def random_image(size:int=32, # side
@@ -64,6 +64,48 @@ def make_cifar10(root:Path, # folder that will hold cifar-10-batches-py/
         with open(base/f'data_batch_{i}', 'wb') as f: pickle.dump(batch(n_train), f)
     with open(base/'test_batch', 'wb') as f: pickle.dump(batch(n_test), f)
     with open(base/'batches.meta', 'wb') as f: pickle.dump({'label_names': list(CIFAR10_CLASSES), 'num_vis': 3072}, f)
+    return Path(root)
+
+# %% ../nbs/09_testing.ipynb #75f6ef5c
+def _ellipse(h:int, w:int) -> np.ndarray:
+    "A filled ellipse touching the borders of an h x w box, as bool"
+    yy, xx = np.mgrid[:h, :w]
+    return ((yy + .5 - h/2) / (h/2))**2 + ((xx + .5 - w/2) / (w/2))**2 <= 1
+
+def make_bam(root:Path, # folder that will hold data/{obj,scene}/
+             objs=('dog', 'stop_sign'), # object classes
+             scenes=('bamboo_forest', 'bedroom'), # scene classes
+             n_train:int=2, # training images per (object, scene) pair
+             n_val:int=2, # validation images per (object, scene) pair
+             size:int=32, # image side
+             masks='crops', # 'crops' (the release's per-object cut-outs + val_loc.txt) or an int S: one S x S mask per val image
+             seed:int=0) -> Path:
+    "Write a tiny BAM release in its official layout (objects painted pure red on noise)"
+    from pixelperception.data import resize_mask   # here: importing data (torch, fastai) would make this module heavy
+    rng, base = np.random.default_rng(seed), Path(root)/'data'
+    val_nums = range(n_train, n_train + n_val)
+    crops = {(o, i): _ellipse(*rng.integers(size//3, size, 2)) for o in objs for i in val_nums}   # one cut-out per object and number
+    val = []
+    for o in objs:
+        for s in scenes:
+            for i in range(n_train + n_val):
+                fn, (h, w) = f'{o}-{s}-{i:04d}.jpg', rng.integers(size//3, size//2 + 1, 2)
+                r, c = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+                m = np.zeros((size, size), bool); m[r:r+h, c:c+w] = resize_mask(crops.get((o, i), _ellipse(h, w)), h, w)
+                im = rng.integers(90, 140, (size, size, 3)).astype(np.uint8); im[m] = (255, 0, 0)
+                for t, cls in (('obj', o), ('scene', s)):
+                    d = base/t/'train'/cls if i < n_train else base/t/'val'
+                    d.mkdir(parents=True, exist_ok=True); Image.fromarray(im).save(d/fn, quality=95)
+                if i >= n_train: val.append((fn, o, s, (r, c, r + h, c + w), m))
+    val.sort(key=lambda v: v[0])
+    if masks == 'crops':
+        arr = np.empty(len(objs) * n_val, object)
+        arr[:] = [crops[o, i] for o in sorted(objs) for i in val_nums]
+    else: arr = np.stack([resize_mask(v[4], masks, masks) for v in val]).astype(np.uint8)
+    for t, classes, k in (('obj', sorted(objs), 1), ('scene', sorted(scenes), 2)):
+        (base/t/'val.txt').write_text(''.join(f"{v[0]} {classes.index(v[k])}\n" for v in val))
+        (base/t/'val_loc.txt').write_text(''.join(f"{v[0]} {','.join(map(str, v[3]))}\n" for v in val))
+        with open(base/t/'val_mask', 'wb') as f: np.save(f, arr, allow_pickle=True)   # a file object: no .npy suffix, as released
     return Path(root)
 
 # %% ../nbs/09_testing.ipynb #72a9ed14

@@ -124,7 +124,8 @@ def _run(cfg:RunConfig, state:dict) -> Path:
     "The body of `train` on a checked configuration: the data, a new run folder, the run's Learner, then its phases; only rank 0 writes"
     t0, (rank, n_proc) = time.time(), world()
     set_seed(cfg.seed, reproducible=True)
-    dls = rank0_first(get_dls, color_aug=cfg.data.color_aug_intensity, max_train=cfg.data.max_train, **_data_kwargs(cfg, cfg.data.batch_size // n_proc))
+    dls = rank0_first(get_dls, color_aug=cfg.data.color_aug_intensity, max_train=cfg.data.max_train, download=cfg.data.download,
+                      **_data_kwargs(cfg, cfg.data.batch_size // n_proc))
     t_data = time.time()   # rank 0 built the data once, the others then read it
     run = state['run'] = broadcast_object(new_run_dir(cfg.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
     if is_rank0(): _write_status(run, 'running')

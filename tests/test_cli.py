@@ -99,3 +99,34 @@ def test_explain_p2p_run(tmp_path):
     assert abs(c.auc - m['methods']['p2p']['auc']) < 1e-6
     old = pxp('explain-p2p', run, '--delta', '0.9')
     assert old.returncode == 2 and old.stderr == 'pxp: error: --delta is now --certainty (the name `pxp train` uses for it): pass --certainty instead\n'
+
+
+def _offline_cifar10(calls):
+    "A stand-in for torchvision's CIFAR10 that records how it was called and fails as an offline machine would"
+    class CIFAR10:
+        def __init__(self, root, train=True, download=False, **kw):
+            calls.append(dict(root=Path(root), train=train, download=download))
+            raise OSError("offline test: no download")
+    return CIFAR10
+
+def test_train_download_reaches_torchvision(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+    from pixelperception.cli import main
+    calls = []
+    monkeypatch.setattr(torchvision.datasets, 'CIFAR10', _offline_cifar10(calls))
+    args = ['train', '--dataset', 'cifar10', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs', '--epochs', '1']
+    assert main([*map(str, args), '--download']) == 2
+    assert calls == [dict(root=tmp_path/'data'/'cifar10', train=True, download=True)]
+    assert 'offline test: no download' in capsys.readouterr().err
+    calls.clear()
+    assert main(list(map(str, args))) == 2   # without --download torchvision is never asked, and the message names the flag
+    err = capsys.readouterr().err
+    assert calls == [] and 'CIFAR-10 files missing' in err and 'pxp train --download' in err
+    assert not (tmp_path/'runs').exists() or not any((tmp_path/'runs').iterdir())   # no run folder for a run that never started
+
+def test_train_dataset_choices_come_from_the_registry():
+    from pixelperception.data import list_datasets
+    r = pxp('train', '--help')
+    assert r.returncode == 0 and '{' + ','.join(list_datasets()) + '}' in r.stdout and '--download' in r.stdout
+    r = pxp('train', '--dataset', 'mnist')
+    assert r.returncode == 2 and "invalid choice: 'mnist'" in r.stderr

@@ -88,7 +88,7 @@ def test_build_counts_layout_and_masks(src, tmp_path):
         warnings.simplefilter('always')
         res = build_coco10(src, tmp_path/'out', **KW)
     msgs = [str(w.message) for w in ws if issubclass(w.category, UserWarning)]
-    assert len(msgs) == 1 and '7 of 10 classes have fewer than per_class=4' in msgs[0]
+    assert len(msgs) == 1 and 'the source ran out for 9 of 10 classes: asked 2 train + 2 val' in msgs[0] and 'cat 2 + 1' in msgs[0]
     assert res['total'] == dict(images=33, train=20, val=11, skipped=2, missing=0, unreadable=0)
     assert res['counts']['cat'] == dict(images=4, train=2, val=1, skipped=1, missing=0, unreadable=0)  # full-frame cat > 95 %
     assert res['counts']['dog']['skipped'] == 1                                                        # tiny dog < 5 %
@@ -144,7 +144,7 @@ def test_missing_corrupt_truncated_and_wrong_size_are_reported(tmp_path):
     assert res['total']['missing'] == 1 and res['total']['unreadable'] == 3
     assert [p['cls'] for p in res['problems']] == ['bed', 'car', 'cat', 'clock']
     assert 'differs from the annotation' in res['problems'][3]['reason']
-    assert res['counts']['bed'] == dict(images=3, train=1, val=1, skipped=0, missing=1, unreadable=0)  # the split is by position
+    assert res['counts']['bed'] == dict(images=3, train=1, val=1, skipped=0, missing=1, unreadable=0)  # train by position: the gap stays
     msg = [str(w.message) for w in ws if 'missing and' in str(w.message)]
     assert len(msg) == 1 and '1 missing and 3 unreadable' in msg[0] and str(ims[0]) in msg[0]
     assert not (tmp_path/'o'/'train'/'bed'/f'{ims[0].stem}.png').exists()
@@ -199,6 +199,23 @@ def test_settings_guard_and_bad_arguments(src, tmp_path):
     with pytest.raises(ValueError, match='at least two distinct'): _build(src, tmp_path/'x', classes='bed')
     assert not (tmp_path/'x').exists()
 
+def test_val_drawn_until_full_or_reported(tmp_path):
+    car = lambda box, kind='poly': (48, 40, [('car', box, kind)])
+    boxes = [(0.2, 0.2, 0.8, 0.8), (0.1, 0.1, 0.7, 0.9), (0.45, 0.45, 0.5, 0.5), (0, 0, 1, 1), (0.3, 0.2, 0.7, 0.8), (0.2, 0.3, 0.6, 0.9)]
+    src = fake_coco(tmp_path/'c', images=[car(b) for b in boxes] + [(48, 40, [('dog', (0.2, 0.2, 0.8, 0.8), 'rle')])] * 3)
+    ims = sorted((src/'images'/'train2017').iterdir())
+    ims[4].write_bytes(b'not a jpeg')                          # car 5: unreadable, drawn past too
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        res = build_coco10(src, tmp_path/'o', classes='car,dog', per_class=3, n_train=2, size=32, progress=False)
+    assert res['counts']['car'] == dict(images=6, train=2, val=1, skipped=2, missing=0, unreadable=1)   # tiny, full-frame, corrupt, then car 6
+    assert [p.name for p in (tmp_path/'o'/'val'/'car').iterdir()] == [ims[5].with_suffix('.png').name]
+    assert res['counts']['dog'] == dict(images=3, train=2, val=1, skipped=0, missing=0, unreadable=0)
+    assert not [w for w in ws if 'ran out' in str(w.message)]    # both classes full: no shortage warning
+    with pytest.warns(UserWarning, match=r"ran out for 2 of 2 classes: asked 2 train \+ 3 val .*found car 2 \+ 1, dog 2 \+ 1"):
+        build_coco10(src, tmp_path/'o4', classes='car,dog', per_class=5, n_train=2, size=32, progress=False)
+
+
 def test_empty_classes_warn_not_crash(tmp_path):
     src = fake_coco(tmp_path/'c', images=[(40, 40, [('cat', (0.2, 0.2, 0.8, 0.8), 'poly')]),
                                           (40, 40, [('clock', (0.2, 0.2, 0.8, 0.8), 'poly'), ('cat', (0, 0, 0.1, 0.1), 'poly')])])
@@ -228,10 +245,10 @@ def test_coco_tiny_layout_and_derivation(tiny):
 def test_coco_tiny_build(tiny, tmp_path):
     with pytest.warns(UserWarning, match=r"no images at all for \['clock', 'train'\]") as ws:
         res = build_coco10(tiny, tmp_path/'o', per_class=6, n_train=3, progress=False)
-    assert any('fewer than per_class=6' in str(w.message) for w in ws)
+    assert any('the source ran out for' in str(w.message) and 'asked 3 train + 3 val' in str(w.message) for w in ws)
     c = res['counts']
     assert c['clock']['images'] == c['train']['images'] == 0
-    assert c['person']['images'] == 30 and c['person']['train'] == 3 and c['person']['val'] + c['person']['skipped'] == 3
+    assert c['person']['images'] == 30 and c['person']['train'] == 3 and c['person']['val'] == 3   # val drawn until full
     assert res['total']['missing'] == res['total']['unreadable'] == 0 and not res['problems']
     ann = json.loads((tiny/'annotations'/'instances_train2017.json').read_text())
     sizes = {Path(r['file_name']).stem: (r['width'], r['height']) for r in ann['images']}

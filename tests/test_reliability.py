@@ -192,7 +192,7 @@ def test_damaged_images_in_explain(tmp_path, capsys):
 @pytest.mark.parametrize('args,needle', [(['train', '--batch-size', 0], 'batch_size must be a whole number >= 1, got 0'),
                                          (['train', '--learning-rate', 'nan'], 'learning_rate must be a finite number > 0, got nan'),
                                          (['train', '--classifier-lr', 'inf'], 'classifier_lr must be a finite number > 0, got inf'),
-                                         (['train', '--epochs', 0], 'epochs must be >= 1, got 0'),
+                                         (['train', '--epochs', 0], 'epochs must be a whole number >= 1, got 0'),
                                          (['explain', '.', '--batch-size', 0], 'batch_size must be a whole number >= 1, got 0'),
                                          (['explain', '.', '--chunk', 0], 'chunk must be a whole number >= 1, got 0')])
 def test_bad_numbers(tmp_path, capsys, args, needle):

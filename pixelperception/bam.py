@@ -6,14 +6,14 @@ Docs: https://pixelperception.github.io/pixelperception/bam.html.md"""
 
 # %% ../nbs/05_bam.ipynb #c9b8df8b
 from __future__ import annotations
-import json, os, shutil, tempfile
+import json, os, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from .files import PxpError, safe_pickle_load, read_image, process_record
+from .files import PxpError, safe_pickle_load, read_image
 from .data import binary_mask, resize_mask, IMG_EXTS
-from .synthetic import remove_stale_builds, _link
+from .synthetic import building, _link
 
 # %% auto #0
 __all__ = ['BAM_TARGETS', 'find_bam', 'read_bam_target', 'load_bam_masks', 'bam_mask_fn', 'convert_bam']
@@ -156,11 +156,7 @@ def convert_bam(bam:Path, # the unpacked release (the folder holding obj/ and sc
         report['targets'][t] = dict(classes=info['classes'], train=sum(map(len, info['train'].values())), val=len(info['val']), masks=kind)
         plans += [(t, 'train', c, f, None) for c, fs in info['train'].items() for f in fs]
         plans += [(t, 'val', info['classes'][lab], f, (mask_fn, k)) for k, (f, lab) in enumerate(info['val'])]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
-    try:
-        (tmp/'builder.json').write_text(json.dumps(process_record()))   # whose build this is
+    with building(out) as tmp:
         mask_sizes = set()
         for t, split, c, f, m in (progress_bar(plans) if progress else plans):
             d = tmp/'data'/t
@@ -171,6 +167,4 @@ def convert_bam(bam:Path, # the unpacked release (the folder holding obj/ and sc
         (tmp/'bam.json').write_text(json.dumps(report, indent=1))
         if out.exists(): raise PxpError(f"{out} appeared while converting", "pass a new --out folder (a conversion never overwrites an earlier one)")
         os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return report

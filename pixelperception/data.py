@@ -552,7 +552,6 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
     items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
-    if policy != 'none' and split == 'test' and dataset == 'imagenet9': policy = 'none'
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

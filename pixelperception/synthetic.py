@@ -7,6 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/synthetic.html.md"""
 # %% ../nbs/02_synthetic.ipynb #8303c24b
 from __future__ import annotations
 import json, os, shutil, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -17,7 +18,7 @@ from fastprogress.fastprogress import progress_bar
 from .files import read_json, process_record, process_state
 
 # %% auto #0
-__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic', 'remove_stale_builds']
+__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic', 'remove_stale_builds', 'building']
 
 # %% ../nbs/02_synthetic.ipynb #7fb92d4a
 SCENES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'brick', 'grass', 'gravel', 'coins', 'camera', 'hubble_deep_field')
@@ -139,11 +140,7 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
                               "choose another --out folder or delete that one")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not an empty folder nor a synthetic dataset: choose another --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
-    try:
-        (tmp/'builder.json').write_text(json.dumps(process_record()))   # whose build this is
+    with building(out) as tmp:
         counts = _write_splits(tmp, params, progress)
         (tmp/'builder.json').unlink()
         (tmp/'synthetic.json').write_text(json.dumps(dict(params=params, counts=counts), indent=1))
@@ -153,8 +150,6 @@ def build_synthetic(out:Path, # output folder (created; must not hold another da
         except OSError:   # another process (a notebook worker, a distributed rank) finished the same build first
             if not _same_build(manifest, params): raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
 # %% ../nbs/02_synthetic.ipynb #12b9b142
@@ -171,6 +166,20 @@ def remove_stale_builds(out:Path, # the dataset folder a build would produce
     gone = [d for d in Path(out).parent.glob(f".{Path(out).name}-building-*") if d.is_dir() and _builder_gone(d)]
     for d in gone: shutil.rmtree(d, ignore_errors=True)
     return gone
+
+@contextmanager
+def building(out:Path, # the dataset folder the build will produce
+            ):
+    "A new hidden build folder `.<name>-building-*` beside `out`, marked with its builder (so `remove_stale_builds` can tell a killed build) and deleted if the block fails; the block moves it into place"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
+    try:
+        (tmp/'builder.json').write_text(json.dumps(process_record()))   # whose build this is (removed by the block before the move)
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
 
 # %% ../nbs/02_synthetic.ipynb #594cf59b
 def _write_splits(root, params, progress):

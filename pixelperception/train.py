@@ -450,14 +450,19 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
                  data_path:Path=None, # default: the run's; or another copy of the same dataset (same class folders)
                  batch_size:int=64, # images per batch
                  tau_step:float=None, # step of the dynamic-threshold search (default: the run's)
+                 max_tau:float=None, # search τ only up to this: an image never certain keeps about this fraction, not all of it (default: the run's, 1)
                  cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if read-only)
                 ) -> Path: # the new evaluation folder
     "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
     deltas = parse_deltas(certainty)
     check_number('batch_size', batch_size, 1, integer=True)
     check_number('tau_step', tau_step, 0, 0.5, lo_open=True, none=True)
+    check_number('max_tau', max_tau, 0, 1, lo_open=True, none=True)
     model, cfg = load_run(run_dir)
     if tau_step is not None: model.tau_step = tau_step
+    if max_tau is not None: model.max_tau = max_tau
+    if model.dynamic and model.search_step > model.max_tau:
+        raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
@@ -473,7 +478,8 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
         fid = figs.pop('_fidelity')
         with removed_on_error(new_run_dir(run_dir, 'evaluate')) as out:
             write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
-                                   n_images=len(edl.dataset)), figures=figs,
+                                   n_images=len(edl.dataset),
+                                   search=dict(tau_step=model.search_step, max_tau=model.max_tau) if model.dynamic else None), figures=figs,
                          title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)

@@ -112,7 +112,7 @@ def models(timm:str=None, # also list timm's architectures matching this pattern
 COMMANDS = {
     'train':          ('pixelperception.train:train', "train P2P from a recipe (default: the built-in benchmark, --recipe cpu)"),
     'models':         ('pixelperception.cli:models', "list the classifiers, selectors and recipes that --classifier/--selector/--recipe accept"),
-    'evaluate':       ('pixelperception.train:evaluate_run', "evaluate a `pxp train` run at each certainty level, with a report"),
+    'evaluate':       ('pixelperception.runs:evaluate_run', "evaluate a `pxp train` run at each certainty level, with a report"),
     'data synthetic': ('pixelperception.cli:data_synthetic', "build the built-in benchmark"),
     'data coco10':    ('pixelperception.cli:data_coco10', "build COCO-10 from a COCO 2017 copy (--coco DIR)"),
     'data imagenet9': ('pixelperception.cli:data_imagenet9', "build ImageNet-9 from ImageNet and the path lists"),

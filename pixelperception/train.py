@@ -6,60 +6,34 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
-import inspect, io, json, os, platform, tempfile, time, warnings
-from dataclasses import fields
+import inspect, io, json, os, platform, shutil, tempfile, time, warnings
 from typing import Annotated, get_type_hints
-from types import SimpleNamespace
 from fastcore.script import bool_arg
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
-import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
-from fastai.callback.core import Callback, CancelValidException, CancelFitException
-from fastai.callback.schedule import fit_one_cycle
+from fastai.callback.schedule import fit_one_cycle   # patches Learner.fit_one_cycle
 from fastai.torch_core import set_seed
-from .data import get_dls, get_eval_dl, DATASETS
+from fastai.callback.core import Callback
+from .data import get_dls, get_eval_dl, denormalize
 from .zoo import normalization
-from .recipes import RunConfig, ModelConfig, TrainConfig, option_fields, resolve_config, parse_deltas, PRECISIONS, LR_SCHEDULES, _GROUPS
-from .learner import p2p_learner, p2p_model, classifier_learner
+from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, _GROUPS
+from .learner import p2p_learner, classifier_learner, P2PLearner, require_wandb, WandbLogger
 from .report import new_run_dir, write_report, _COLUMNS
-from .metrics import fidelity_curves
-from .plots import plot_curves, show_selection, group_correlation, show_group_correlation
-from .model import mask_input
-from .data import denormalize, IMAGENET_MEAN, IMAGENET_STD
-import matplotlib.pyplot as plt
-from torch import Tensor
-from .files import atomic_write, removed_on_error, PxpError, check_number, check_finite, read_json, load_torch, load_matching, _first_line, process_record, process_state
-import shutil, socket, sys
-from datetime import datetime, timezone
+from .plots import group_correlation, show_group_correlation
+from .files import atomic_write, _first_line
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
-from .learner import P2PLearner, require_wandb, WandbLogger
-from .data import inference_dls, dataset_policy
-from fastai.learner import load_learner as fastai_load_learner
+from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision
+from .runs import _MODEL_KEYS, _LEARNER_KEYS, _write_status, _abandon, _load_checkpoint, _check_resume
+from .runs import run_config, load_run, evaluate_run, load_learner   # first defined here: still importable from here
+
 
 # %% auto #0
-__all__ = ['ValidateEvery', 'TimeBudget', 'train', 'run_learner', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision',
-           'CPUMixedPrecision', 'run_config', 'load_run', 'evaluate_run', 'load_learner']
-
-# %% ../nbs/14_train.ipynb #15c2b70b
-class ValidateEvery(Callback):
-    "Skip validation except every `n` epochs and at the last one"
-    order = 0
-    def __init__(self, n:int=1): self.n = max(int(n), 1)
-    def before_validate(self):
-        if (self.epoch + 1) % self.n and self.epoch + 1 < self.n_epoch: raise CancelValidException()
-
-class TimeBudget(Callback):
-    "Stop training (after the current epoch) once `minutes` of wall time have passed"
-    order = 70   # after the recorder (50) and checkpointing (61): the last epoch is logged and saved before stopping
-    def __init__(self, minutes:float=None): self.minutes = minutes
-    def before_fit(self): self.t0 = time.time()
-    def after_epoch(self):   # rank 0's clock decides for every process, so all stop after the same epoch
-        if self.minutes and broadcast_object(time.time() - self.t0 > 60*self.minutes): raise CancelFitException()
+__all__ = ['train', 'run_learner']
 
 # %% ../nbs/14_train.ipynb #fec4f5cc
 def _atomic_write(path:Path, data:bytes):
@@ -70,14 +44,6 @@ def _atomic_write(path:Path, data:bytes):
 
 def _save_model(model, path):
     buf = io.BytesIO(); torch.save(model.state_dict(), buf); _atomic_write(path, buf.getvalue())
-
-# %% ../nbs/14_train.ipynb #307aeb04
-_WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
-_MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
-               'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
-_LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
-_LEARNER_KEYS = {f.name: _LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
-                 if _LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
 
 # %% ../nbs/14_train.ipynb #f24b2221
 def _signature() -> inspect.Signature:
@@ -269,112 +235,6 @@ def p2p_evaluate(self:P2PLearner) -> dict:
                             train_images_per_s=len(self.dls.train_ds)*len(hist)/max(t_train - t_clf, 1e-9),
                             epochs_run=len(hist), optimiser_steps=len(self.recorder.lrs)))
 
-# %% ../nbs/14_train.ipynb #701a75de
-def _write_status(run:Path, state:str, **extra):
-    "status.json of a run folder: its state (running, complete, failed, interrupted), when, and by which process"
-    d = dict(state=state, time=datetime.now(timezone.utc).isoformat(timespec='seconds'), **process_record(), **extra)
-    atomic_write(Path(run)/'status.json', lambda t: Path(t).write_text(json.dumps(d, indent=1) + '\n'))
-
-def _abandon(run:Path, e:BaseException):
-    "After a failure: delete the run folder if it holds no checkpoint, else mark it failed/interrupted with how to resume"
-    run = Path(run)
-    if not run.is_dir(): return
-    if not _checkpoints(run, must=False): shutil.rmtree(run, ignore_errors=True); return
-    _write_status(run, 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed', error=_first_line(e) if str(e) else type(e).__name__,
-                  resume=f"pxp train --resume {run} (with the options of the interrupted run)")
-
-def _check_complete(run:Path):
-    "A `PxpError` saying why a run folder is not a finished run (still running, interrupted, failed); nothing for complete or old runs"
-    run = Path(run); f = run/'status.json'
-    if not f.is_file(): return
-    st = read_json(f, 'the run status')
-    state = st.get('state')
-    if state == 'complete': return
-    ck = _checkpoints(run, must=False)
-    again = (f"resume it with `pxp train --resume {run}` and the run's options (it has {len(ck)} checkpoint(s))" if ck else
-             f"train again (delete {run}: it holds no model)")
-    if state == 'running' and process_state(st) == 'alive':
-        raise PxpError(f"{run} is still running (process {st['pid']}, started {st.get('time')})", "wait until it has finished, then evaluate it")
-    if state == 'running' and st.get('host') not in (None, socket.gethostname()):
-        raise PxpError(f"{run} is incomplete: the run started on {st['host']} at {st.get('time')} has not finished", f"if it is still running there, wait; else {again}")
-    if state == 'running': raise PxpError(f"{run} is incomplete: the run was killed before it finished (started {st.get('time')}, no model written)", again)
-    raise PxpError(f"{run} is incomplete: the run {state} ({st.get('error', 'no error recorded')})", again)
-
-# %% ../nbs/14_train.ipynb #e9c2386c
-def _checkpoints(run, must:bool=True) -> list:
-    "The `models/checkpoint_<epoch>.pth` of a run folder, oldest first (none: an error if `must`)"
-    ck = [p for p in (Path(run)/'models').glob('checkpoint_*.pth') if p.stem.rsplit('_', 1)[1].isdigit()]
-    if not ck and must: raise PxpError(f"no checkpoint in {Path(run)/'models'}", "resume needs a run trained with checkpoint=True (--checkpoint)")
-    return sorted(ck, key=lambda p: int(p.stem.rsplit('_', 1)[1]))
-
-def _load_checkpoint(learn, run) -> Path:
-    "Load the newest readable checkpoint of `run` into `learn` (model and optimiser), saying which unreadable ones were skipped"
-    ck = _checkpoints(run)
-    for p in reversed(ck):
-        try: learn.load(p.with_suffix('').resolve(), with_opt=True); return p
-        except Exception as e:   # a damaged file fails in many ways; the model options were checked to match (`_check_resume`)
-            print(f"pxp: skipping checkpoint {p}: it cannot be read ({_first_line(e, 80)}); trying the one before", file=sys.stderr)
-    raise PxpError(f"none of the {len(ck)} checkpoints in {Path(run)/'models'} can be read (all truncated or corrupt)", "train again without --resume")
-
-def _check_resume(c):
-    "`--resume RUN`: a run folder with checkpoints, trained with the model options asked for now"
-    run = Path(c['resume'])
-    if not (run/'config.json').is_file():
-        raise PxpError(f"resume: {run} is not a run folder (no config.json)", "pass a folder written by `pxp train --checkpoint`")
-    _checkpoints(run)
-    old = read_json(run/'config.json', 'the run configuration')
-    same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-    keys = [k for k in (*_MODEL_KEYS, 'dataset', 'target', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
-    diff = [k for k in keys if not same(old[k], c[k])]
-    if diff:
-        raise PxpError(f"resume: {run} was trained with other model settings: " + ', '.join(f"{k}={old[k]!r} (now {c[k]!r})" for k in diff),
-                       "resume with the run's settings (" + ' '.join(f"--{k.replace('_', '-')} {old[k]}" for k in diff if not isinstance(old[k], list))
-                       + "), or start a new run without --resume")
-
-# %% ../nbs/14_train.ipynb #29f5469c
-class FiniteLoss(Callback):
-    "Stop training with a `NonFiniteError` when the loss is NaN or infinite (float16 with its gradient scaler: `patience` batches in a row)"
-    order = 90   # after the sparsity callback has added its penalties to the loss
-    def __init__(self, precision:str='fp32', patience:int=20): self.patience, self.bad = (patience if precision == 'fp16' else 0), 0
-    def after_loss(self):
-        if not self.training: return
-        if torch.isfinite(self.learn.loss_grad.detach()).all(): self.bad = 0; return
-        self.bad += 1
-        if self.bad > self.patience:
-            check_finite(self.learn.loss_grad, f"the training loss at epoch {self.epoch}, batch {self.iter}",
-                         f"training diverged: lower the learning rate (now {self.learn.lr}), or check the inputs for NaN")
-
-# %% ../nbs/14_train.ipynb #ea9914f0
-def cpu_bf16_native() -> bool:
-    "Whether this CPU computes bfloat16 natively (x86 avx512_bf16/AMX, Arm bf16): only then does bf16 autocast speed a CPU up"
-    try: flags = next((l.split(':', 1)[1].split() for l in open('/proc/cpuinfo') if l.startswith(('flags', 'Features'))), [])
-    except OSError: return False
-    return bool({'avx512_bf16', 'amx_bf16', 'bf16'} & set(flags))
-
-def resolve_precision(precision:str='auto') -> str:
-    "'auto' becomes 'bf16' on a CUDA GPU with bfloat16 or a CPU computing it natively, else 'fp32'; other values pass through"
-    if precision != 'auto': return precision
-    if torch.cuda.is_available(): return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
-    return 'bf16' if cpu_bf16_native() else 'fp32'
-
-def _has_conv(model): return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
-class CPUMixedPrecision(Callback):
-    "bfloat16 autocast on a CPU from `before_batch` to `after_loss` (fastai's `MixedPrecision` covers CUDA only); channels-last convolutions"
-    order = 10   # as fastai's MixedPrecision: before the other callbacks see the predictions
-    def __init__(self, channels_last:bool=True): self.channels_last = channels_last
-    def before_fit(self):
-        self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
-        self.cl = self.channels_last and _has_conv(self.model)
-        if self.cl: self.model.to(memory_format=torch.channels_last)
-    def before_batch(self):
-        if self.cl: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
-        self.autocast.__enter__()
-    def after_pred(self): self.learn.pred = self.pred.float()
-    def after_loss(self): self.autocast.__exit__(None, None, None)
-    def after_fit(self):
-        if self.cl: self.model.to(memory_format=torch.contiguous_format)   # saved and evaluated in the usual layout
-
 # %% ../nbs/14_train.ipynb #67033d86
 def _figures(learn, metrics):
     "results.png, kept_vs_tau.png, history.png, and group_correlation.png for a model with the covariance (use_cov)"
@@ -410,113 +270,6 @@ def _group_correlation_figure(model, dl, vocab):
     tau = '' if gc['tau'] is None else f", τ = {float(gc['tau'][0]):.2f} (δ = {model.delta})"
     return show_group_correlation(denormalize(x[0].cpu(), model.mean, model.std), groups[0].cpu(), gc['corr'][0].cpu(), mu=gc['mu'][0].cpu(),
                                   title=f"{vocab[int(y[0])]}{tau}")
-
-# %% ../nbs/14_train.ipynb #7deb93db
-def _recorded_defaults() -> dict:
-    "For a config.json that lacks an option (a run older than it): the default of the function that built that run (`p2p_model`, `p2p_learner`)"
-    m, l = inspect.signature(p2p_model).parameters, inspect.signature(p2p_learner).parameters
-    return {**{k: m[k].default for k in _MODEL_KEYS if k in m}, **{k: l[v].default for k, v in _LEARNER_KEYS.items()}}
-
-def run_config(cfg:dict, # a run's config.json (read), or options by name
-              ) -> RunConfig:
-    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out, an option it lacks takes the default it was trained with"
-    return RunConfig.from_flat(cfg, defaults=_recorded_defaults())
-
-def load_run(run_dir:Path, # a folder written by `train`
-            ) -> tuple: # (P2P model in evaluation mode, config dict)
-    "Rebuild a trained P2P model from a run folder, or say why the folder holds no finished run"
-    run = Path(run_dir)
-    if not (run/'config.json').is_file(): raise FileNotFoundError(f"{run} has no config.json: is it a folder written by `train`?")
-    _check_complete(run)
-    fix = f"the run folder was damaged or its files mixed up: restore {run}'s own files, or train again"
-    cfg = read_json(run/'config.json', 'the run configuration', fix)
-    if not (run/'model.pth').is_file():
-        if cfg.get('save_model') is False: raise PxpError(f"{run} has no model.pth: it was trained with save_model=False", "train again with save_model=True (the default)")
-        raise PxpError(f"{run} has no model.pth: the run did not finish (it was interrupted or failed before saving its model)",
-                       f"train again, or resume it with `pxp train --resume {run}` if it saved checkpoints")
-    try:
-        rc = run_config(cfg)
-        opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
-        model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
-                          n_segments=rc.data.n_segments, **{k: opts[k] for k in _MODEL_KEYS})
-    except KeyError as e: raise PxpError(f"{run/'config.json'} lacks the option {e.args[0]!r}", fix) from None
-    load_matching(model, load_torch(run/'model.pth', "the run's P2P weights", fix), str(run/'model.pth'),
-                  f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
-    return model.eval(), cfg
-
-def evaluate_run(run_dir:Path, # a folder written by `train`
-                 certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated
-                 split:str='val', # 'val' (CIFAR-10: its test split), or 'test' for ImageNet-9
-                 data_path:Path=None, # default: the run's; or another copy of the same dataset (same class folders)
-                 batch_size:int=64, # images per batch
-                 tau_step:float=None, # step of the dynamic-threshold search (default: the run's)
-                 max_tau:float=None, # search τ only up to this: an image never certain keeps about this fraction, not all of it (default: the run's, 1)
-                 cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if read-only)
-                ) -> Path: # the new evaluation folder
-    "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
-    deltas = parse_deltas(certainty)
-    check_number('batch_size', batch_size, 1, integer=True)
-    check_number('tau_step', tau_step, 0, 0.5, lo_open=True, none=True)
-    check_number('max_tau', max_tau, 0, 1, lo_open=True, none=True)
-    model, cfg = load_run(run_dir)
-    if tau_step is not None: model.tau_step = tau_step
-    if max_tau is not None: model.max_tau = max_tau
-    if model.dynamic and model.search_step > model.max_tau:
-        raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
-    init_distributed()
-    edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
-                      n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
-                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=model.mean, std=model.std)
-    if list(edl.vocab) != list(cfg['vocab']):
-        raise ValueError(f"the evaluation data's classes {list(edl.vocab)} are not the run's {list(cfg['vocab'])}: "
-                         f"pass a data_path holding the same dataset ({cfg['dataset']}) with the same class folders")
-    model.to(edl.device)
-    res = evaluate_p2p_sharded(model, edl, deltas)   # every process evaluates its batches; merged exactly
-    out = None
-    if is_rank0():
-        figs = _evaluation_figures(model, edl, deltas[0] if model.dynamic else None)
-        fid = figs.pop('_fidelity')
-        with removed_on_error(new_run_dir(run_dir, 'evaluate')) as out:
-            write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
-                                   n_images=len(edl.dataset),
-                                   search=dict(tau_step=model.search_step, max_tau=model.max_tau) if model.dynamic else None), figures=figs,
-                         title=f"P2P evaluation of {Path(run_dir).name}")
-        plt.close('all')
-    return broadcast_object(out)
-
-def _evaluation_figures(model, edl, delta, n_show=6):
-    "Kept regions of the first images and P2P fidelity curves (deletion ↓, insertion ↑) on the first batch"
-    x, groups, y, *gt = (o.as_subclass(Tensor) for o in edl.one_batch())
-    with torch.inference_mode():
-        r = model.predict(x, groups, [delta] if delta is not None else None); probs, keep = r['group_probs'][0], r['keep'][0]
-        xm = mask_input(x, keep.float(), model.fill)
-        curves = {k: fidelity_curves(model.classifier, xm, groups, probs, model.fill, insertion=k == 'insertion')
-                  for k in ('deletion', 'insertion')}
-        preds = model.classifier(xm).argmax(-1)
-    imgs = denormalize(x[:n_show].cpu(), model.mean, model.std)
-    titles = [f"{edl.vocab[int(p)]} (true {edl.vocab[int(t)]})" for p, t in zip(preds[:n_show], y[:n_show])]
-    figs = dict(kept_regions=show_selection(imgs, groups[:n_show].cpu(), keep[:n_show].cpu(), gt[0][:n_show].cpu() if gt else None, titles=titles),
-                fidelity_deletion=plot_curves({'P2P': curves['deletion']}), fidelity_insertion=plot_curves({'P2P': curves['insertion']}))
-    figs['_fidelity'] = {k: dict(auc=c.auc, higher_is_better=c.higher_is_better, thresholds=[float(t) for t in c.x],
-                                 curve=[float(v) for v in c.curve]) for k, c in curves.items()}
-    return figs
-
-# %% ../nbs/14_train.ipynb #4d1b51c5
-def load_learner(run_dir:Path, # a run folder written by `train`, or a file written by `learn.export`
-                 cpu:bool=True, # on the CPU; False: on the default device (CUDA when present)
-                 bs:int=64, # batch size of `dls.test_dl`
-                ) -> P2PLearner:
-    "A finished run as the fastai Learner that trained it, ready for `predict`, `predict_p2p`, `dls.test_dl` and `Interpretation`"
-    p = Path(run_dir)
-    if p.is_file(): return fastai_load_learner(p, cpu=cpu)   # an exported Learner
-    model, cfg = load_run(p)
-    dls = inference_dls(cfg['vocab'], cfg['size'], dataset_policy(cfg['dataset'], cfg['size']), cfg['n_segments'], cfg['compactness'],
-                        model.mean, model.std, bs=bs, device='cpu' if cpu else None)
-    rc = run_config(cfg); flat = rc.flat()
-    learn = p2p_learner(dls, model=model, path=p, **{v: flat[k] for k, v in _LEARNER_KEYS.items()})
-    learn.run_config = rc
-    learn.model.to(dls.device).eval()
-    return learn
 
 # %% ../nbs/14_train.ipynb #ed4ed9e6
 _EVAL_COLS = tuple(_COLUMNS)   # the report's per-level columns, in its order

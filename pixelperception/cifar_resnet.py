@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from .data import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
-from .files import load_torch, load_matching, read_image, check_number, PxpError
+from .files import read_state_dict, load_matching, read_image, check_number, PxpError
 
 # %% auto #0
 __all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
@@ -62,11 +62,8 @@ def load_resnet20(path, # checkpoint `{"state_dict": ...}` (keys may carry a `mo
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no ResNet-20 weights at {path} (expected e.g. ../shared/weights/resnet20-cifar10.th)")
     fix = "pass a CIFAR ResNet-20 checkpoint (a state dict, or {'state_dict': ...}), e.g. ../shared/weights/resnet20-cifar10.th"
-    sd = load_torch(path, 'ResNet-20 weights', fix, map_location=map_location)
-    sd = sd.get('state_dict', sd) if isinstance(sd, dict) else sd
-    if not isinstance(sd, dict) or not isinstance(sd.get('linear.weight', sd.get('module.linear.weight')), torch.Tensor):
-        raise PxpError(f"{path} is not a ResNet-20 state dict (no 'linear.weight' tensor)", fix)
-    sd = {k.removeprefix('module.'): v for k, v in sd.items()}
+    sd = read_state_dict(path, 'ResNet-20 weights', fix, map_location=map_location)
+    if 'linear.weight' not in sd: raise PxpError(f"{path} is not a ResNet-20 state dict (no 'linear.weight' tensor)", fix)
     return load_matching(resnet20(sd['linear.weight'].shape[0]), sd, str(path), fix).eval()
 
 # %% ../nbs/33_cifar_resnet.ipynb #abead56e

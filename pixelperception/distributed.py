@@ -15,6 +15,7 @@ from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, num_distrib
 from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, summarize_p2p
 from .model import check_delta
+from .core import evaluating
 
 # %% auto #0
 __all__ = ['GlooDistributedDL', 'gloo_broadcast', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
@@ -147,14 +148,12 @@ def evaluate_p2p_sharded(model, # trained P2P model (the same weights on every p
                         ) -> dict: # `evaluate_p2p`'s result, the same on every process
     "`evaluate_p2p` with the threshold search shared among the processes; exact (the same result as one process)"
     deltas = [check_delta(d) for d in deltas]
-    was = model.training; model.eval()
     mine, idx = shard_dl(dl)
     local = {}
-    try:
+    with evaluating(model):
         for i, b in zip(idx, mine):
             light = (torch.empty(len(b[0]), 0),) + tuple(o.as_subclass(Tensor).cpu() for o in b[1:])   # images are not needed again
             local[i] = (light, _cpu(model.predict(b[0], b[1], deltas)))
-    finally: model.train(was)
     merged = gather_by_index(local, dst=0)
     return broadcast_object(summarize_p2p(model, merged, deltas) if is_rank0() else None)
 

@@ -7,6 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/learner.html.md"""
 # %% ../nbs/13_learner.ipynb #43aeef99
 from __future__ import annotations
 import math
+from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from torch import Tensor
@@ -24,6 +25,7 @@ from fastprogress.fastprogress import progress_bar
 from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
+from .core import evaluating
 from .zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import P2POutputCallback, SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
@@ -83,18 +85,18 @@ def p2p_model(n_classes:int, # classes of the dataset
                rank_scale=rank_scale, min_tau=min_tau, tau_step=tau_step, mean=mean, std=std)
 
 # %% ../nbs/13_learner.ipynb #7d714c2f
-OPTIMIZERS = ('adam', 'adamw', 'sgd')
+_OPTIMIZERS = {'adam': lambda ps, lr, wd: Adam(ps, lr, wd=wd, decouple_wd=False),   # weight decay as an L2 term in the gradient
+               'adamw': lambda ps, lr, wd: Adam(ps, lr, wd=wd, decouple_wd=True),   # decoupled weight decay
+               'sgd': lambda ps, lr, wd: SGD(ps, lr, mom=0.9, wd=wd)}               # name -> builder(params, lr, wd) of a fastai optimiser
+OPTIMIZERS = tuple(_OPTIMIZERS)   # the choices of `optimizer` (RunConfig, `pxp train --optimizer`)
 
 def _opt_func(name, wd):
-    if name == 'adam': return lambda ps, lr: Adam(ps, lr, wd=wd, decouple_wd=False)
-    if name == 'adamw': return lambda ps, lr: Adam(ps, lr, wd=wd, decouple_wd=True)
-    if name == 'sgd': return lambda ps, lr: SGD(ps, lr, mom=0.9, wd=wd)
-    raise ValueError(f"unknown optimizer {name!r}: choose one of {OPTIMIZERS}")
+    "fastai's `opt_func` for optimiser `name` with weight decay `wd`"
+    if name not in _OPTIMIZERS: raise PxpError(f"unknown optimizer {name!r}: choose one of {OPTIMIZERS}", f"pass one of {', '.join(OPTIMIZERS)}")
+    return partial(_OPTIMIZERS[name], wd=wd)
 
 def _n_out(clf, size):
-    was = clf.training; clf.eval()
-    with torch.no_grad(): n = clf(torch.zeros(1, 3, size, size)).shape[-1]
-    clf.train(was); return n
+    with evaluating(clf), torch.no_grad(): return clf(torch.zeros(1, 3, size, size)).shape[-1]
 
 class P2PLearner(Learner):
     "A fastai Learner for P2P models; `show_results` draws image, superpixels, kept regions and prediction"
@@ -205,15 +207,14 @@ def kept_vs_tau(model:P2P, # a dynamic P2P model
                 taus=(0.05, 0.2, 0.4, 0.6, 0.8, 1.0), # thresholds to try
                ) -> dict: # τ -> mean kept fraction (hard masks)
     "Mean kept fraction of hard masks at fixed values of τ: does the selector respond to τ?"
-    was = model.training; model.eval()
     out = {float(t): [] for t in taus}
-    for b in dl:
-        x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-        feats = model.selector.encode(x)
-        for t in taus:
-            sel = model.select(x, groups, x.new_full((x.shape[0],), float(t)), feats=feats)
-            out[float(t)].append(to_pixels(sel['decisions'][..., 0], groups).float().mean((1, 2)))
-    model.train(was)
+    with evaluating(model):
+        for b in dl:
+            x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
+            feats = model.selector.encode(x)
+            for t in taus:
+                sel = model.select(x, groups, x.new_full((x.shape[0],), float(t)), feats=feats)
+                out[float(t)].append(to_pixels(sel['decisions'][..., 0], groups).float().mean((1, 2)))
     return {t: torch.cat(v).mean().item() for t, v in out.items()}
 
 # %% ../nbs/13_learner.ipynb #46088433
@@ -227,20 +228,19 @@ def recalibrate_bn(model:P2P, # trained P2P model
     "Re-estimate the classifier's BatchNorm statistics on hard-masked images"
     bns = [m for m in model.classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns: return 0
-    was = model.training; model.eval()
     moms = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
     n = 0
-    try:
-        for i, b in enumerate(dl):
-            if n_batches is not None and i >= n_batches: break
-            x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-            tau = sample_tau(x.shape[0], model.min_tau if min_tau is None else min_tau, max_tau, tau_power, like=x) if model.dynamic else None
-            model.classify(x, groups, model.select(x, groups, tau)['decisions'])
-            n += x.shape[0]
-    finally:
-        for m, mom in zip(bns, moms): m.momentum = mom
-        model.train(was)
+    with evaluating(model):
+        for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
+        try:
+            for i, b in enumerate(dl):
+                if n_batches is not None and i >= n_batches: break
+                x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
+                tau = sample_tau(x.shape[0], model.min_tau if min_tau is None else min_tau, max_tau, tau_power, like=x) if model.dynamic else None
+                model.classify(x, groups, model.select(x, groups, tau)['decisions'])
+                n += x.shape[0]
+        finally:
+            for m, mom in zip(bns, moms): m.momentum = mom
     return n
 
 # %% ../nbs/13_learner.ipynb #139eccbf
@@ -299,12 +299,10 @@ def evaluate_p2p(model:P2P, # trained P2P model
                 ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
     "Accuracy, kept fraction, τ, AUROC/AUPR and mask quality per certainty level, with classifier-pass counts"
     deltas = [check_delta(d) for d in deltas]
-    was = model.training; model.eval()
-    try:
+    with evaluating(model):
         pairs = ((b, model.predict(b[0], b[1], deltas))
                  for b in progress_bar(list(dl), leave=False))
         return summarize_p2p(model, pairs, deltas, keep_outputs)
-    finally: model.train(was)
 
 # %% ../nbs/13_learner.ipynb #9ccc66bf
 @patch

@@ -62,14 +62,9 @@ class TimeBudget(Callback):
         if self.minutes and broadcast_object(time.time() - self.t0 > 60*self.minutes): raise CancelFitException()
 
 # %% ../nbs/14_train.ipynb #fec4f5cc
-def _atomic_write(path:Path, data:bytes):
-    "Write a new file atomically (temp file + rename); refuse to overwrite"
-    path = Path(path)
-    if path.exists(): raise FileExistsError(f"{path} exists: refusing to overwrite an earlier run's file")
-    atomic_write(path, lambda t: Path(t).write_bytes(data))
-
 def _save_model(model, path):
-    buf = io.BytesIO(); torch.save(model.state_dict(), buf); _atomic_write(path, buf.getvalue())
+    "Write the model's weights atomically to a new file, never over an earlier run's"
+    atomic_write(path, lambda t: torch.save(model.state_dict(), t), exclusive=True)
 
 # %% ../nbs/14_train.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
@@ -133,7 +128,7 @@ def _run(cfg:RunConfig, state:dict) -> Path:
     learn.p2p_times.update(start=t0, data=t_data)
     start = _resume(learn, cfg.resume, state['record']) if cfg.resume else 0
     config = {**cfg.flat(), **state['record'], **_run_record(learn)}
-    if is_rank0(): _atomic_write(run/'config.json', (json.dumps(config, indent=2) + '\n').encode())
+    if is_rank0(): atomic_write(run/'config.json', lambda t: Path(t).write_bytes((json.dumps(config, indent=2) + '\n').encode()), exclusive=True)
     if cfg.wandb and is_rank0(): _wandb_start(config, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
     if rank: set_seed(cfg.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     if not cfg.resume: learn.p2p_pretrain_classifier()

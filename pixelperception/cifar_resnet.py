@@ -8,8 +8,9 @@ Docs: https://pixelperception.github.io/pixelperception/cifar_resnet.html.md"""
 from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from .data import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
-from .files import read_state_dict, load_matching, read_image, check_number, PxpError
+from .data import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES, load_image_folder   # the reader moved to data; importable here as before
+from .files import read_state_dict, load_matching, PxpError
+_all_ = ['load_image_folder']   # still exported from here
 
 # %% auto #0
 __all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
@@ -65,39 +66,3 @@ def load_resnet20(path, # checkpoint `{"state_dict": ...}` (keys may carry a `mo
     sd = read_state_dict(path, 'ResNet-20 weights', fix, map_location=map_location)
     if 'linear.weight' not in sd: raise PxpError(f"{path} is not a ResNet-20 state dict (no 'linear.weight' tensor)", fix)
     return load_matching(resnet20(sd['linear.weight'].shape[0]), sd, str(path), fix).eval()
-
-# %% ../nbs/33_cifar_resnet.ipynb #abead56e
-def load_image_folder(path, # ImageFolder root: one sub-folder of images per class
-                      n:int=None, # take n images, evenly spread over the classes (None: all)
-                      size:int=None, # resize to size x size (None: keep)
-                      mean=IMAGENET_MEAN, std=IMAGENET_STD, # normalisation
-                      classes=None, # class names in index order (default: sorted sub-folders)
-                     ) -> tuple: # (x [B,3,H,W] normalised, y [B] long, classes, file paths)
-    "Load (a class-balanced subset of) an ImageFolder into normalised tensors"
-    from PIL import Image
-    import numpy as np
-    path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"no image folder at {path}")
-    classes = list(classes or sorted(d.name for d in path.iterdir() if d.is_dir()))
-    if not classes: raise ValueError(f"{path} has no class sub-folders")
-    files = [sorted(f for f in (path/c).iterdir() if f.suffix.lower() in ('.jpg', '.jpeg', '.png')) for c in classes]
-    if n is not None:   # round-robin over classes, so any n is balanced
-        picked, k = [], 0
-        while len(picked) < n and any(k < len(f) for f in files):
-            picked += [(i, f[k]) for i, f in enumerate(files) if k < len(f)]; k += 1
-        items = picked[:n]
-    else: items = [(i, f) for i, fs in enumerate(files) for f in fs]
-    if not items: raise ValueError(f"no images found under {path}")
-    if size is not None: check_number('size', size, 1, integer=True)
-    imgs = []
-    for _, f in items:
-        im = Image.fromarray(read_image(f))   # 16-bit images scaled; a damaged file is one clear error naming it
-        if size is not None: im = im.resize((size, size), Image.BILINEAR)
-        imgs.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255)
-    sizes = {tuple(t.shape[1:]) for t in imgs}
-    if len(sizes) > 1:
-        ex = {tuple(t.shape[1:]): f for t, (_, f) in zip(imgs, items)}
-        raise PxpError(f"the images under {path} have {len(sizes)} different sizes (e.g. " + ', '.join(f"{f.name} {w}x{h}" for (h, w), f in list(ex.items())[:2]) + ")",
-                       "pass size=N (--size N) to resize them all to N x N")
-    x = (torch.stack(imgs) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]

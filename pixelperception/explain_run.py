@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
+from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize, load_image_folder
 from .superpixels import slic_groups
 from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call
 from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
-from .cifar_resnet import resnet20, load_resnet20, load_image_folder
+from .cifar_resnet import resnet20, load_resnet20
 from .metrics import ranking_curves
 from .files import atomic_write, new_run_dir, removed_on_error, check_writable, read_state_dict, load_matching, check_number, check_logits, PxpError
 from .zoo import normalization

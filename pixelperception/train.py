@@ -36,7 +36,8 @@ from .files import atomic_write, removed_on_error, PxpError, check_number, check
 import shutil, socket, sys
 from datetime import datetime, timezone
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
-from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
+from .distributed import broadcast_model
+from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded
 from .learner import P2PLearner, require_wandb, WandbLogger
 from .data import inference_dls, dataset_policy
 from fastai.learner import load_learner as fastai_load_learner

@@ -96,7 +96,7 @@ OPTIMIZERS = tuple(_OPTIMIZERS)   # the choices of `optimizer` (RunConfig, `pxp 
 
 def _opt_func(name, wd):
     "fastai's `opt_func` for optimiser `name` with weight decay `wd`"
-    if name not in _OPTIMIZERS: raise PxpError(f"unknown optimizer {name!r}: choose one of {OPTIMIZERS}", f"pass one of {', '.join(OPTIMIZERS)}")
+    if name not in _OPTIMIZERS: raise PxpError(f"unknown optimizer {name!r}", f"choose one of {', '.join(OPTIMIZERS)}")
     return partial(_OPTIMIZERS[name], wd=wd)
 
 def _n_out(clf, size):

@@ -8,9 +8,10 @@ Docs: https://pixelperception.github.io/pixelperception/cam.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
-from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target, _plain
+from .maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target
 from .explain import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
 from .files import check_logits, check_finite
+from .core import plain_tensor
 
 # %% auto #0
 __all__ = ['last_conv_stage', 'GradCAM', 'attention_maps', 'rollout', 'AttentionRollout']
@@ -62,7 +63,7 @@ class GradCAM(Explainer):
                 show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,h,w] non-negative map at the layer's resolution
         "Grad-CAM map of class `target` at the chosen layer's resolution"
-        x = _plain(x).to(_device(self.model))
+        x = plain_tensor(x).to(_device(self.model))
         layer, use_input, P = self._hook_point(x)
         maps = []
         for i in self.progress(range(0, len(x), self.batch_size), len(x), show_progress):
@@ -93,8 +94,8 @@ class GradCAM(Explainer):
                  ) -> Ranking: # order [B,N], scores = map averaged over each feature
         "Rank features by their mean Grad-CAM value"
         _check_curve(curve)
-        x = _plain(x).to(_device(self.model))
-        if groups is not None: groups = _plain(groups).to(x.device)
+        x = plain_tensor(x).to(_device(self.model))
+        if groups is not None: groups = plain_tensor(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)   # validates grid / groups / ViT
         scores = check_finite(_pool(self.masker, self.heatmap(x, target, show_progress), x, groups, self.model), 'the Grad-CAM scores')
         return Ranking(scores_to_order(scores), scores)
@@ -170,7 +171,7 @@ class AttentionRollout(Explainer):
                 show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,gh,gw] rollout scores of the patch tokens
         "Rollout of the class token over the patch-token grid"
-        x = _plain(x).to(_device(self.model))
+        x = plain_tensor(x).to(_device(self.model))
         gh, gw = vit_grid(self.model, x)
         P = vit_parts(self.model)[0].num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
         out = []
@@ -189,8 +190,8 @@ class AttentionRollout(Explainer):
                  ) -> Ranking: # order [B,N], scores = rollout pooled to features
         "Rank features by the class token's rolled-out attention"
         _check_curve(curve)
-        x = _plain(x).to(_device(self.model))
-        if groups is not None: groups = _plain(groups).to(x.device)
+        x = plain_tensor(x).to(_device(self.model))
+        if groups is not None: groups = plain_tensor(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)
         scores = _pool(self.masker, self.heatmap(x, show_progress), x, groups, self.model)
         return Ranking(scores_to_order(scores), scores)

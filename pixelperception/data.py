@@ -27,10 +27,10 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
            'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items',
-           'cifar10_items', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL',
-           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
-           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
-           'inference_dls']
+           'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset',
+           'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy',
+           'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls',
+           'get_eval_dl', 'inference_dls']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -156,6 +156,40 @@ def cifar10_items(root:Path, # folder holding `cifar-10-batches-py/` or `train/`
         data.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)); labels += list(d['labels']); keys += [base/fn]*len(x)
     data = np.concatenate(data)
     return Items(list(data), labels, vocab, key_files=keys)
+
+# %% ../nbs/01_data.ipynb #abead56e
+def load_image_folder(path, # ImageFolder root: one sub-folder of images per class
+                      n:int=None, # take n images, evenly spread over the classes (None: all)
+                      size:int=None, # resize to size x size (None: keep)
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, # normalisation
+                      classes=None, # class names in index order (default: sorted sub-folders)
+                     ) -> tuple: # (x [B,3,H,W] normalised, y [B] long, classes, file paths)
+    "Load (a class-balanced subset of) an ImageFolder into normalised tensors"
+    path = Path(path)
+    if not path.is_dir(): raise FileNotFoundError(f"no image folder at {path}")
+    classes = list(classes or sorted(d.name for d in path.iterdir() if d.is_dir()))
+    if not classes: raise ValueError(f"{path} has no class sub-folders")
+    files = [sorted(f for f in (path/c).iterdir() if f.suffix.lower() in ('.jpg', '.jpeg', '.png')) for c in classes]
+    if n is not None:   # round-robin over classes, so any n is balanced
+        picked, k = [], 0
+        while len(picked) < n and any(k < len(f) for f in files):
+            picked += [(i, f[k]) for i, f in enumerate(files) if k < len(f)]; k += 1
+        items = picked[:n]
+    else: items = [(i, f) for i, fs in enumerate(files) for f in fs]
+    if not items: raise ValueError(f"no images found under {path}")
+    if size is not None: check_number('size', size, 1, integer=True)
+    imgs = []
+    for _, f in items:
+        im = Image.fromarray(read_image(f))   # 16-bit images scaled; a damaged file is one clear error naming it
+        if size is not None: im = im.resize((size, size), Image.BILINEAR)
+        imgs.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255)
+    sizes = {tuple(t.shape[1:]) for t in imgs}
+    if len(sizes) > 1:
+        ex = {tuple(t.shape[1:]): f for t, (_, f) in zip(imgs, items)}
+        raise PxpError(f"the images under {path} have {len(sizes)} different sizes (e.g. " + ', '.join(f"{f.name} {w}x{h}" for (h, w), f in list(ex.items())[:2]) + ")",
+                       "pass size=N (--size N) to resize them all to N x N")
+    x = (torch.stack(imgs) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]
 
 # %% ../nbs/01_data.ipynb #8bb357c1
 POLICIES = ('imagenet', 'resize-crop', 'pad-crop', 'synthetic', 'none')

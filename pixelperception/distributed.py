@@ -13,14 +13,12 @@ from torch import Tensor
 from fastai.distributed import DistributedDL
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, num_distrib
-from .learner import evaluate_p2p, kept_vs_tau, recalibrate_bn, summarize_p2p
-from .model import check_delta
 
 # %% auto #0
 __all__ = ['GlooDistributedDL', 'gloo_broadcast', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
-           'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object', 'shard_dl', 'evaluate_p2p_sharded',
-           'kept_vs_tau_sharded', 'average_bn_stats', 'broadcast_model', 'recalibrate_bn_sharded', 'init_distributed',
-           'teardown_distributed']
+           'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object', 'shard_dl', 'average_bn_stats',
+           'broadcast_model', 'init_distributed', 'teardown_distributed', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded',
+           'recalibrate_bn_sharded']
 
 # %% ../nbs/15_distributed.ipynb #3c00c614
 def _backend_device():
@@ -135,42 +133,7 @@ def shard_dl(dl, # an unshuffled fastai loader (e.g. `get_eval_dl`)
     idxs = [j for i in batches for j in range(i*bs, min((i+1)*bs, n))]
     return dl.new(get_idxs=lambda: idxs, n=len(idxs), shuffle=False, drop_last=False), batches
 
-# %% ../nbs/15_distributed.ipynb #ca7e5067
-def _cpu(o):
-    if isinstance(o, Tensor): return o.detach().cpu()
-    if isinstance(o, dict): return {k: _cpu(v) for k, v in o.items()}
-    return o
-
-def evaluate_p2p_sharded(model, # trained P2P model (the same weights on every process)
-                         dl, # unshuffled batches (x, groups, y[, mask]), e.g. `get_eval_dl`
-                         deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ
-                        ) -> dict: # `evaluate_p2p`'s result, the same on every process
-    "`evaluate_p2p` with the threshold search shared among the processes; exact (the same result as one process)"
-    deltas = [check_delta(d) for d in deltas]
-    was = model.training; model.eval()
-    mine, idx = shard_dl(dl)
-    local = {}
-    try:
-        for i, b in zip(idx, mine):
-            light = (torch.empty(len(b[0]), 0),) + tuple(o.as_subclass(Tensor).cpu() for o in b[1:])   # images are not needed again
-            local[i] = (light, _cpu(model.predict(b[0], b[1], deltas)))
-    finally: model.train(was)
-    merged = gather_by_index(local, dst=0)
-    return broadcast_object(summarize_p2p(model, merged, deltas) if is_rank0() else None)
-
 # %% ../nbs/15_distributed.ipynb #f4f7a55d
-def kept_vs_tau_sharded(model, # a dynamic P2P model
-                        dl, # unshuffled batches (x, groups, ...)
-                        taus=(0.05, 0.2, 0.4, 0.6, 0.8, 1.0), # thresholds to try
-                       ) -> dict: # τ -> mean kept fraction over all images
-    "`kept_vs_tau` with the batches shared among the processes (image-weighted mean of the per-process results)"
-    mine, idx = shard_dl(dl)
-    n = sum(min(dl.bs, len(dl.dataset) - i*dl.bs) for i in idx)
-    r = kept_vs_tau(model, mine, taus) if n else {}
-    parts = [p for p in all_gather((n, r)) if p[0]]
-    N = sum(p[0] for p in parts)
-    return {float(t): sum(p[0] * p[1][float(t)] for p in parts) / N for t in taus}
-
 def average_bn_stats(model:nn.Module, # a model with BatchNorm layers (the same architecture on every process)
                      n:int, # number of images behind this process's statistics
                     ):
@@ -196,16 +159,6 @@ def broadcast_model(model:nn.Module, src:int=0) -> nn.Module:
             t.copy_(buf)
     return model
 
-def recalibrate_bn_sharded(model, # trained P2P model
-                           dl, # the training loader (shuffled)
-                           **kwargs, # passed to `recalibrate_bn`
-                          ) -> int: # images used over all processes
-    "`recalibrate_bn` on this process's share of the training batches, then the statistics averaged over the processes"
-    if world()[1] == 1: return recalibrate_bn(model, dl, **kwargs)
-    n = recalibrate_bn(model, GlooDistributedDL(dl), **kwargs)
-    average_bn_stats(model, n)
-    return sum(all_gather(n))
-
 # %% ../nbs/15_distributed.ipynb #692daecf
 def init_distributed() -> bool:
     "Initialise torch.distributed from torchrun's environment (NCCL with CUDA, else gloo); False when not launched distributed"
@@ -219,3 +172,12 @@ def teardown_distributed():
     "Wait for every process, then free the process group (no-op outside a distributed run)"
     if dist.is_available() and dist.is_initialized():
         dist.barrier(); dist.destroy_process_group()
+
+_MOVED = ('evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'recalibrate_bn_sharded', 'evaluate_p2p', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p')
+_all_ = ['evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'recalibrate_bn_sharded']
+
+def __getattr__(name):   # P2P's (sharded) evaluation moved to `pixelperception.evaluate`, which imports this module: its old names load it here on first use
+    if name in _MOVED:
+        from pixelperception import evaluate
+        return getattr(evaluate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,10 @@ from typing import NamedTuple
 import copy, functools, inspect, math, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, _grid, present_first, _plain, check_precision, autocast_call, _is_conv
+from fastcore.meta import delegates
+from .maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, _grid, present_first, check_precision, autocast_call, _is_conv
 from .files import check_logits
+from .core import plain_tensor
 
 # %% auto #0
 __all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'absent_last', 'SelfShapley', 'MoXI',
@@ -62,9 +64,9 @@ class Explainer:
 
     def prepare(self, x, target=None, groups=None):
         "Move inputs to the model's device, find the full-image logits, resolve target, count features"
-        x = _plain(x).to(_device(self.model))
+        x = plain_tensor(x).to(_device(self.model))
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
-        if groups is not None: groups = _plain(groups).to(x.device)
+        if groups is not None: groups = plain_tensor(groups).to(x.device)
         N = self.masker.n_features(x, groups, model=self.model)
         if self.precision != "fp32" and _is_conv(self.model): x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(): logits = check_logits(self.forward(self.model, x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
@@ -99,7 +101,7 @@ def feature_groups(feature_mask:Tensor, # captum's id map: [B,H,W], [B,1,H,W], o
                    x:Tensor, # [B,C,H,W] the images it describes
                   ) -> Tensor: # LongTensor [B,H,W] (groups)
     "captum's `feature_mask` as our `groups` [B,H,W], checking it matches `x`"
-    g = _plain(feature_mask)
+    g = plain_tensor(feature_mask)
     if g.dtype.is_floating_point or g.dtype == torch.bool: raise TypeError(f"feature_mask must hold integer feature ids, got {g.dtype}")
     if g.dim() == 4:
         if g.shape[1] != 1: raise ValueError(f"feature_mask must be the same for every channel, [B,1,H,W], got {list(g.shape)}: per-channel features are not supported")
@@ -135,13 +137,13 @@ def _attribute_api(f):
         call = sig.bind(self, x, *args, **kwargs)
         if feature_mask is not None:
             if call.arguments.get('groups') is not None: raise ValueError("pass either groups or feature_mask (captum's name for them), not both")
-            call.arguments['groups'] = feature_groups(feature_mask, _plain(x))
+            call.arguments['groups'] = feature_groups(feature_mask, plain_tensor(x))
         masker, saved, n0 = _call_masker(self, baselines, feature_mask), self.masker, self.n_evals
         self.masker = masker   # for this call only
         try: res = f(*call.args, **call.kwargs)
         finally: self.masker = saved
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
-        present = masker.present(_plain(x), call.arguments.get('groups')) if hasattr(masker, 'present') else None
+        present = masker.present(plain_tensor(x), call.arguments.get('groups')) if hasattr(masker, 'present') else None
         return absent_last(res, present)   # features absent from an image (padding groups) go last
     return _inner
 
@@ -176,13 +178,12 @@ class SelfShapley(Explainer):
 # %% ../nbs/31_explain.ipynb #afe30ed3
 class MoXI(Explainer):
     "MoXI: greedy self-context Shapley values plus interactions with the features already chosen"
+    @delegates(Explainer.__init__)   # reward, batch_size, precision: as every explainer takes them
     def __init__(self, model, # classifier: [B,3,H,W] -> logits [B,C]
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
-                 reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
-                 batch_size:int=256, # forward passes per chunk
-                 precision:str="fp32", # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (GPU only)
-                 early_stop:bool=False): # stop once insertion reaches (deletion leaves) the full image's prediction
-        super().__init__(model, masker, reward, batch_size, precision)
+                 *, early_stop:bool=False, # stop once insertion reaches (deletion leaves) the full image's prediction
+                 **kwargs):
+        super().__init__(model, masker, **kwargs)
         self.early_stop = early_stop
 
     @_attribute_api
@@ -241,14 +242,13 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
 # %% ../nbs/31_explain.ipynb #3c43bd13
 class SampledShapley(Explainer):
     "Monte-Carlo Shapley values over random coalitions of random size (the paper's 'full Shapley')"
+    @delegates(Explainer.__init__)   # reward, batch_size, precision: as every explainer takes them
     def __init__(self, model, # classifier: [B,3,H,W] -> logits [B,C]
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
-                 reward="log-odds", # "log-odds", "log-prob", "logit" or a callable(logits, target)
-                 batch_size:int=256, # forward passes per chunk
-                 precision:str="fp32", # "fp32" (exact), "bf16" (autocast, CPU or GPU) or "fp16" (GPU only)
-                 n_rounds:int=200, # rounds of N marginal contributions each
-                 seed:int=0): # seed of the coalition sampler
-        super().__init__(model, masker, reward, batch_size, precision)
+                 *, n_rounds:int=200, # rounds of N marginal contributions each
+                 seed:int=0, # seed of the coalition sampler
+                 **kwargs):
+        super().__init__(model, masker, **kwargs)
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
         self.n_rounds, self.seed = n_rounds, seed
 
@@ -315,7 +315,7 @@ def to_attribution(self:Ranking, features, # groups/feature_mask [B,H,W] (or [B,
         v = torch.zeros(B, N, device=self.order.device).scatter_(1, self.order, torch.arange(N, 0, -1., device=self.order.device).expand(B, N) / N)
     else: v = self.scores.float()
     if isinstance(features, Tensor):   # an id map
-        g = _plain(features).to(v.device).long()
+        g = plain_tensor(features).to(v.device).long()
         if g.dim() == 4 and g.shape[1] == 1: g = g[:, 0]
         if g.dim() != 3 or g.shape[0] not in (1, B): raise ValueError(f"groups must be an id map [B,H,W] with B = {B}, got {list(features.shape)}")
         if g.numel() and (g.min() < 0 or g.max() >= N): raise ValueError(f"groups hold ids outside 0..{N-1}, the {N} features of this ranking: pass the map the ranking was made with")

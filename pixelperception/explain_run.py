@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
+from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize, load_image_folder
 from .superpixels import slic_groups
 from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call
 from .explain import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
-from .cifar_resnet import resnet20, load_resnet20, load_image_folder
+from .cifar_resnet import resnet20, load_resnet20
 from .metrics import ranking_curves
-from .files import atomic_write, new_run_dir, removed_on_error, check_writable, load_torch, load_matching, check_number, check_logits, PxpError
+from .files import atomic_write, new_run_dir, removed_on_error, check_writable, read_state_dict, load_matching, check_number, check_logits, PxpError
 from .zoo import normalization
+from .report import _table
 from dataclasses import dataclass, replace
 from .distributed import init_distributed, world, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
@@ -30,13 +31,6 @@ __all__ = ['build_model', 'ExplainerSpec', 'register_explainer', 'list_explainer
            'renamed_params', 'explain']
 
 # %% ../nbs/34_explain_run.ipynb #80f6abe0
-def _state_dict(path):
-    sd = load_torch(path, 'model weights', "pass a weights file (state dict) for --arch as --model-path")
-    for k in ('state_dict', 'model'):
-        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
-    if not isinstance(sd, dict): raise PxpError(f"{path} holds a {type(sd).__name__}, not a state dict", "pass a weights file saved with torch.save(model.state_dict(), path)")
-    return {k.removeprefix('module.'): v for k, v in sd.items()}
-
 def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchvision model builder name
                 weights:Path=None, # weights file (None: random weights)
                 num_classes:int=10, # classes of the head
@@ -52,7 +46,7 @@ def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchv
         except TypeError: model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     elif arch in torchvision.models.list_models(): model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     else: raise ValueError(f"unknown arch {arch!r}: use 'resnet20', a timm model name or a torchvision model name")
-    if weights is not None: load_matching(model, _state_dict(weights), str(weights), f"pass weights of a {arch} with {num_classes} classes (the class folders of the data), or the --arch they were trained for")
+    if weights is not None: load_matching(model, read_state_dict(weights, 'model weights', "pass a weights file (state dict) for --arch as --model-path"), str(weights), f"pass weights of a {arch} with {num_classes} classes (the class folders of the data), or the --arch they were trained for")
     return model.eval()
 
 # %% ../nbs/34_explain_run.ipynb #96099134
@@ -352,14 +346,20 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=Non
              f"{s['n_images']} images, {s['n_features']} {s['features']}, model accuracy {summary['model_accuracy']:.3f}, explained class: {s['target']}.", ""]
     for c, r in summary['curves'].items():
         better = 'higher' if c == 'insertion' else 'lower'
-        lines += [f"## {c} ({better} is better)", "", f"| method | AUC | accuracy at {k}/{s['n_features']} | evaluations / image | s / image | estimated s / image |", "|---|---|---|---|---|---|"]
-        lines += [f"| {m} | {v['auc']:.3f} | {v[f'accuracy_at_{k}']:.3f} | {summary['evals_per_image'][m]:.0f} | {summary['seconds_per_image'][m]:.3g} | {_estimated(summary, m)} |" for m, v in r.items()]
+        rows = {m: dict(auc=v['auc'], at_k=v[f'accuracy_at_{k}'], evals=summary['evals_per_image'][m], secs=summary['seconds_per_image'][m],
+                        estimate=_estimated(summary, m)) for m, v in r.items()}
+        lines += [f"## {c} ({better} is better)", ""] + _table(rows, 'method', names=_columns(k, s['n_features']), formats=_FORMATS)
         lines += ["", f"![{c}](curves_{c}.png)", ""]
     lines += [f"## Heat maps ({c0} orders; earlier = hotter; white outline: the top {k} features)", "", "![heatmaps](heatmaps.png)", ""]
     lines += ["Evaluations and seconds per image are for the whole run of a method (both curves unless it is curve-free); the estimate is the one printed before the run.", ""]
     atomic_write(run_dir/'report.md', lambda p: Path(p).write_text('\n'.join(lines)))
 
 def _estimated(summary, m):
-    "The estimated seconds per image of method m for the report ('–' when unknown)"
-    v = ((summary.get('estimate') or {}).get('seconds_per_image') or {}).get(m)
-    return '–' if v is None else f"{v:.3g}"
+    "The estimated seconds per image of method m for the report (None when unknown)"
+    return ((summary.get('estimate') or {}).get('seconds_per_image') or {}).get(m)
+
+def _columns(k, n_features):
+    "The report's column names of a method's results"
+    return dict(auc='AUC', at_k=f'accuracy at {k}/{n_features}', evals='evaluations / image', secs='s / image', estimate='estimated s / image')
+
+_FORMATS = dict(auc='{:.3f}'.format, at_k='{:.3f}'.format, evals='{:.0f}'.format, secs='{:.3g}'.format, estimate='{:.3g}'.format)

@@ -19,6 +19,7 @@ from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_grid, check_targ
 from .explain import MoXI
 from .metrics import ranking_keep
 from .plots import heat_to_pixels
+from .core import plain_tensor
 from fastcore.basics import patch
 
 # %% auto #0
@@ -42,13 +43,11 @@ def widgets_available(shell=None, # IPython shell to check (default: the running
 # %% ../nbs/40_explorer.ipynb #2cd7d257
 DELTAS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else torch.as_tensor(t)
-
 def _check_batch(x, groups=None):
-    x = _plain(x)
+    x = plain_tensor(x)
     if x.dim() != 4 or x.shape[1] != 3: raise ValueError(f"x must be normalised images [B,3,H,W], got shape {tuple(x.shape)}")
     if groups is not None:
-        groups = _plain(groups).long()
+        groups = plain_tensor(groups).long()
         if tuple(groups.shape) != (x.shape[0], *x.shape[-2:]):
             raise ValueError(f"groups of shape {tuple(groups.shape)} does not match x of shape {tuple(x.shape)}: expected [B,H,W]")
     return x, groups
@@ -78,7 +77,7 @@ class P2PExplorer:
         self.tau, self.keep = r['tau'].cpu(), r['keep'].cpu()                  # [D,B], [D,B,H,W]
         self.probs = r['logits'].softmax(-1).cpu()                              # [D,B,C]
         self.imgs, self.groups = denormalize(x.cpu(), model.mean, model.std), groups.cpu()
-        self.y, self.vocab = (None if y is None else _plain(y).cpu()), vocab
+        self.y, self.vocab = (None if y is None else plain_tensor(y).cpu()), vocab
 
     def __len__(self): return len(self.imgs)
 
@@ -259,13 +258,6 @@ def _interactive(controls:dict, draw):
     out = w.interactive_output(f, controls)
     return w.VBox([w.HBox(list(controls.values())), out])
 
-def _show(self, static, i, **kw):
-    if static is None: static = not widgets_available()
-    if not static: return self.widget()
-    from IPython.display import display
-    fig = self.static(i, **kw)
-    display(fig); plt.close(fig)
-
 @patch
 def widget(self:P2PExplorer):
     "Image picker and δ slider redrawing `plot`"
@@ -282,18 +274,15 @@ def widget(self:MoXIExplorer):
     return _interactive(dict(i=_image_picker(self, w), k=k), self.plot)
 
 @patch
-def show(self:P2PExplorer, static:bool=None, # None: widgets when they can render, else a static figure
-             i:int=0, # image for the static figure
-             deltas=None): # levels for the static figure
+def show(self:(P2PExplorer, MoXIExplorer), static:bool=None, # None: widgets when they can render, else a static figure
+         i:int=0, # image for the static figure
+         **kwargs): # options of the static figure: `deltas` (P2P's levels) or `steps` (MoXI's)
     "The widget in Jupyter, else the static figure"
-    return _show(self, static, i, deltas=deltas)
-
-@patch
-def show(self:MoXIExplorer, static:bool=None, # None: widgets when they can render, else a static figure
-              i:int=0, # image for the static figure
-              steps=None): # steps for the static figure
-    "The widget in Jupyter, else the static figure"
-    return _show(self, static, i, steps=steps)
+    if static is None: static = not widgets_available()
+    if not static: return self.widget()
+    from IPython.display import display
+    fig = self.static(i, **kwargs)
+    display(fig); plt.close(fig)
 
 # %% ../nbs/40_explorer.ipynb #55d27476
 def explore_p2p(model:P2P, # a dynamic-threshold P2P model

@@ -17,7 +17,8 @@ from PIL import Image
 # %% auto #0
 __all__ = ['SAFE_PICKLE_GLOBALS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps', 'new_run_dir',
            'removed_on_error', 'check_writable', 'process_record', 'process_state', 'SafeUnpickler', 'safe_pickle_load',
-           'read_json', 'load_torch', 'load_matching', 'read_image', 'check_finite', 'check_logits', 'os_error_message']
+           'read_json', 'load_torch', 'load_matching', 'read_state_dict', 'read_image', 'check_finite', 'check_logits',
+           'os_error_message']
 
 # %% ../nbs/00a_files.ipynb #2da58c87
 class PxpError(ValueError):
@@ -52,16 +53,27 @@ def check_number(name:str, # the option's name, as the user writes it
     return v
 
 # %% ../nbs/00a_files.ipynb #7fdf5129
+def _refuse(path): return FileExistsError(f"{path} exists: refusing to overwrite an earlier run's file")
+
 def atomic_write(path:Path, # final file name
                  write, # callable writing the content to the temporary path it is given
+                 exclusive:bool=False, # refuse to replace an existing file (`FileExistsError`): a run's outputs
                 ) -> Path: # `path`
-    "Write a file atomically: `write(tmp)` fills a temporary file in the same folder, then `os.replace` moves it into place"
+    "Write a file atomically: `write(tmp)` fills a temporary file in the same folder, then it is moved into place (`exclusive`: never over an existing file)"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if exclusive and path.exists(): raise _refuse(path)   # before the work of writing
     tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
-    try: write(tmp); os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
+    try:
+        write(tmp)
+        if not exclusive: os.replace(tmp, path)
+        else:
+            try: os.link(tmp, path)   # atomic, and refuses an existing name
+            except FileExistsError: raise _refuse(path) from None
+            except OSError:           # a file system without hard links: check, then rename
+                if path.exists(): raise _refuse(path) from None
+                os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)   # left after a link, or by a failed write
     return path
 
 def remove_temps(root:Path, # folder searched recursively
@@ -211,6 +223,20 @@ def load_matching(model:torch.nn.Module, # the model to fill
         raise PxpError(f"{source} does not fit {type(model).__name__}: tensors {'; '.join(parts)}", fix)
     model.load_state_dict(sd)
     return model
+
+# %% ../nbs/00a_files.ipynb #f039d6e6
+def read_state_dict(path:Path, # a checkpoint file written by `torch.save`
+                    what:str='weights', # what it should hold, for the messages
+                    fix:str=None, # how to get a good file (default: save a state dict)
+                    map_location='cpu',
+                   ) -> dict: # {name: tensor}
+    "A checkpoint as a flat state dict of tensors: `state_dict`/`model`/`model_state_dict` containers unwrapped, DDP's `module.` prefix dropped"
+    sd = load_torch(path, what, fix, map_location=map_location)
+    for k in ('state_dict', 'model', 'model_state_dict'):
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
+    if not isinstance(sd, dict):
+        raise PxpError(f"{path} holds a {type(sd).__name__}, not a state dict ({what})", fix or "save the weights with torch.save(model.state_dict(), path)")
+    return {k.removeprefix('module.'): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 # %% ../nbs/00a_files.ipynb #2c31c43b
 _WIDE = {'I;16': 65535, 'I;16L': 65535, 'I;16B': 65535, 'I;16N': 65535}   # PIL modes of 16-bit integer images

@@ -7,6 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/learner.html.md"""
 # %% ../nbs/13_learner.ipynb #43aeef99
 from __future__ import annotations
 import math
+from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from torch import Tensor
@@ -24,6 +25,7 @@ from fastprogress.fastprogress import progress_bar
 from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
+from .core import evaluating
 from .zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import P2POutputCallback, SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
@@ -36,11 +38,15 @@ from fastai.data.transforms import Category
 from fastai.interpret import plot_top_losses
 from fastai.torch_core import TensorCategory
 from plum import dispatch
+from .evaluate import kept_vs_tau, recalibrate_bn, _summary, summarize_p2p, evaluate_p2p   # moved to `evaluate`; importable here as before
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
-           'WholeImage', 'classifier_learner', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p',
-           'P2PPrediction']
+           'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p',
+           'evaluate_p2p']
+
+# %% ../nbs/13_learner.ipynb #8e387f8a
+_all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.evaluate`: still exported from here
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
 def p2p_model(n_classes:int, # classes of the dataset
@@ -83,18 +89,18 @@ def p2p_model(n_classes:int, # classes of the dataset
                rank_scale=rank_scale, min_tau=min_tau, tau_step=tau_step, mean=mean, std=std)
 
 # %% ../nbs/13_learner.ipynb #7d714c2f
-OPTIMIZERS = ('adam', 'adamw', 'sgd')
+_OPTIMIZERS = {'adam': lambda ps, lr, wd: Adam(ps, lr, wd=wd, decouple_wd=False),   # weight decay as an L2 term in the gradient
+               'adamw': lambda ps, lr, wd: Adam(ps, lr, wd=wd, decouple_wd=True),   # decoupled weight decay
+               'sgd': lambda ps, lr, wd: SGD(ps, lr, mom=0.9, wd=wd)}               # name -> builder(params, lr, wd) of a fastai optimiser
+OPTIMIZERS = tuple(_OPTIMIZERS)   # the choices of `optimizer` (RunConfig, `pxp train --optimizer`)
 
 def _opt_func(name, wd):
-    if name == 'adam': return lambda ps, lr: Adam(ps, lr, wd=wd, decouple_wd=False)
-    if name == 'adamw': return lambda ps, lr: Adam(ps, lr, wd=wd, decouple_wd=True)
-    if name == 'sgd': return lambda ps, lr: SGD(ps, lr, mom=0.9, wd=wd)
-    raise ValueError(f"unknown optimizer {name!r}: choose one of {OPTIMIZERS}")
+    "fastai's `opt_func` for optimiser `name` with weight decay `wd`"
+    if name not in _OPTIMIZERS: raise PxpError(f"unknown optimizer {name!r}", f"choose one of {', '.join(OPTIMIZERS)}")
+    return partial(_OPTIMIZERS[name], wd=wd)
 
 def _n_out(clf, size):
-    was = clf.training; clf.eval()
-    with torch.no_grad(): n = clf(torch.zeros(1, 3, size, size)).shape[-1]
-    clf.train(was); return n
+    with evaluating(clf), torch.no_grad(): return clf(torch.zeros(1, 3, size, size)).shape[-1]
 
 class P2PLearner(Learner):
     "A fastai Learner for P2P models; `show_results` draws image, superpixels, kept regions and prediction"
@@ -197,114 +203,6 @@ def classifier_learner(dls, # the P2P DataLoaders of (x, groups, y)
     "A fastai Learner training `model.classifier` on whole images (shared weights)"
     return Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
                    metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.'))
-
-# %% ../nbs/13_learner.ipynb #7dcdf723
-@torch.no_grad()
-def kept_vs_tau(model:P2P, # a dynamic P2P model
-                dl, # batches (x, groups, ...)
-                taus=(0.05, 0.2, 0.4, 0.6, 0.8, 1.0), # thresholds to try
-               ) -> dict: # τ -> mean kept fraction (hard masks)
-    "Mean kept fraction of hard masks at fixed values of τ: does the selector respond to τ?"
-    was = model.training; model.eval()
-    out = {float(t): [] for t in taus}
-    for b in dl:
-        x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-        feats = model.selector.encode(x)
-        for t in taus:
-            sel = model.select(x, groups, x.new_full((x.shape[0],), float(t)), feats=feats)
-            out[float(t)].append(to_pixels(sel['decisions'][..., 0], groups).float().mean((1, 2)))
-    model.train(was)
-    return {t: torch.cat(v).mean().item() for t, v in out.items()}
-
-# %% ../nbs/13_learner.ipynb #46088433
-@torch.no_grad()
-def recalibrate_bn(model:P2P, # trained P2P model
-                   dl, # training batches (x, groups, y)
-                   n_batches:int=None, # batches to use (all by default)
-                   min_tau:float=None, max_tau:float=1.0, # range of the τ drawn per image (dynamic threshold; min_tau: the model's)
-                   tau_power:float=1., # τ drawn as in training: min_tau + (max_tau - min_tau)·u^tau_power
-                  ) -> int: # number of images used
-    "Re-estimate the classifier's BatchNorm statistics on hard-masked images"
-    bns = [m for m in model.classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns: return 0
-    was = model.training; model.eval()
-    moms = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
-    n = 0
-    try:
-        for i, b in enumerate(dl):
-            if n_batches is not None and i >= n_batches: break
-            x, groups = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
-            tau = sample_tau(x.shape[0], model.min_tau if min_tau is None else min_tau, max_tau, tau_power, like=x) if model.dynamic else None
-            model.classify(x, groups, model.select(x, groups, tau)['decisions'])
-            n += x.shape[0]
-    finally:
-        for m, mom in zip(bns, moms): m.momentum = mom
-        model.train(was)
-    return n
-
-# %% ../nbs/13_learner.ipynb #139eccbf
-def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
-    probs = check_logits(logits, len(y), 'the P2P model').softmax(-1)   # NaN logits would score as chance, not fail
-    r = dict(accuracy=(logits.argmax(-1) == y).float().mean().item(), kept=kept.mean().item(),
-             tau=tau.mean().item() if tau is not None else None, n_images=len(y))
-    for k, f in (('auroc', M.auroc), ('aupr', M.aupr)):
-        try: r[k] = float(f(probs, y))
-        except Exception: r[k] = None      # e.g. a class absent from a tiny evaluation set
-    if gts is not None:
-        r['mask_precision'] = M.mask_precision(keeps, gts).mean().item()
-        r['mask_iou'] = M.mask_iou(keeps, gts).mean().item()
-        try: r['pxap'] = M.pxap(scores, gts)
-        except ValueError: r['pxap'] = None
-    return r
-
-def summarize_p2p(model:P2P, # the model the outputs came from (dynamic or not, τ step)
-                  pairs, # iterable of (batch (x, groups, y[, mask]), `model.predict` of that batch)
-                  deltas:list, # the certainty levels of the outputs
-                  keep_outputs:bool=False, # also return per-image τ, predictions and masks
-                 ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
-    "`evaluate_p2p`'s metrics from per-batch outputs (x itself is only used for its batch size)"
-    keys = [str(d) for d in deltas] if model.dynamic else ['fixed']
-    acc = {k: dict(logits=[], kept=[], tau=[], keep=[], score=[]) for k in keys}
-    ys, gts, ours, ref = [], [], 0, 0
-    for b, r in pairs:
-        x, groups, y = (o.as_subclass(Tensor) for o in b[:3])
-        gt = b[3].as_subclass(Tensor).bool() if len(b) > 3 else None
-        ours += r['passes']
-        for i, k in enumerate(keys):
-            if model.dynamic:
-                step = model.search_step
-                steps = (r['tau'][i] / step).round().clamp(max=math.ceil(model.max_tau/step - 1e-6) - 1).max().item()
-                ref += x.shape[0] * (int(steps) + 1)
-                acc[k]['tau'].append(r['tau'][i])
-            else: ref += x.shape[0]
-            acc[k]['logits'].append(r['logits'][i]); acc[k]['keep'].append(r['keep'][i])
-            acc[k]['score'].append(to_pixels(r['group_probs'][i], groups))
-        ys.append(y)
-        if gt is not None: gts.append(gt)
-    y = torch.cat(ys); gt = torch.cat(gts) if gts else None
-    out = {}
-    for k, a in acc.items():
-        keep = torch.cat(a['keep'])
-        tau = torch.cat(a['tau']) if a['tau'] else None
-        out[k] = _summary(torch.cat(a['logits']), y, keep.float().mean((1, 2)), tau, keep, torch.cat(a['score']), gt)
-        if keep_outputs: out[k].update(tau_per_image=tau, preds=torch.cat(a['logits']).argmax(-1), keep_masks=keep)
-    out['passes'] = dict(ours=ours, reference=ref, per_image_ours=ours/len(y), per_image_reference=ref/len(y))
-    return out
-
-def evaluate_p2p(model:P2P, # trained P2P model
-                 dl, # batches (x, groups, y) or (x, groups, y, mask), e.g. `get_eval_dl`
-                 deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ (dynamic threshold)
-                 keep_outputs:bool=False, # also return per-image τ, predictions and masks
-                ) -> dict: # {δ or 'fixed': metrics}, plus 'passes'
-    "Accuracy, kept fraction, τ, AUROC/AUPR and mask quality per certainty level, with classifier-pass counts"
-    deltas = [check_delta(d) for d in deltas]
-    was = model.training; model.eval()
-    try:
-        pairs = ((b, model.predict(b[0], b[1], deltas))
-                 for b in progress_bar(list(dl), leave=False))
-        return summarize_p2p(model, pairs, deltas, keep_outputs)
-    finally: model.train(was)
 
 # %% ../nbs/13_learner.ipynb #9ccc66bf
 @patch

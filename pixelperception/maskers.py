@@ -8,8 +8,9 @@ Docs: https://pixelperception.github.io/pixelperception/maskers.html.md"""
 from __future__ import annotations
 import sys, numpy as np, torch, torch.nn.functional as F
 from torch import Tensor
-from .superpixels import to_pixels, group_pool, group_sizes
+from .superpixels import to_pixels, group_pool, group_sizes, hide_pixels
 from .files import check_logits
+from .core import plain_tensor
 
 # %% auto #0
 __all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
@@ -58,8 +59,6 @@ def check_target(target, # None, an int, or [B] class indices
     return t
 
 # %% ../nbs/30_maskers.ipynb #6eb5ca67
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else torch.as_tensor(t)
-
 class Masker:
     "Base class: run a model on images with only some features visible, in chunks, counting evaluations"
     def __init__(self, batch_size:int=256): # forward passes per chunk
@@ -79,11 +78,11 @@ class Masker:
                  batch_size:int=None, # forward passes per chunk (default: self.batch_size)
                 ) -> Tensor: # logits [B,K,C]
         "Logits of `model` on every coalition of `keep`, in chunks of `batch_size` forward passes"
-        x = _plain(x)
+        x = plain_tensor(x)
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
-        if groups is not None: groups = _plain(groups).to(x.device)
+        if groups is not None: groups = plain_tensor(groups).to(x.device)
         N = self.n_features(x, groups, model=model)
-        keep = _plain(keep).to(x.device)
+        keep = plain_tensor(keep).to(x.device)
         if keep.dtype != torch.bool: raise TypeError(f"keep must be a bool tensor [B,K,N] (True = visible), got {keep.dtype}")
         if keep.dim() != 3 or keep.shape[0] != x.shape[0] or keep.shape[2] != N:
             raise ValueError(f"keep must be [B,K,N] = [{x.shape[0]},K,{N}] for {type(self).__name__} on x of shape {tuple(x.shape)}, got {tuple(keep.shape)}")
@@ -99,17 +98,6 @@ class Masker:
         return out.view(B, K, -1)
 
 # %% ../nbs/30_maskers.ipynb #00327aca
-def _fill(fill, x, b=None):
-    "The fill as a tensor that broadcasts against x[b]: a number, one value per channel, or images like x (captum's baselines)"
-    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    if f.dim() == 4:   # one image per input ([B,C,H,W]) or one for all ([1,C,H,W]), as captum's baselines
-        if f.shape[1:] != x.shape[1:] or f.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"a fill (baselines) image must be [1,C,H,W] or [B,C,H,W] = {list(x.shape)} like x, got {list(f.shape)}")
-        return f if f.shape[0] == 1 or b is None else f[b]
-    if f.dim() > 1 or (f.dim() == 1 and f.shape[0] not in (1, x.shape[1])):
-        raise ValueError(f"fill must be a number, one value per channel ({x.shape[1]}) or images [B,C,H,W] like x, got shape {tuple(f.shape)}")
-    return f.reshape(1, -1, 1, 1)
-
 def _grid(grid):
     gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(grid)
     if gh < 1 or gw < 1: raise ValueError(f"grid must be >= 1, got {grid!r}")
@@ -117,7 +105,7 @@ def _grid(grid):
 
 def _pool_grid(heat, x, gh, gw):
     "Average a [B,h,w] map over a gh x gw grid (upsampling to the image first when the grid does not divide it)"
-    heat = _plain(heat).float()
+    heat = plain_tensor(heat).float()
     if heat.dim() == 4: heat = heat[:, 0]
     h, w = heat.shape[-2:]
     if h % gh or w % gw: heat = F.interpolate(heat[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
@@ -145,7 +133,7 @@ class PatchMasker(Masker):
         return keep.view(R, gh, 1, gw, 1).expand(R, gh, H // gh, gw, W // gw).reshape(R, H, W)
     def forward_rows(self, model, x, groups, b, keep, state):
         m = self.masks(keep, *x.shape[-2:])
-        return model(torch.where(m[:, None], x[b], _fill(self.fill, x, b)))
+        return model(hide_pixels(x, m, self.fill, b))
     def pool(self, heat, x, groups=None): 
         "Average a per-pixel (or coarser) map over each patch: [B,N]"
         return _pool_grid(heat, x, *self.grid)
@@ -162,7 +150,7 @@ class GroupMasker(Masker):
     def n_features(self, x, groups=None, model=None):
         "Number of groups G = groups.max()+1, after checking groups matches x"
         if groups is None: raise ValueError("GroupMasker needs the superpixel map: pass groups=[B,H,W] (e.g. from slic_groups)")
-        groups = _plain(groups)
+        groups = plain_tensor(groups)
         if groups.dtype.is_floating_point or groups.dtype == torch.bool:
             raise TypeError(f"groups must hold integer ids (torch.long), got {groups.dtype}")
         if groups.shape != (x.shape[0], *x.shape[-2:]):
@@ -172,17 +160,17 @@ class GroupMasker(Masker):
         return max(int(groups.max()) + 1, self.n_groups or 0)
     def present(self, x, groups=None):
         "Groups with at least one pixel in each image, bool [B,N]: with `n_groups` padding, or images of fewer superpixels, the rest are absent"
-        return group_sizes(_plain(groups), self.n_features(x, groups)) > 0
+        return group_sizes(plain_tensor(groups), self.n_features(x, groups)) > 0
     def forward_rows(self, model, x, groups, b, keep, state):
         m = to_pixels(keep, groups[b])
-        return model(torch.where(m[:, None], x[b], _fill(self.fill, x, b)))
+        return model(hide_pixels(x, m, self.fill, b))
     def pool(self, heat, x, groups=None):
         "Average a per-pixel (or coarser) map over each group: [B,G]"
         N = self.n_features(x, groups)
-        heat = _plain(heat).float()
+        heat = plain_tensor(heat).float()
         if heat.dim() == 4: heat = heat[:, 0]
         if heat.shape[-2:] != x.shape[-2:]: heat = F.interpolate(heat[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-        return group_pool(heat, _plain(groups).to(heat.device), n_groups=N)
+        return group_pool(heat, plain_tensor(groups).to(heat.device), n_groups=N)
 
 def present_first(orders:Tensor, # [B,N] feature ids, most important first
                   present:Tensor, # bool [B,N]: the features each image has (`Masker.present`)

@@ -12,8 +12,9 @@ import numpy as np, torch
 from torch import Tensor
 from sklearn.metrics import roc_auc_score, average_precision_score
 from fastcore.basics import patch
-from .superpixels import group_sizes
+from .superpixels import group_sizes, hide_pixels, as_fill
 from .files import check_logits, check_finite
+from .core import plain_tensor
 from .maskers import present_first, check_precision, autocast_call, as_classifier
 
 # %% auto #0
@@ -22,17 +23,11 @@ __all__ = ['PXAP_BIN_WIDTH', 'P2P_THRESHOLDS', 'correct', 'accuracy', 'auroc', '
            'ranking_curves']
 
 # %% ../nbs/20_metrics.ipynb #b0a97119
-def _plain(t, name='input'):
-    "A plain `torch.Tensor` view of `t` (fastai subclasses dropped; lists and arrays converted)"
-    if isinstance(t, Tensor): return t.as_subclass(Tensor)
-    try: return torch.as_tensor(np.asarray(t))
-    except (TypeError, ValueError): raise TypeError(f"{name} must be a tensor or array, got {type(t).__name__}")
-
 def _shape(t): return tuple(t.shape)
 
 def _binary(m, name):
     "`m` as a bool tensor, or a clear error if it holds anything but 0/1"
-    m = _plain(m, name)
+    m = plain_tensor(m, name)
     if m.dtype == torch.bool: return m
     if m.numel() and not ((m == 0) | (m == 1)).all():
         raise ValueError(f"{name} must be a binary mask (bool, or 0/1 values), got values in "
@@ -47,7 +42,7 @@ def _check_maps(a, b, na, nb):
 
 # %% ../nbs/20_metrics.ipynb #9c3e3876
 def _preds(logits_or_preds, y):
-    p, y = _plain(logits_or_preds, 'logits_or_preds'), _plain(y, 'y')
+    p, y = plain_tensor(logits_or_preds, 'logits_or_preds'), plain_tensor(y, 'y')
     if y.dim() != 1: raise ValueError(f"y must be a [N] vector of class ids, got shape {_shape(y)}")
     if p.dim() == 2: p = check_logits(p, what='logits_or_preds').argmax(-1)   # NaN logits would count as class 0
     if p.dim() != 1 or p.shape[0] != y.shape[0]:
@@ -71,7 +66,7 @@ def accuracy(logits_or_preds:Tensor, # [N,C] logits/probabilities or [N] predict
 # %% ../nbs/20_metrics.ipynb #50f3507b
 def _ovr(probs, y, score_fn, name):
     "One-vs-rest `score_fn` per class present in `y`, averaged with weights = class frequency"
-    probs, y = _plain(probs, 'probs'), _plain(y, 'y')
+    probs, y = plain_tensor(probs, 'probs'), plain_tensor(y, 'y')
     if probs.dim() != 2: raise ValueError(f"probs must be [N,C] class probabilities, got shape {_shape(probs)}")
     if y.dim() != 1 or y.shape[0] != probs.shape[0]:
         raise ValueError(f"y must be [N] class ids with N={probs.shape[0]} like probs, got shape {_shape(y)}")
@@ -97,14 +92,18 @@ def aupr(probs:Tensor, # [N,C] class probabilities (e.g. softmax of the logits)
     return _ovr(probs, y, average_precision_score, 'AUPR')
 
 # %% ../nbs/20_metrics.ipynb #3acdc0d2
+def _overlap(pred, gt):
+    "pred and gt as binary maps of the same shape (on pred's device), and |m∩m*| per image"
+    pred, gt = _binary(pred, 'pred'), _binary(gt, 'gt')
+    _check_maps(pred, gt, 'pred', 'gt')
+    gt = gt.to(pred.device)
+    return pred, gt, (pred & gt).flatten(1).sum(1).float()
+
 def mask_precision(pred:Tensor, # [B,H,W] binary predicted mask m (pixels kept / selected)
                    gt:Tensor, # [B,H,W] binary ground-truth object mask m*
                   ) -> Tensor: # [B] float in [0,1]
     "Mask precision (↑) per image: |m∩m*|/|m|, 0 for an empty prediction"
-    pred, gt = _binary(pred, 'pred'), _binary(gt, 'gt')
-    _check_maps(pred, gt, 'pred', 'gt')
-    gt = gt.to(pred.device)
-    inter = (pred & gt).flatten(1).sum(1).float()
+    pred, gt, inter = _overlap(pred, gt)
     n = pred.flatten(1).sum(1).float()
     return torch.where(n > 0, inter / n.clamp(min=1), torch.zeros_like(n))
 
@@ -113,10 +112,7 @@ def mask_iou(pred:Tensor, # [B,H,W] binary predicted mask m
              empty:float=0., # value where both masks are empty (0/0)
             ) -> Tensor: # [B] float in [0,1]
     "Mask IoU (↑) per image: |m∩m*|/|m∪m*|, `empty` where m∪m* = ∅"
-    pred, gt = _binary(pred, 'pred'), _binary(gt, 'gt')
-    _check_maps(pred, gt, 'pred', 'gt')
-    gt = gt.to(pred.device)
-    inter = (pred & gt).flatten(1).sum(1).float()
+    pred, gt, inter = _overlap(pred, gt)
     union = (pred | gt).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(union, float(empty)))
 
@@ -152,7 +148,7 @@ def accumulate(self:PxAP, scores:Tensor, # [B,H,W] soft score maps in [0,1]
                gt:Tensor, # [B,H,W] binary ground-truth masks
               ) -> PxAP: # self, so calls chain
     "Add a batch of score maps and masks to the positive/negative score histograms"
-    scores, gt = _plain(scores, 'scores'), _binary(gt, 'gt')
+    scores, gt = plain_tensor(scores, 'scores'), _binary(gt, 'gt')
     _check_maps(scores, gt, 'scores', 'gt')
     scores = _check_scores(scores)
     # bin index i with edges[i] <= s < edges[i+1] (float64 comparison, like np.histogram)
@@ -198,7 +194,7 @@ def pointing_game(scores:Tensor, # [B,H,W] score maps (any range)
                   gt:Tensor, # [B,H,W] binary ground-truth masks
                  ) -> Tensor: # [B] bool: hit per image
     "Pointing game (↑) per image: gt[argmax(scores)] (first maximum in row-major order)"
-    scores, gt = _plain(scores, 'scores'), _binary(gt, 'gt')
+    scores, gt = plain_tensor(scores, 'scores'), _binary(gt, 'gt')
     _check_maps(scores, gt, 'scores', 'gt')
     top = scores.flatten(1).argmax(1)
     return gt.to(scores.device).flatten(1).gather(1, top[:, None])[:, 0]
@@ -208,7 +204,7 @@ def curve_auc(y:Tensor, # [...,T] curve values
               x:Tensor, # [T] increasing x positions
              ) -> Tensor: # [...] area under each curve, normalised by the x span
     "Normalised trapezoid AUC: ∫y dx / (x[-1] − x[0]) (the value itself for a single point)"
-    y = _plain(y).float(); x = _plain(x).to(y)
+    y = plain_tensor(y).float(); x = plain_tensor(x).to(y)
     if y.shape[-1] != x.shape[0]: raise ValueError(f"y has {y.shape[-1]} points but x has {x.shape[0]}")
     if x.shape[0] == 1: return y[..., 0]
     return torch.trapezoid(y, x, dim=-1) / (x[-1] - x[0])
@@ -253,7 +249,7 @@ def _check_thresholds(thresholds):
     return t
 
 def _check_group_probs(group_probs, groups):
-    group_probs, groups = _plain(group_probs, 'group_probs'), _plain(groups, 'groups')
+    group_probs, groups = plain_tensor(group_probs, 'group_probs'), plain_tensor(groups, 'groups')
     if groups.dim() != 3 or groups.dtype.is_floating_point or groups.dtype == torch.bool:
         raise ValueError(f"groups must be a [B,H,W] integer map of group ids, got shape {_shape(groups)} and dtype {groups.dtype}")
     if group_probs.dim() != 2 or group_probs.shape[0] != groups.shape[0]:
@@ -282,12 +278,6 @@ def fidelity_masks(group_probs:Tensor, # [B,G] selection probability of each gro
     return torch.zeros_like(keep_ranked).scatter_(2, order[:, None, :].expand(B, len(t), G), keep_ranked)
 
 # %% ../nbs/20_metrics.ipynb #69dbf34a
-def _fill(fill, x):
-    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device).flatten()
-    if f.numel() == 1: f = f.expand(x.shape[1])
-    if f.numel() != x.shape[1]: raise ValueError(f"fill must be a scalar or one value per channel ({x.shape[1]}), got {f.numel()} values")
-    return f.view(1, -1, 1, 1)
-
 def _predict(model, xs, batch_size):
     return torch.cat([check_logits(model(xs[i:i + batch_size]), len(xs[i:i + batch_size])).argmax(-1) for i in range(0, len(xs), batch_size)])
 
@@ -301,7 +291,7 @@ def fidelity_curves(model, # classifier: images [N,C,H,W] -> logits [N,classes]
                     batch_size:int=256, # images per forward pass
                    ) -> Curves: # per-image agreement [B,T], mean curve, AUC, direction
     "P2P fidelity: agreement of argmax model(x masked at t) with argmax model(x) per threshold t; deletion ↓, insertion ↑"
-    x = _plain(x, 'x')
+    x = plain_tensor(x, 'x')
     if x.dim() != 4: raise ValueError(f"x must be [B,C,H,W], got shape {_shape(x)}")
     group_probs, groups = _check_group_probs(group_probs, groups)
     if _shape(groups) != (x.shape[0], *x.shape[2:]):
@@ -309,7 +299,8 @@ def fidelity_curves(model, # classifier: images [N,C,H,W] -> logits [N,classes]
     t = _check_thresholds(thresholds)
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     keep = fidelity_masks(group_probs, groups, t, insertion).to(x.device)           # [B,T,G]
-    groups, f = groups.to(x.device), _fill(fill, x)
+    groups = groups.to(x.device)
+    as_fill(fill, x)                                                                # a bad fill fails here, before any forward pass
     B, T = keep.shape[:2]
     with torch.inference_mode():
         base = _predict(model, x, batch_size)                                           # [B] the model's own decision
@@ -318,15 +309,15 @@ def fidelity_curves(model, # classifier: images [N,C,H,W] -> logits [N,classes]
         for i in range(0, B * T, batch_size):
             j = torch.arange(i, min(i + batch_size, B * T), device=x.device)
             b, k = j // T, j % T
-            m = pix[b, k].view(len(j), 1, *x.shape[2:])
-            agree[j] = check_logits(model(torch.where(m, x[b], f)), len(j)).argmax(-1) == base[b]
+            m = pix[b, k].view(len(j), *x.shape[2:])
+            agree[j] = check_logits(model(hide_pixels(x, m, fill, b)), len(j)).argmax(-1) == base[b]
     per_image = agree.view(B, T).float()
     if not insertion: per_image[:, t.to(x.device) == 0] = 1.                            # deletion at t = 0 is 1 by definition
     return Curves(t.cpu(), per_image.cpu(), 'insertion' if insertion else 'deletion', higher_is_better=insertion, metric='agreement')
 
 # %% ../nbs/20_metrics.ipynb #cf0d3978
 def _check_orders(orders, B, N):
-    orders = _plain(orders, 'orders')
+    orders = plain_tensor(orders, 'orders')
     if orders.dim() != 2 or _shape(orders) != (B, N):
         raise ValueError(f"orders must be [B,N] = [{B},{N}] (one ranking of all N features per image), got shape {_shape(orders)}")
     if orders.dtype.is_floating_point or orders.dtype == torch.bool: raise ValueError(f"orders must hold integer feature ids, got {orders.dtype}")
@@ -374,7 +365,7 @@ def ranking_curves(model, # classifier called by the masker
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_precision(precision, x.device)
     model = as_classifier(model)   # a Hugging Face model's output object -> its logits
-    x = _plain(x, 'x')
+    x = plain_tensor(x, 'x')
     if x.dim() != 4: raise ValueError(f"x must be [B,C,H,W], got shape {_shape(x)}")
     B, N = x.shape[0], _n_features(masker, x, groups, model)
     if B == 0: raise ValueError("empty set (B=0): nothing to score")
@@ -385,7 +376,7 @@ def ranking_curves(model, # classifier called by the masker
         raise ValueError(f"steps must be increasing numbers of features in 0..{N}, got {ks.tolist()}")
     with torch.inference_mode():
         full = autocast_call(precision, x.device, masker, model, x, torch.ones(B, 1, N, dtype=torch.bool, device=x.device), groups)[:, 0].argmax(-1)
-        target = full if target is None else _plain(target, 'target').to(x.device)
+        target = full if target is None else plain_tensor(target, 'target').to(x.device)
         if _shape(target) != (B,): raise ValueError(f"target must be [B] = [{B}] class ids, got shape {_shape(target)}")
         sel = (full == target).nonzero()[:, 0] if only_correct else torch.arange(B, device=x.device)
         kb = _own_steps(ks.to(x.device), N, present, B)                      # [B,K] each image's own k at x = k/N

@@ -14,8 +14,9 @@ from torch import Tensor
 from torch.distributions import RelaxedBernoulli
 from fastcore.basics import patch
 from .data import IMAGENET_MEAN, IMAGENET_STD
-from .superpixels import group_pool, group_sizes, to_pixels
-from .files import load_torch, PxpError
+from .superpixels import group_pool, group_sizes, to_pixels, hide_pixels
+from .files import read_state_dict, PxpError
+from .core import plain_tensor, evaluating
 
 # %% auto #0
 __all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
@@ -35,16 +36,12 @@ def _init_keep(conv:nn.Conv2d, keep_init:float):
 
 # %% ../nbs/10_model.ipynb #d2bff487
 def load_state(path) -> dict:
-    "Read a checkpoint file as a flat state dict (weights only), unwrapping 'state_dict'/'model' containers"
+    "Read a local checkpoint file as a flat state dict (`read_state_dict`), or a clear error when `model_path` is not a file"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model_path {str(path)!r} is not a file: download the weights (a .pth/.pt/.bin state dict) "
                                 "on a machine with internet, copy it here and pass its path as model_path, or use pretrained=False")
-    sd = load_torch(path, 'weights', "copy the weights file again (a .pth/.pt/.bin state dict), or pass another model_path")
-    for k in ('state_dict', 'model', 'model_state_dict'):
-        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
-    if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
-    return {k.removeprefix('module.'): v for k, v in sd.items() if isinstance(v, Tensor)}
+    return read_state_dict(path, 'weights', "copy the weights file again (a .pth/.pt/.bin state dict), or pass another model_path")
 
 def load_weights(model:nn.Module, # model to fill in place
                  path, # local checkpoint file
@@ -238,11 +235,10 @@ def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel
 # %% ../nbs/10_model.ipynb #9d961aa0
 def mask_input(x:Tensor, # normalised images [B,3,H,W]
                m:Tensor, # pixel mask [B,H,W] or [S,B,H,W], 1 = keep
-               fill:Tensor, # normalised value of a black pixel [3]
+               fill:Tensor, # normalised value of a black pixel [3] (or anything `as_fill` takes)
               ) -> Tensor: # [B,3,H,W] or [S,B,3,H,W]
-    "Masked input: kept pixels as they are, the rest black"
-    m = m[..., None, :, :].to(x.dtype)
-    return x*m + fill.to(x).view(3, 1, 1)*(1 - m)
+    "Masked input: kept pixels as they are, the rest black (`hide_pixels`, for P2P's masks)"
+    return hide_pixels(x, m, fill)
 
 def mc_logits(classifier:nn.Module, # any image classifier giving logits
               xs:Tensor, # masked inputs [S,B,3,H,W]
@@ -296,8 +292,6 @@ def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str
         raise ValueError(f"estimator='score' compares each mask with the other masks of the same image: use num_monte_carlo >= 2 (got {num_monte_carlo})")
 
 # %% ../nbs/10_model.ipynb #64708964
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else t
-
 class P2POutput(NamedTuple):
     "What `P2P.forward` returns: the logits first, then the masks behind them and what the losses and metrics read"
     logits:Tensor # [B,C] log of the Monte-Carlo-averaged class probabilities
@@ -406,13 +400,14 @@ def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             temp:float=1., # relaxed-Bernoulli temperature T of the training masks (unused in evaluation: hard masks)
            ) -> P2POutput:
     "Select groups, mask, classify: the logits and the masks behind them"
-    x, groups, tau = _plain(x), _plain(groups), _plain(tau)
+    x, groups = plain_tensor(x, 'x'), plain_tensor(groups, 'groups')
+    if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))   # a number: the same τ for every image
+    tau = plain_tensor(tau, 'tau', none=True)
     if self.dynamic and tau is None:
         if self.training: tau = sample_tau(x.shape[0], self.min_tau, self.max_tau, like=x)
         else:
             r = self.find_tau(x, groups, [self.delta])
             return P2POutput(r['logits'][0], r['keep'][0].float(), r['group_probs'][0], r['tau'][0])
-    if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))
     sel = self.select(x, groups, tau, temp)
     logits, m, probs = self.classify(x, groups, sel['decisions'])
     return P2POutput(logits, m.mean(0), sel['group_probs'], tau, sel['cov'], sel['log_prob'], probs)
@@ -424,10 +419,9 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
              deltas=(0.9,), # certainty levels δ to answer in one search
             ) -> dict: # per δ (first dim): tau [D,B], logits [D,B,C], group_probs [D,B,G], keep [D,B,H,W] bool; passes
     "Dynamic-threshold evaluation: the smallest τ per image whose hard-masked prediction is δ-certain"
-    x, groups = _plain(x), _plain(groups)
+    x, groups = plain_tensor(x, 'x'), plain_tensor(groups, 'groups')
     deltas = torch.tensor([check_delta(d) for d in deltas], device=x.device)
-    was_training = self.training; self.eval()
-    try:
+    with evaluating(self):
         step = self.search_step
         B, D, n = x.shape[0], len(deltas), math.ceil(self.max_tau / step - 1e-6)   # τ = step, 2·step, ..., max_tau
         feats = self.selector.encode(x)
@@ -458,7 +452,6 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
                 store(j, (d_idx, todo[j]), t, logits, sel['group_probs'], m[0].bool())
                 done[d_idx, todo[j]] = True
         return dict(tau=tau, passes=passes, **res)
-    finally: self.train(was_training)
 
 P2P.find_tau = find_tau
 
@@ -472,9 +465,6 @@ def predict(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     "Hard-mask predictions: the dynamic-threshold search at each δ, or one evaluation pass (at τ, or of a fixed-threshold model)"
     deltas = [check_delta(d) for d in ([self.delta] if deltas is None else deltas)]
     if self.dynamic and tau is None: return self.find_tau(x, groups, deltas)
-    was_training = self.training; self.eval()
-    try:
-        with torch.no_grad(): o = self(x, groups, tau)
-    finally: self.train(was_training)
+    with evaluating(self), torch.no_grad(): o = self(x, groups, tau)
     return dict(tau=None if o.tau is None else o.tau[None], logits=o.logits[None], group_probs=o.group_probs[None],
                 keep=o.keep.bool()[None], passes=x.shape[0])

@@ -17,6 +17,7 @@ from fastai.torch_core import show_image
 from .superpixels import show_groups, to_pixels, group_sizes
 from .model import group_distribution, group_cov
 from .metrics import Curves
+from .core import evaluating
 
 # %% auto #0
 __all__ = ['plot_curves', 'show_selection', 'ranking_heat', 'heat_to_pixels', 'show_heatmaps', 'group_correlation',
@@ -217,8 +218,7 @@ def group_correlation(model, # a P2P model trained with use_cov=True
     x, groups = x.to(dev), groups.to(dev).long()
     G = max(model.n_segments, int(groups.max()) + 1)
     with_tau = model.dynamic and model.tau_mode != 'rank'   # the selector's input, as in the forward pass ('rank' mode applies τ after it)
-    was = model.training; model.eval()
-    try:
+    with evaluating(model):
         with torch.inference_mode():
             if with_tau:
                 tau = model.find_tau(x, groups, [model.delta])['tau'][0] if tau is None else torch.as_tensor(tau, dtype=x.dtype, device=dev).expand(len(x))
@@ -229,7 +229,6 @@ def group_correlation(model, # a P2P model trained with use_cov=True
             cov, _ = group_cov(E)
             d = cov.diagonal(dim1=-2, dim2=-1).sqrt()
             corr = cov / (d[..., :, None] * d[..., None, :])
-    finally: model.train(was)
     return dict(corr=corr, cov=cov, mu=mu, present=group_sizes(groups, G)[:, :G] > 0, tau=tau)
 
 # %% ../nbs/21_plots.ipynb #534003fc

@@ -6,30 +6,15 @@ Docs: https://pixelperception.github.io/pixelperception/report.html.md"""
 
 # %% ../nbs/22_report.ipynb #5c4d428a
 from __future__ import annotations
-import io, json, math, os, re, tempfile
+import io, json, math, re, tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch
 from .metrics import Curves
-from .files import new_run_dir
+from .files import new_run_dir, atomic_write
 
 # %% auto #0
 __all__ = ['write_report']
-
-# %% ../nbs/22_report.ipynb #5f47a459
-def _write_new(path:Path, data:bytes):
-    "Write `data` to `path` atomically; FileExistsError if `path` exists"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        try: os.link(tmp, path)                              # atomic, and refuses an existing name
-        except FileExistsError: raise
-        except OSError:                                      # no hard links here: check, then rename
-            if path.exists(): raise FileExistsError(path)
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
 
 # %% ../nbs/22_report.ipynb #e83eca3c
 def _jsonable(v, key='metrics'):
@@ -95,12 +80,15 @@ _COLUMNS = {'accuracy': 'accuracy', 'kept': 'kept', 'tau': 'τ', 'auroc': 'AUROC
 _METHOD_COLUMNS = {'auc': 'AUC', 'overlap': 'overlap with P2P', 'evals_per_image': 'evaluations / image', 'seconds_per_image': 's / image',
                    'estimated_seconds_per_image': 'estimated s / image'}   # display names of the columns of a per-method table
 
-def _table(rows:dict, first:str, label=str, names:dict=_COLUMNS):
+def _table(rows:dict, first:str, label=str, names:dict=_COLUMNS,
+           formats:dict=None, # {metric: callable(value) -> str} for some columns (default: `_cell`'s 4 significant digits); None is '–'
+          ) -> list: # the table's lines
     "Markdown table: one row per key of `rows` (labelled by `label`), one column per metric; `names` first, in their order"
     cols = [c for c in names if any(c in m for m in rows.values())]
     for m in rows.values(): cols += [c for c in m if c not in cols]   # the others, in first-seen order
+    fmt = lambda c, v: _cell(v) if v is None or c not in (formats or {}) else formats[c](v)
     head = [f"| {first} | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    return head + [f"| {label(l)} | " + " | ".join(_cell(m.get(c)) for c in cols) + " |" for l, m in rows.items()]
+    return head + [f"| {label(l)} | " + " | ".join(fmt(c, m.get(c)) for c in cols) + " |" for l, m in rows.items()]
 
 def _level_table(levels):
     "Markdown table: one row per certainty level, one column per metric"
@@ -154,12 +142,13 @@ def write_report(out_dir, # folder to write into (created if missing); use `new_
     if existing: raise FileExistsError(f"{out} already holds {', '.join(existing)}: refusing to overwrite an earlier report; "
                                        "write into a new folder (e.g. `new_run_dir(root, 'evaluate')`)")
     written = []
+    def put(p, data:bytes): atomic_write(p, lambda t: Path(t).write_bytes(data), exclusive=True); written.append(p)
     try:
         for name, fn in fig_files.items():
             buf = io.BytesIO(); figures[name].savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
-            _write_new(out/fn, buf.getvalue()); written.append(out/fn)
-        _write_new(out/'metrics.json', (json.dumps(data, indent=2, allow_nan=False) + '\n').encode()); written.append(out/'metrics.json')
-        _write_new(out/'report.md', _markdown(title, data, fig_files, tuple(tables)).encode()); written.append(out/'report.md')
+            put(out/fn, buf.getvalue())
+        put(out/'metrics.json', (json.dumps(data, indent=2, allow_nan=False) + '\n').encode())
+        put(out/'report.md', _markdown(title, data, fig_files, tuple(tables)).encode())
     except BaseException:
         for p in written: p.unlink(missing_ok=True)          # leave no partial report behind
         raise

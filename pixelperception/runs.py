@@ -22,7 +22,8 @@ from .metrics import fidelity_curves
 from .plots import plot_curves, show_selection
 from .model import mask_input
 from .files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, _first_line, process_record, process_state
-from .distributed import init_distributed, is_rank0, rank0_first, broadcast_object, evaluate_p2p_sharded
+from .distributed import init_distributed, is_rank0, rank0_first, broadcast_object
+from .evaluate import evaluate_p2p_sharded
 
 
 # %% auto #0

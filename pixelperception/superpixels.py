@@ -13,11 +13,12 @@ from torch import Tensor
 from skimage.segmentation import slic
 from matplotlib.colors import to_rgba
 from fastai.torch_core import TensorMask, show_image
-from .files import atomic_write
+from .files import atomic_write, PxpError
+from .core import plain_tensor
 
 # %% auto #0
-__all__ = ['relabel', 'slic_groups', 'group_sizes', 'group_pool', 'to_pixels', 'boundaries', 'TensorGroups', 'show_groups',
-           'SuperpixelCache']
+__all__ = ['relabel', 'slic_groups', 'group_sizes', 'group_pool', 'to_pixels', 'as_fill', 'hide_pixels', 'boundaries',
+           'TensorGroups', 'show_groups', 'SuperpixelCache']
 
 # %% ../nbs/00_superpixels.ipynb #6db18842
 def relabel(groups:np.ndarray # integer map of any shape
@@ -48,8 +49,6 @@ def slic_groups(img, # un-normalised image: HxWx3 (or HxW) array, uint8 or float
     return relabel(seg)
 
 # %% ../nbs/00_superpixels.ipynb #ce75c1c6
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) else torch.as_tensor(t)
-
 def _n_groups(groups, n_groups=None):
     g = int(groups.max()) + 1 if groups.numel() else 0
     return g if n_groups is None else max(int(n_groups), g)
@@ -70,7 +69,7 @@ def group_sizes(groups:Tensor, # LongTensor [B,H,W] of group ids
                 n_groups:int=None, # pad G to at least this many groups
                ) -> Tensor: # LongTensor [B,G]: pixels per group (0 where a group is absent)
     "Number of pixels of each group in each image: |g|"
-    groups = _plain(groups); _check_groups(groups)
+    groups = plain_tensor(groups); _check_groups(groups)
     B, G = groups.shape[0], _n_groups(groups, n_groups)
     out = torch.zeros(B, G, dtype=torch.long, device=groups.device)
     return out.scatter_add_(1, groups.reshape(B, -1), torch.ones_like(groups.reshape(B, -1)))
@@ -83,7 +82,7 @@ def group_pool(x:Tensor, # [B,C,H,W] or [B,H,W] per-pixel values
               ) -> Tensor: # [B,C,G] (or [B,G] for a [B,H,W] input)
     "Pool per-pixel values over each group: mean (or sum) of x over the pixels of g"
     if reduce not in ("mean", "sum"): raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-    x, groups = _plain(x), _plain(groups)
+    x, groups = plain_tensor(x), plain_tensor(groups)
     if x.dim() not in (3, 4): raise ValueError(f"x must be [B,C,H,W] or [B,H,W], got shape {tuple(x.shape)}")
     _check_groups(groups, x)
     squeeze = x.dim() == 3
@@ -101,7 +100,7 @@ def to_pixels(values:Tensor, # [B,G,...] per-group values
               groups:Tensor, # LongTensor [B,H,W] of group ids
              ) -> Tensor: # [B,H,W,...]: each pixel gets its group's value
     "Broadcast per-group values back to pixels: out[b,h,w] = values[b, groups[b,h,w]]"
-    values, groups = _plain(values), _plain(groups)
+    values, groups = plain_tensor(values), plain_tensor(groups)
     _check_groups(groups)
     if values.dim() < 2 or values.shape[0] != groups.shape[0]:
         raise ValueError(f"values must be [B,G,...] with B={groups.shape[0]} to match groups, got shape {tuple(values.shape)}")
@@ -109,6 +108,32 @@ def to_pixels(values:Tensor, # [B,G,...] per-group values
         raise ValueError(f"groups holds id {int(groups.max())} but values has only G={values.shape[1]} groups")
     B = groups.shape[0]
     return values[torch.arange(B, device=groups.device)[:, None, None], groups]
+
+# %% ../nbs/00_superpixels.ipynb #ff5a5b0e
+def as_fill(fill, # a number, one value per channel [C], or images [1,C,H,W] or [B,C,H,W] like x (normalised space)
+            x:Tensor, # the images [B,C,H,W] whose pixels are hidden
+            b:Tensor=None, # image index of each row to hide pixels of (None: the rows are x's own)
+           ) -> Tensor: # [1,C,1,1], or images [1 or R,C,H,W] that broadcast against x[b]
+    "The fill as a tensor on x's device and dtype that broadcasts against the images `x[b]`"
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if f.dim() == 4 and f.shape[1:] == x.shape[1:] and f.shape[0] in (1, x.shape[0]):   # baselines: one per image, or one for all
+        return f if f.shape[0] == 1 or b is None else f[b]
+    if f.numel() in (1, x.shape[1]): return f.reshape(1, -1, 1, 1)                   # a number, or one value per channel (any shape, e.g. [1,C,1,1])
+    fix = f"pass a number (e.g. 0.), one value per channel (e.g. black_fill()), or images of shape [1 or {x.shape[0]},{','.join(map(str, x.shape[1:]))}]"
+    if f.dim() == 4: raise PxpError(f"a fill (baselines) image must be [1,C,H,W] or [B,C,H,W] = {list(x.shape)} like x, got {list(f.shape)}", fix)
+    raise PxpError(f"fill must be a number, one value per channel ({x.shape[1]}) or images [B,C,H,W] like x, got shape {tuple(f.shape)}", fix)
+
+def hide_pixels(x:Tensor, # normalised images [B,C,H,W]
+                keep:Tensor, # keep-mask [R,H,W] (or [S,R,H,W]): bool, or fractions in [0,1] to blend
+                fill, # value of hidden pixels, as `as_fill` takes it
+                b:Tensor=None, # image index of each of the R masks (None: mask r hides pixels of image r)
+               ) -> Tensor: # [R,C,H,W] (or [S,R,C,H,W])
+    "Images with the pixels outside `keep` hidden: x where kept, the fill elsewhere (a fractional mask blends x·m + fill·(1−m))"
+    f, xb = as_fill(fill, x, b), (x if b is None else x[b])
+    m = keep[..., None, :, :]
+    if m.dtype == torch.bool: return torch.where(m, xb, f)
+    m = m.to(x.dtype)
+    return xb*m + f*(1 - m)
 
 # %% ../nbs/00_superpixels.ipynb #1cfa3744
 def boundaries(groups:np.ndarray # HxW id map

@@ -26,7 +26,8 @@ from .report import new_run_dir, write_report, _COLUMNS
 from .plots import group_correlation, show_group_correlation
 from .files import atomic_write, _first_line
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
-from .distributed import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, broadcast_model
+from .distributed import broadcast_model
+from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded
 from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision
 from .runs import _MODEL_KEYS, _LEARNER_KEYS, _write_status, _abandon, _load_checkpoint, _check_resume
 from .runs import run_config, load_run, evaluate_run, load_learner   # first defined here: still importable from here
@@ -36,14 +37,9 @@ from .runs import run_config, load_run, evaluate_run, load_learner   # first def
 __all__ = ['train', 'run_learner']
 
 # %% ../nbs/14_train.ipynb #fec4f5cc
-def _atomic_write(path:Path, data:bytes):
-    "Write a new file atomically (temp file + rename); refuse to overwrite"
-    path = Path(path)
-    if path.exists(): raise FileExistsError(f"{path} exists: refusing to overwrite an earlier run's file")
-    atomic_write(path, lambda t: Path(t).write_bytes(data))
-
 def _save_model(model, path):
-    buf = io.BytesIO(); torch.save(model.state_dict(), buf); _atomic_write(path, buf.getvalue())
+    "Write the model's weights atomically to a new file, never over an earlier run's"
+    atomic_write(path, lambda t: torch.save(model.state_dict(), t), exclusive=True)
 
 # %% ../nbs/14_train.ipynb #f24b2221
 def _signature() -> inspect.Signature:
@@ -99,7 +95,7 @@ def _run(cfg:RunConfig, state:dict) -> Path:
     learn.p2p_times.update(start=t0, data=t_data)
     start = _resume(learn, cfg.resume, state['record']) if cfg.resume else 0
     config = {**cfg.flat(), **state['record'], **_run_record(learn)}
-    if is_rank0(): _atomic_write(run/'config.json', (json.dumps(config, indent=2) + '\n').encode())
+    if is_rank0(): atomic_write(run/'config.json', lambda t: Path(t).write_bytes((json.dumps(config, indent=2) + '\n').encode()), exclusive=True)
     if cfg.wandb and is_rank0(): _wandb_start(config, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
     if rank: set_seed(cfg.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
     if not cfg.resume: learn.p2p_pretrain_classifier()

@@ -17,17 +17,25 @@ from .files import PxpError, check_number
 from .data import TARGETS, list_datasets
 from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
-from .learner import OPTIMIZERS
+from .learner import OPTIMIZERS, p2p_model, p2p_learner
 from .zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'RECIPE_OPTIONS', 'option', 'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig',
-           'option_fields', 'parse_deltas', 'register_recipe', 'list_recipes', 'recipe_config', 'recipe_options',
-           'resolve_config', 'resolve_options', 'paper', 'cpu']
+__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'RECIPE_OPTIONS', 'block_default', 'option', 'DataConfig', 'ModelConfig', 'TrainConfig',
+           'RunConfig', 'option_fields', 'parse_deltas', 'register_recipe', 'list_recipes', 'recipe_config',
+           'recipe_options', 'resolve_config', 'resolve_options', 'paper', 'cpu']
 
 # %% ../nbs/14a_recipes.ipynb #5608fa16
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # train's mixed-precision choices
 LR_SCHEDULES = ('one_cycle', 'constant')        # the P2P epochs' learning-rate schedules
+_LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
+
+def block_default(name:str): # an option of a run
+    "The default of an option that `p2p_model` or `p2p_learner` takes, read from its signature: the one place it is written"
+    for fn in (p2p_model, p2p_learner):
+        p = inspect.signature(fn).parameters.get(_LEARNER_NAMES.get(name, name) if fn is p2p_learner else name)
+        if p is not None and p.default is not inspect.Parameter.empty: return p.default
+    raise KeyError(f"neither p2p_model nor p2p_learner has a default for {name!r}")
 
 def option(default, # the value when neither a recipe nor the user sets it
            doc:str, # one line: what the option does (the CLI's help, `train`'s docment)
@@ -63,28 +71,28 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     "The P2P model: classifier, selector, and how the selector turns a budget τ into a mask"
-    classifier:str = option('small_cnn', "classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>", recipe=True)
-    model_path:str = option(None, "local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)")
-    selector:str = option('cnn', "selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)", recipe=True)
-    selector_path:str = option(None, "local selector weights (default for CIFAR ResNet trunks: model_path)")
-    pretrained:bool = option(False, "download published weights from the hub (needs internet) where no local weights are given")
+    classifier:str = option(block_default('classifier'), "classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>", recipe=True)
+    model_path:str = option(block_default('model_path'), "local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)")
+    selector:str = option(block_default('selector'), "selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)", recipe=True)
+    selector_path:str = option(block_default('selector_path'), "local selector weights (default for CIFAR ResNet trunks: model_path)")
+    pretrained:bool = option(block_default('pretrained'), "download published weights from the hub (needs internet) where no local weights are given")
     use_dynamic_threshold:bool = option(True, "τ is an input of the selector; evaluate per certainty level")
     certainty:str = option('0.8,0.9,0.95,0.99', "certainty levels δ, comma-separated (the first is used for validation)")
-    num_dims:int = option(4, "selector output channels (keep logit + covariance embedding)", recipe=True, lo=1, integer=True)
-    use_cov:bool = option(False, "correlated group logits N(μ, EᵀE) (off: independent groups)", recipe=True)
-    num_monte_carlo:int = option(2, "masks sampled per image in training (>= 2 for estimator='score')", recipe=True, lo=1, integer=True)
-    straight_through:bool = option(True, "hard masks forward in training (BatchNorm sees what evaluation sees)", recipe=True)
-    keep_init:float = option(6., "initial keep-logit bias of the selector", recipe=True, lo=None)
-    norm:str = option('batch', "small CNNs' normalisation: batch, group or none", recipe=True, choices=NORMS)
-    width:int = option(24, "small CNN classifier width", recipe=True, lo=1, integer=True)
-    stem_stride:int = option(None, "small CNN classifier's first stride (default: 2 from 64 px up)", recipe=True, lo=1, integer=True, none=True)
-    selector_width:int = option(16, "small CNN selector width", recipe=True, lo=1, integer=True)
-    tau_prior:bool = option(True, "small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit", recipe=True)
-    tau_mode:str = option('rank', "'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)", recipe=True, choices=TAU_MODES)
-    estimator:str = option('score', "selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)", recipe=True, choices=ESTIMATORS)
-    rank_scale:float = option(3., "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
-    min_tau:float = option(0.05, "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
-    tau_step:float = option(None, "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
+    num_dims:int = option(block_default('num_dims'), "selector output channels (keep logit + covariance embedding)", recipe=True, lo=1, integer=True)
+    use_cov:bool = option(block_default('use_cov'), "correlated group logits N(μ, EᵀE) (off: independent groups)", recipe=True)
+    num_monte_carlo:int = option(block_default('num_monte_carlo'), "masks sampled per image in training (>= 2 for estimator='score')", recipe=True, lo=1, integer=True)
+    straight_through:bool = option(block_default('straight_through'), "hard masks forward in training (BatchNorm sees what evaluation sees)", recipe=True)
+    keep_init:float = option(block_default('keep_init'), "initial keep-logit bias of the selector", recipe=True, lo=None)
+    norm:str = option(block_default('norm'), "small CNNs' normalisation: batch, group or none", recipe=True, choices=NORMS)
+    width:int = option(block_default('width'), "small CNN classifier width", recipe=True, lo=1, integer=True)
+    stem_stride:int = option(block_default('stem_stride'), "small CNN classifier's first stride (default: 2 from 64 px up)", recipe=True, lo=1, integer=True, none=True)
+    selector_width:int = option(block_default('selector_width'), "small CNN selector width", recipe=True, lo=1, integer=True)
+    tau_prior:bool = option(block_default('tau_prior'), "small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit", recipe=True)
+    tau_mode:str = option(block_default('tau_mode'), "'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)", recipe=True, choices=TAU_MODES)
+    estimator:str = option(block_default('estimator'), "selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)", recipe=True, choices=ESTIMATORS)
+    rank_scale:float = option(block_default('rank_scale'), "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
+    min_tau:float = option(block_default('min_tau'), "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
+    tau_step:float = option(block_default('tau_step'), "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
 
 @dataclass
 class TrainConfig:
@@ -93,22 +101,22 @@ class TrainConfig:
     classifier_lr:float = option(3e-3, "peak learning rate of that phase (one-cycle)", recipe=True, lo=0, lo_open=True)
     epochs:int = option(14, "P2P training epochs (selector and classifier together)", recipe=True, lo=1, integer=True)
     validate_per_epoch:int = option(2, "validate every this many epochs (and after the last)", recipe=True, lo=1, integer=True)
-    optimizer:str = option('adam', "adam, adamw or sgd", recipe=True, choices=OPTIMIZERS)
-    learning_rate:float = option(3e-3, "(peak) learning rate of the P2P epochs", recipe=True, lo=0, lo_open=True)
-    classifier_lr_mult:float = option(1., "the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)",
+    optimizer:str = option(block_default('optimizer'), "adam, adamw or sgd", recipe=True, choices=OPTIMIZERS)
+    learning_rate:float = option(block_default('learning_rate'), "(peak) learning rate of the P2P epochs", recipe=True, lo=0, lo_open=True)
+    classifier_lr_mult:float = option(block_default('classifier_lr_mult'), "the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)",
                                       recipe=True, lo=0, lo_open=True)
     lr_schedule:str = option('one_cycle', "'one_cycle' or 'constant'", recipe=True, choices=LR_SCHEDULES)
-    weight_decay:float = option(0., "weight decay", recipe=True, lo=0)
-    reg_variant:str = option('l1', "sparsity penalty: 'kl' or 'l1'", recipe=True, choices=REG_VARIANTS)
-    reg_threshold:float = option(0.2, "target kept fraction without the dynamic threshold, in [0,1)", recipe=True, lo=0, hi=1, hi_open=True)
-    reg_weight:float = option(1., "final sparsity-penalty weight", recipe=True, lo=0)
-    reg_anneal:bool = option(True, "ramp the penalty weight up (else constant)", recipe=True)
-    warmup:float = option(0., "fraction of epochs without sparsity penalty", recipe=True, lo=0, hi=1, hi_open=True)
-    cov_weight:float = option(1e-3, "covariance-penalty weight", recipe=True, lo=0)
-    final_temp:float = option(0.5, "relaxed-Bernoulli temperature reached half-way", recipe=True, lo=0, lo_open=True)
-    tau_warmup:float = option(0.2, "fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau", recipe=True, lo=0, hi=1, hi_open=True)
-    score_weight:float = option(1., "weight of the score-function surrogate", recipe=True, lo=0)
-    tau_power:float = option(2., "τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)", recipe=True, lo=0, lo_open=True)
+    weight_decay:float = option(block_default('weight_decay'), "weight decay", recipe=True, lo=0)
+    reg_variant:str = option(block_default('reg_variant'), "sparsity penalty: 'kl' or 'l1'", recipe=True, choices=REG_VARIANTS)
+    reg_threshold:float = option(block_default('reg_threshold'), "target kept fraction without the dynamic threshold, in [0,1)", recipe=True, lo=0, hi=1, hi_open=True)
+    reg_weight:float = option(block_default('reg_weight'), "final sparsity-penalty weight", recipe=True, lo=0)
+    reg_anneal:bool = option(block_default('reg_anneal'), "ramp the penalty weight up (else constant)", recipe=True)
+    warmup:float = option(block_default('warmup'), "fraction of epochs without sparsity penalty", recipe=True, lo=0, hi=1, hi_open=True)
+    cov_weight:float = option(block_default('cov_weight'), "covariance-penalty weight", recipe=True, lo=0)
+    final_temp:float = option(block_default('final_temp'), "relaxed-Bernoulli temperature reached half-way", recipe=True, lo=0, lo_open=True)
+    tau_warmup:float = option(block_default('tau_warmup'), "fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau", recipe=True, lo=0, hi=1, hi_open=True)
+    score_weight:float = option(block_default('score_weight'), "weight of the score-function surrogate", recipe=True, lo=0)
+    tau_power:float = option(block_default('tau_power'), "τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)", recipe=True, lo=0, lo_open=True)
     recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training", recipe=True)
     time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
 
@@ -273,9 +281,11 @@ def _has_trunk_selector(classifier):
     "A classifier whose own trunk is a registered selector (the CIFAR ResNets): its selector starts from its weights"
     return classifier in list_selectors() and selector_spec(classifier).init_from_classifier
 
-# Where the seed's configuration (configs/model/P2P.yaml) departs from `RunConfig`'s defaults (the `cpu` recipe); each is explained in the P2P explanation's table
-_PAPER = dict(tau_mode='input', estimator='pathwise', straight_through=False, num_monte_carlo=1, reg_variant='kl', reg_weight=10., use_cov=True,
-              cov_weight=0.01, learning_rate=1e-4, lr_schedule='constant', classifier_epochs=0, classifier_lr=1e-4, recalibrate=False, epochs=100,
+# Where the library's CPU recipe departs from the building blocks' defaults (`p2p_model`, `p2p_learner`: the seed's choices where it has one)
+_CPU = dict(use_cov=False, num_monte_carlo=2, straight_through=True, keep_init=6., tau_mode='rank', estimator='score', learning_rate=3e-3, reg_variant='l1', reg_weight=1., warmup=0., tau_warmup=0.2, tau_power=2.)
+
+# Where the seed's configuration (configs/model/P2P.yaml) departs from `RunConfig`'s defaults; each is explained in the P2P explanation's table
+_PAPER = dict(warmup=0., cov_weight=0.01, lr_schedule='constant', classifier_epochs=0, classifier_lr=1e-4, recalibrate=False, epochs=100,
               keep_init=0., tau_prior=False, tau_warmup=0., score_weight=0., tau_power=1.)
 
 @register_recipe()
@@ -286,8 +296,8 @@ def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
 
 @register_recipe()
 def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
-    "The library's CPU recipe (`RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
-    c = RunConfig().updated(recipe='cpu', dataset=dataset, classifier=classifier or 'small_cnn',
+    "The library's CPU recipe (`_CPU` on `RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
+    c = RunConfig().updated(recipe='cpu', dataset=dataset, **_CPU, classifier=classifier or 'small_cnn',
                             selector=classifier if _has_trunk_selector(classifier) else 'cnn')
     return c.updated(**_CIFAR_PRETRAINED) if dataset == 'cifar10' and _has_trunk_selector(classifier) else c
 

@@ -15,7 +15,7 @@ from torch import Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import load_learner as fastai_load_learner
 from .data import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
-from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas
+from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, _LEARNER_NAMES
 from .learner import p2p_learner, p2p_model, P2PLearner
 from .report import new_run_dir, write_report
 from .metrics import fidelity_curves
@@ -33,7 +33,6 @@ __all__ = ['run_config', 'load_run', 'evaluate_run', 'load_learner']
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
 _MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
                'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
-_LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
 _LEARNER_KEYS = {f.name: _LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
                  if _LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
 
@@ -100,15 +99,10 @@ def _check_resume(c):
                        + "), or start a new run without --resume")
 
 # %% ../nbs/14b_runs.ipynb #7deb93db
-def _recorded_defaults() -> dict:
-    "For a config.json that lacks an option (a run older than it): the default of the function that built that run (`p2p_model`, `p2p_learner`)"
-    m, l = inspect.signature(p2p_model).parameters, inspect.signature(p2p_learner).parameters
-    return {**{k: m[k].default for k in _MODEL_KEYS if k in m}, **{k: l[v].default for k, v in _LEARNER_KEYS.items()}}
-
 def run_config(cfg:dict, # a run's config.json (read), or options by name
               ) -> RunConfig:
-    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out, an option it lacks takes the default it was trained with"
-    return RunConfig.from_flat(cfg, defaults=_recorded_defaults())
+    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out; an option it lacks takes its default, which is the default of the function that built the run (`p2p_model`, `p2p_learner`)"
+    return RunConfig.from_flat(cfg)
 
 def load_run(run_dir:Path, # a folder written by `train`
             ) -> tuple: # (P2P model in evaluation mode, config dict)

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/learner.html.md"""
 
 # %% ../nbs/13_learner.ipynb #43aeef99
 from __future__ import annotations
-import math
+import inspect, math
 from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -49,17 +49,20 @@ __all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_lear
 _all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.evaluate`: still exported from here
 
 # %% ../nbs/13_learner.ipynb #75ecabc0
+def _defaults(f) -> dict: return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
+_P2P, _SPARSITY = _defaults(P2P), _defaults(SparsityCallback)   # the defaults p2p_model and p2p_learner pass on: written once, in those classes
+
 def p2p_model(n_classes:int, # classes of the dataset
               selector:str='cnn', # a selector name (`list_selectors()`): 'cnn', 'lraspp', 'resnet20', ...
               classifier:str='small_cnn', # a classifier name (`list_classifiers()`), e.g. 'small_cnn', 'resnet20', 'resnet18', 'timm/<name>'
               size:int=64, # image side (a ViT needs a multiple of 16)
               num_dims:int=4, # selector channels: keep logit + covariance embedding
-              use_cov:bool=True, # correlated group logits N(μ, EᵀE)
-              num_monte_carlo:int=1, # masks sampled per image in training
-              straight_through:bool=False, # hard masks forward, soft gradients
+              use_cov:bool=_P2P['use_cov'], # correlated group logits N(μ, EᵀE)
+              num_monte_carlo:int=_P2P['num_monte_carlo'], # masks sampled per image in training
+              straight_through:bool=_P2P['straight_through'], # hard masks forward, soft gradients
               dynamic:bool=True, # τ is an input of the selector
-              delta:float=0.9, # certainty level for validation of a dynamic model
-              n_segments:int=100, # G is at least this
+              delta:float=_P2P['delta'], # certainty level for validation of a dynamic model
+              n_segments:int=_P2P['n_segments'], # G is at least this
               pretrained:bool=False, # hub weights for the classifier (and an LR-ASPP selector)
               model_path:str=None, # local classifier weights
               selector_path:str=None, # local selector weights (default for CIFAR ResNet trunks: `model_path`)
@@ -69,11 +72,11 @@ def p2p_model(n_classes:int, # classes of the dataset
               stem_stride:int=None, # small CNN classifier's first stride (default: 2 from 64 px up, else 1)
               selector_width:int=16, # width of the small CNN selector
               tau_prior:bool=True, # small CNN selector: add a·logit(τ) to the keep logit ('input' mode)
-              tau_mode:str='input', # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
-              estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
-              rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
-              min_tau:float=0.05, # smallest τ drawn in training (and the step of the dynamic-threshold search unless `tau_step` is given)
-              tau_step:float=None, # step of the dynamic-threshold search at evaluation (None: `min_tau`)
+              tau_mode:str=_P2P['tau_mode'], # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
+              estimator:str=_P2P['estimator'], # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
+              rank_scale:float=_P2P['rank_scale'], # 'rank': logit units per standard deviation of the group scores
+              min_tau:float=_P2P['min_tau'], # smallest τ drawn in training (and the step of the dynamic-threshold search unless `tau_step` is given)
+              tau_step:float=_P2P['tau_step'], # step of the dynamic-threshold search at evaluation (None: `min_tau`)
               mean:tuple=None, std:tuple=None, # input normalisation (default: the classifier's, from the zoo)
              ) -> P2P:
     "A P2P module from names and options"
@@ -122,8 +125,8 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 classifier_lr_mult:float=1., # the classifier's learning rate relative to the selector's (< 1: keep a pretrained classifier close)
                 wd:float=0., # weight decay
                 seed:int=None, # seed everything (reproducible on CPU)
-                reg_variant:str='kl', reg_threshold:float=0.2, reg_weight:float=10., reg_anneal:bool=True,
-                warmup:float=0.25, cov_weight:float=1e-3, final_temp:float=0.5, tau_warmup:float=0., score_weight:float=1., tau_power:float=1., # SparsityCallback options
+                reg_variant:str=_SPARSITY['reg_variant'], reg_threshold:float=_SPARSITY['reg_threshold'], reg_weight:float=_SPARSITY['reg_weight'], reg_anneal:bool=_SPARSITY['reg_anneal'],
+                warmup:float=_SPARSITY['warmup'], cov_weight:float=_SPARSITY['cov_weight'], final_temp:float=_SPARSITY['final_temp'], tau_warmup:float=_SPARSITY['tau_warmup'], score_weight:float=_SPARSITY['score_weight'], tau_power:float=_SPARSITY['tau_power'], # SparsityCallback options
                 checkpoint:bool=False, # save model + optimiser after every validation (SaveModelCallback)
                 wandb:bool=False, # log to Weights & Biases
                 path=None, # where checkpoints/exports go (default: '.')

@@ -273,16 +273,17 @@ def widget(self:MoXIExplorer):
     k = w.IntSlider(value=1, min=0, max=self.n_features, step=1, description='k', continuous_update=False)
     return _interactive(dict(i=_image_picker(self, w), k=k), self.plot)
 
-@patch
-def show(self:(P2PExplorer, MoXIExplorer), static:bool=None, # None: widgets when they can render, else a static figure
-         i:int=0, # image for the static figure
-         **kwargs): # options of the static figure: `deltas` (P2P's levels) or `steps` (MoXI's)
+def _show(self, static:bool=None, # None: widgets when they can render, else a static figure
+          i:int=0, # image for the static figure
+          **kwargs): # options of the static figure: `deltas` (P2P's levels) or `steps` (MoXI's)
     "The widget in Jupyter, else the static figure"
     if static is None: static = not widgets_available()
     if not static: return self.widget()
     from IPython.display import display
     fig = self.static(i, **kwargs)
     display(fig); plt.close(fig)
+
+P2PExplorer.show = MoXIExplorer.show = _show   # one method for both explorers
 
 # %% ../nbs/40_explorer.ipynb #55d27476
 def explore_p2p(model:P2P, # a dynamic-threshold P2P model

@@ -17,7 +17,7 @@ from .files import PxpError, check_number
 from .data import TARGETS, list_datasets
 from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
-from .learner import OPTIMIZERS, p2p_model, p2p_learner
+from .learner import OPTIMIZERS, p2p_model, p2p_learner, _defaults
 from .zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
@@ -32,9 +32,9 @@ _LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's s
 
 def block_default(name:str): # an option of a run
     "The default of an option that `p2p_model` or `p2p_learner` takes, read from its signature: the one place it is written"
-    for fn in (p2p_model, p2p_learner):
-        p = inspect.signature(fn).parameters.get(_LEARNER_NAMES.get(name, name) if fn is p2p_learner else name)
-        if p is not None and p.default is not inspect.Parameter.empty: return p.default
+    for fn, key in ((p2p_model, name), (p2p_learner, _LEARNER_NAMES.get(name, name))):
+        d = _defaults(fn)
+        if key in d: return d[key]
     raise KeyError(f"neither p2p_model nor p2p_learner has a default for {name!r}")
 
 def option(default, # the value when neither a recipe nor the user sets it

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/train.html.md"""
 
 # %% ../nbs/14_train.ipynb #8732f666
 from __future__ import annotations
-import inspect, io, json, os, platform, shutil, tempfile, time, warnings
+import inspect, json, os, platform, shutil, tempfile, time, warnings
 from typing import Annotated, get_type_hints
 from fastcore.script import bool_arg
 from contextlib import contextmanager

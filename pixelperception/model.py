@@ -21,8 +21,8 @@ from .core import plain_tensor, evaluating
 # %% auto #0
 __all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
            'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits',
-           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2POutput', 'P2P',
-           'sample_tau', 'find_tau']
+           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'decode_fp32',
+           'P2POutput', 'P2P', 'sample_tau', 'find_tau']
 
 # %% ../nbs/10_model.ipynb #b75975ea
 def _check_num_dims(num_dims):
@@ -223,14 +223,20 @@ def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel
     mean = (scores*present).sum(1, keepdim=True) / n
     sd = ((((scores - mean)**2*present).sum(1, keepdim=True) / n) + 1e-12).sqrt()   # + ε: finite gradient when all scores tie
     z = (scores - mean) / (sd + 1e-4) * scale
-    order = torch.where(present, z.detach(), torch.full_like(z, -torch.inf)).argsort(1, descending=True)
+    order = torch.where(present, z.detach(), torch.full_like(z, -torch.inf)).argsort(dim=1, descending=True, stable=True)
     cum = (sizes / groups[0].numel()).gather(1, order).cumsum(1)
     k = (cum < tau.reshape(-1, 1).to(cum) - 1e-6).sum(1, keepdim=True).clamp(max=G - 1)   # sorted position of the last kept group
     nxt = (k + 1).clamp(max=G - 1)
     srt = z.gather(1, order)
     has_next = (k + 1 < G) & present.gather(1, order).gather(1, nxt)
     thr = torch.where(has_next, (srt.gather(1, k) + srt.gather(1, nxt)) / 2, srt.gather(1, k) - 1)
-    return z - thr
+    # Scores that tie at the cut put every tied group at logit 0, and "logit > 0" would then keep none of them (kept 0 at any τ).
+    # Keep exactly the groups before the cut in the sorted order instead (ties broken by that order); the nudge is detached,
+    # so the gradient is still that of z - thr.
+    pos = torch.empty_like(order).scatter_(1, order, torch.arange(G, device=z.device).expand_as(order))   # each group's sorted position
+    keep = (pos <= k) & present
+    logit = z - thr
+    return logit + torch.where(keep, (1e-3 - logit).clamp(min=0), -(logit + 1e-3).clamp(min=0)).detach()
 
 # %% ../nbs/10_model.ipynb #9d961aa0
 def mask_input(x:Tensor, # normalised images [B,3,H,W]
@@ -292,6 +298,15 @@ def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str
         raise ValueError(f"estimator='score' compares each mask with the other masks of the same image: use num_monte_carlo >= 2 (got {num_monte_carlo})")
 
 # %% ../nbs/10_model.ipynb #64708964
+def decode_fp32(selector:nn.Module, # a selector with encode/decode
+                feats:tuple, # `selector.encode(x)` (bfloat16 under autocast)
+                tau:Tensor=None, # [B] thresholds for the heads, or None
+                size=None, # output side (the image's)
+               ) -> Tensor: # [B,num_dims,H,W] float32
+    "The selector's heads in float32, also under autocast: its keep logits start near `keep_init` (3), where bfloat16's steps (1/64) erase the differences between groups"
+    with torch.autocast(feats[0].device.type, enabled=False):
+        return selector.decode(tuple(f.float() for f in feats), tau, size).float()
+
 class P2POutput(NamedTuple):
     "What `P2P.forward` returns: the logits first, then the masks behind them and what the losses and metrics read"
     logits:Tensor # [B,C] log of the Monte-Carlo-averaged class probabilities
@@ -360,7 +375,7 @@ def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     "The selector's group distribution and keep decisions: sampled in training, hard (sigmoid(μ) > 0.5) in evaluation"
     if feats is None: feats = self.selector.encode(x)
     rank = self.tau_mode == 'rank' and self.dynamic
-    out = self.selector.decode(feats, tau if self.dynamic and not rank else None, x.shape[-2:]).float()   # selection maths in float32, also under autocast
+    out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
     mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
     if not torch.isfinite(mu).all():
         raise FloatingPointError("the selector's group scores are not finite (NaN or inf): training diverged; "

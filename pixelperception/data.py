@@ -192,7 +192,7 @@ def load_image_folder(path, # ImageFolder root: one sub-folder of images per cla
     return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]
 
 # %% ../nbs/01_data.ipynb #8bb357c1
-POLICIES = ('imagenet', 'resize-crop', 'pad-crop', 'synthetic', 'none')
+POLICIES = ('imagenet', 'resize-crop', 'pad-crop', 'synthetic', 'crop-flip', 'none')   # 'crop-flip': the synthetic policy's mild crops, for photos at their size
 
 def geometric_tfms(policy:str, # one of `POLICIES`
                    size:int, # output side
@@ -203,7 +203,7 @@ def geometric_tfms(policy:str, # one of `POLICIES`
     big = round(size * 256 / 224)
     flip = v2.RandomHorizontalFlip()
     if policy == 'none': return v2.Identity()
-    if not train: return v2.Compose([v2.Resize(size if policy in ('pad-crop', 'synthetic') else big, antialias=True), v2.CenterCrop(size)])
+    if not train: return v2.Compose([v2.Resize(size if policy in ('pad-crop', 'synthetic', 'crop-flip') else big, antialias=True), v2.CenterCrop(size)])
     if policy == 'imagenet': return v2.Compose([v2.RandomResizedCrop(size, antialias=True), flip])
     if policy == 'resize-crop': return v2.Compose([v2.Resize(big, antialias=True), v2.RandomCrop(size), flip])
     if policy == 'pad-crop': return v2.Compose([v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(size//8, 1)), flip])
@@ -385,6 +385,16 @@ def _cifar10_items(dp, split, download=False, **kw):
 def _imagenet_items(dp, split, **kw):
     "ImageNet as an ImageFolder: data_path/imagenet/{train,val}/<wnid>/"
     return folder_items(dp/'imagenet'/split)
+
+@register_dataset('imagenette', policy='crop-flip', splits=('train', 'val', 'test'))
+def _imagenette_items(dp, split, **kw):
+    "Imagenette, 10 ImageNet classes: data_path/imagenette/{train,val}/<wnid>/; 'test' is the ImageNet-val photos of train/ (ILSVRC2012_val_*), which ImageNet-pretrained models never saw and training leaves out"
+    root = dp/'imagenette'
+    if split == 'val': return folder_items(root/'val')
+    its = folder_items(root/'train')
+    keep = [i for i, f in enumerate(its.srcs) if f.name.startswith('ILSVRC2012_val') == (split == 'test')]
+    if not keep: raise PxpError(f"{root/'train'} holds no ImageNet-val photos (ILSVRC2012_val_*) for the 'test' split", "evaluate on split='val'")
+    return Items([its.srcs[i] for i in keep], [its.labels[i] for i in keep], its.vocab)
 
 @register_dataset('imagenet9', policy=lambda size, split: 'none' if split == 'test' else 'imagenet', splits=('train', 'val', 'test'))
 def _imagenet9_items(dp, split, **kw):

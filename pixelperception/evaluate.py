@@ -18,8 +18,8 @@ from .files import check_logits
 from .distributed import GlooDistributedDL, world, all_gather, gather_by_index, broadcast_object, is_rank0, shard_dl, average_bn_stats
 
 # %% auto #0
-__all__ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded',
-           'recalibrate_bn_sharded']
+__all__ = ['kept_vs_tau', 'recalibrate_bn', 'evaluate_whole', 'summarize_p2p', 'evaluate_p2p', 'evaluate_p2p_sharded',
+           'kept_vs_tau_sharded', 'recalibrate_bn_sharded']
 
 # %% ../nbs/23_evaluate.ipynb #7dcdf723
 @torch.no_grad()
@@ -47,7 +47,8 @@ def recalibrate_bn(model:P2P, # trained P2P model
                    tau_power:float=1., # τ drawn as in training: min_tau + (max_tau - min_tau)·u^tau_power
                   ) -> int: # number of images used
     "Re-estimate the classifier's BatchNorm statistics on hard-masked images"
-    bns = [m for m in model.classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and (m.weight is None or m.weight.requires_grad)]   # frozen layers (`classifier_layers`) keep their statistics
     if not bns: return 0
     moms = [m.momentum for m in bns]
     n = 0
@@ -65,6 +66,21 @@ def recalibrate_bn(model:P2P, # trained P2P model
     return n
 
 # %% ../nbs/23_evaluate.ipynb #139eccbf
+@torch.no_grad()
+def evaluate_whole(classifier:nn.Module, # any classifier of [B,3,H,W] images
+                   dl, # batches (x, groups, y, ...), e.g. `get_eval_dl`
+                   deltas=(0.8, 0.9, 0.95, 0.99), # certainty levels δ
+                  ) -> dict: # accuracy, n_images, and per δ the fraction of images it is δ-certain of
+    "The classifier on whole images (the black box a P2P model is made from): accuracy and how often it is δ-certain"
+    ps, ys = [], []
+    with evaluating(classifier):
+        for b in dl:
+            ps.append(classifier(b[0].as_subclass(Tensor)).float().softmax(-1).cpu()); ys.append(b[2].as_subclass(Tensor).cpu())
+    p, y = torch.cat(ps), torch.cat(ys)
+    conf = p.max(-1).values
+    return dict(accuracy=(p.argmax(-1) == y).float().mean().item(), n_images=len(y),
+                certain={str(d): (conf >= d).float().mean().item() for d in deltas})
+
 def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
     probs = check_logits(logits, len(y), 'the P2P model').softmax(-1)   # NaN logits would score as chance, not fail
     r = dict(accuracy=(logits.argmax(-1) == y).float().mean().item(), kept=kept.mean().item(),

@@ -26,7 +26,8 @@ from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
 from .core import evaluating
-from .zoo import create_selector, create_classifier, selector_spec, normalization
+from .zoo import create_selector, create_classifier, selector_spec, classifier_spec, normalization
+from fastai.callback.training import BnFreeze
 from .callback import P2POutputCallback, SparsityCallback, KeptFraction, MeanTau
 from . import metrics as M
 from fastai.learner import save_model
@@ -41,9 +42,9 @@ from plum import dispatch
 from .evaluate import kept_vs_tau, recalibrate_bn, _summary, summarize_p2p, evaluate_p2p   # moved to `evaluate`; importable here as before
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
-           'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p',
-           'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'CLASSIFIER_LAYERS', 'p2p_model', 'freeze_classifier', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner',
+           'require_wandb', 'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau',
+           'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #8e387f8a
 _all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.evaluate`: still exported from here
@@ -78,6 +79,7 @@ def p2p_model(n_classes:int, # classes of the dataset
               min_tau:float=_P2P['min_tau'], # smallest τ drawn in training (and the step of the dynamic-threshold search unless `tau_step` is given)
               tau_step:float=_P2P['tau_step'], # step of the dynamic-threshold search at evaluation (None: `min_tau`)
               mean:tuple=None, std:tuple=None, # input normalisation (default: the classifier's, from the zoo)
+              classes:list=None, # the dataset's classes: ImageNet ids restrict a pretrained ImageNet head to them (`create_classifier`)
              ) -> P2P:
     "A P2P module from names and options"
     if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
@@ -85,7 +87,7 @@ def p2p_model(n_classes:int, # classes of the dataset
     if selector_path is None and selector_spec(selector).init_from_classifier: selector_path = model_path
     sel = create_selector(selector, num_dims, pretrained=pretrained, model_path=selector_path, keep_init=keep_init, **skw)
     ckw = dict(norm=norm, width=width, stem_stride=stem_stride or (2 if size >= 64 else 1)) if classifier == 'small_cnn' else {}
-    clf = create_classifier(classifier, n_classes, size, pretrained=pretrained, model_path=model_path, **ckw)
+    clf = create_classifier(classifier, n_classes, size, pretrained=pretrained, model_path=model_path, classes=classes, **ckw)
     if mean is None or std is None: mean, std = normalization(classifier)
     return P2P(sel, clf, black_fill(mean, std), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                straight_through=straight_through, dynamic=dynamic, delta=delta, tau_mode=tau_mode, estimator=estimator,
@@ -104,6 +106,22 @@ def _opt_func(name, wd):
 
 def _n_out(clf, size):
     with evaluating(clf), torch.no_grad(): return clf(torch.zeros(1, 3, size, size)).shape[-1]
+
+CLASSIFIER_LAYERS = ('all', 'late', 'none')   # the choices of `classifier_layers`
+
+def freeze_classifier(clf:nn.Module, # a P2P model's classifier
+                      layers:str='all', # 'all' (nothing frozen), 'late' (only the zoo's late modules learn) or 'none' (frozen)
+                      name:str=None, # its zoo name, for 'late'
+                     ) -> bool: # whether anything was frozen (then BatchNorm of frozen layers must keep its statistics: `BnFreeze`)
+    "Let only some of a classifier's layers learn: a pretrained classifier fine-tuned in its last stage(s) costs a fraction of a full backward pass"
+    if layers not in CLASSIFIER_LAYERS: raise PxpError(f"unknown classifier_layers {layers!r}", f"choose one of {', '.join(CLASSIFIER_LAYERS)}")
+    if layers == 'all': return False
+    late = classifier_spec(name).late if layers == 'late' and name is not None else ()
+    if layers == 'late' and not late:
+        raise PxpError(f"classifier_layers='late' needs a zoo classifier that names its late layers; {name or 'this classifier'} names none",
+                       "use classifier_layers='all' or 'none'")
+    for n, p in clf.named_parameters(): p.requires_grad_(any(n == l or n.startswith(l + '.') for l in late))
+    return True
 
 class P2PLearner(Learner):
     "A fastai Learner for P2P models; `show_results` draws image, superpixels, kept regions and prediction"
@@ -132,6 +150,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 path=None, # where checkpoints/exports go (default: '.')
                 cbs=None, # extra callbacks
                 model:P2P=None, # an existing P2P model (e.g. a trained one, `load_run`) instead of building one from the options
+                classifier_layers:str='all', # which classifier layers learn: 'all', 'late' (its last stage(s) and head, `ModelSpec.late`) or 'none'
                 **kwargs, # p2p_model options: num_dims, use_cov, num_monte_carlo, straight_through, dynamic, delta, ...
                ) -> P2PLearner:
     "A fastai Learner training a P2P model with the sparsity callback"
@@ -143,7 +162,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     if model is None:
         model = p2p_model(n_classes, selector if isinstance(selector, str) else 'cnn',
                           classifier if isinstance(classifier, str) else 'small_cnn', size=size,
-                          n_segments=getattr(dls, 'n_segments', 100), **kwargs)
+                          n_segments=getattr(dls, 'n_segments', 100), **{'classes': list(getattr(dls, 'vocab', None) or []) or None, **kwargs})
         if isinstance(selector, nn.Module): model.selector = selector
         if isinstance(classifier, nn.Module): model.classifier = classifier
     n_out = _n_out(model.classifier, size)
@@ -152,6 +171,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                          "build the classifier with n_classes=dls.c")
     cb = [P2POutputCallback(), SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
                            tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
+    if freeze_classifier(model.classifier, classifier_layers, classifier if isinstance(classifier, str) else None): cb.append(BnFreeze())
     if checkpoint: cb.append(AtomicSaveModel(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         if require_wandb().run is None:

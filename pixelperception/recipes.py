@@ -17,7 +17,7 @@ from .files import PxpError, check_number
 from .data import TARGETS, list_datasets
 from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
-from .learner import OPTIMIZERS, p2p_model, p2p_learner, _defaults
+from .learner import OPTIMIZERS, CLASSIFIER_LAYERS, p2p_model, p2p_learner, _defaults
 from .zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
@@ -117,7 +117,9 @@ class TrainConfig:
     tau_warmup:float = option(block_default('tau_warmup'), "fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau", recipe=True, lo=0, hi=1, hi_open=True)
     score_weight:float = option(block_default('score_weight'), "weight of the score-function surrogate", recipe=True, lo=0)
     tau_power:float = option(block_default('tau_power'), "τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)", recipe=True, lo=0, lo_open=True)
-    recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training", recipe=True)
+    classifier_layers:str = option(block_default('classifier_layers'), "which classifier layers learn: 'all', 'late' (its last stage(s) and head: a pretrained classifier fine-tuned cheaply) or 'none' (the black box as it is)",
+                                   recipe=True, choices=CLASSIFIER_LAYERS)
+    recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training (the layers that learn)", recipe=True)
     time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
 
 # %% ../nbs/14a_recipes.ipynb #a4f51733

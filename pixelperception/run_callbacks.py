@@ -7,6 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/run_callbacks.html.md"""
 # %% ../nbs/12a_run_callbacks.ipynb #f4d26750
 from __future__ import annotations
 import time
+from contextlib import contextmanager
 import torch
 from torch import Tensor
 from fastai.callback.core import Callback, CancelValidException, CancelFitException
@@ -15,7 +16,8 @@ from .distributed import broadcast_object
 
 
 # %% auto #0
-__all__ = ['ValidateEvery', 'TimeBudget', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision', 'CPUMixedPrecision']
+__all__ = ['ValidateEvery', 'TimeBudget', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision', 'eval_precision',
+           'CPUMixedPrecision']
 
 # %% ../nbs/12a_run_callbacks.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -60,6 +62,20 @@ def resolve_precision(precision:str='auto') -> str:
     return 'bf16' if cpu_bf16_native() else 'fp32'
 
 def _has_conv(model): return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+@contextmanager
+def eval_precision(model:torch.nn.Module, # the model evaluated inside the block
+                   precision:str='fp32', # the run's precision (`resolve_precision`): 'bf16'/'fp16' autocast, else float32
+                  ):
+    "Evaluate in a run's precision, as it trained: bfloat16 (or float16) autocast, channels-last convolutions on a CPU; float32 otherwise"
+    if precision not in ('bf16', 'fp16'): yield; return
+    dev = next(model.parameters()).device.type
+    cl = dev == 'cpu' and _has_conv(model)
+    if cl: model.to(memory_format=torch.channels_last)
+    try:
+        with torch.autocast(dev, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16): yield
+    finally:
+        if cl: model.to(memory_format=torch.contiguous_format)
 
 class CPUMixedPrecision(Callback):
     "bfloat16 autocast on a CPU from `before_batch` to `after_loss` (fastai's `MixedPrecision` covers CUDA only); channels-last convolutions"

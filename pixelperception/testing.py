@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['CIFAR10_CLASSES', 'random_image', 'make_imagefolder', 'make_cifar10', 'make_bam', 'shared_path']
+__all__ = ['IMAGENETTE_WNIDS', 'CIFAR10_CLASSES', 'random_image', 'make_imagefolder', 'make_imagenette', 'make_cifar10',
+           'make_bam', 'shared_path']
 
 # %% ../nbs/09_testing.ipynb #fe6d0be8
 def random_image(size:int=32, # side
@@ -46,6 +47,24 @@ def make_imagefolder(root:Path, # ImageFolder root to create
                 (Path(masks)/c).mkdir(parents=True, exist_ok=True)
                 m = np.zeros((h, w), bool); m[h//4:3*h//4, w//4:3*w//4] = True
                 np.save(Path(masks)/c/f'{i:04d}.npy', m)
+    return root
+
+IMAGENETTE_WNIDS = ('n01440764', 'n02102040', 'n02979186', 'n03000684', 'n03028079', 'n03394916', 'n03417042', 'n03425413', 'n03445777', 'n03888257')
+
+def make_imagenette(root:Path, # data folder: writes root/imagenette/{train,val}/<wnid>/
+                    n_train:int=4, # ImageNet-train photos per class in train/ (n0..._N.JPEG)
+                    n_val:int=2, # photos per class in val/
+                    n_test:int=1, # ImageNet-val photos per class in train/ (ILSVRC2012_val_*.JPEG: the 'test' split)
+                    size:int=64, # image side
+                    classes=IMAGENETTE_WNIDS, seed:int=0) -> Path:
+    "Write a tiny Imagenette in its release layout (random JPEGs, the real class ids and file names)"
+    rng, root, k = np.random.default_rng(seed), Path(root), 0
+    for split, n, m in (('train', n_train, n_test), ('val', n_val, 0)):
+        for c in classes:
+            (root/'imagenette'/split/c).mkdir(parents=True, exist_ok=True)
+            for i in range(n): Image.fromarray(random_image(size, rng)).save(root/'imagenette'/split/c/f'{c}_{i}.JPEG')
+            for _ in range(m):
+                k += 1; Image.fromarray(random_image(size, rng)).save(root/'imagenette'/split/c/f'ILSVRC2012_val_{k:08d}.JPEG')
     return root
 
 # %% ../nbs/09_testing.ipynb #e7b048e3

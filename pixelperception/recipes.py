@@ -65,7 +65,7 @@ class DataConfig:
     n_train:int = option(500, "built-in data: training images per class", lo=1, integer=True)
     n_val:int = option(100, "built-in data: validation images per class", lo=1, integer=True)
     max_train:int = option(None, "train on at most this many images, the same number per class (quick runs; evaluation uses the whole split)",
-                           lo=2, integer=True, none=True)
+                           recipe=True, lo=2, integer=True, none=True)
     cache_dir:Path = option(None, "superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if that is read-only)")
 
 @dataclass
@@ -75,7 +75,7 @@ class ModelConfig:
     model_path:str = option(block_default('model_path'), "local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)")
     selector:str = option(block_default('selector'), "selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)", recipe=True)
     selector_path:str = option(block_default('selector_path'), "local selector weights (default for CIFAR ResNet trunks: model_path)")
-    pretrained:bool = option(block_default('pretrained'), "download published weights from the hub (needs internet) where no local weights are given")
+    pretrained:bool = option(block_default('pretrained'), "published weights where no local ones are given: from the hub (needs internet), or offline where a package ships them (efficientnet_lite0)", recipe=True)
     use_dynamic_threshold:bool = option(True, "τ is an input of the selector; evaluate per certainty level")
     certainty:str = option('0.8,0.9,0.95,0.99', "certainty levels δ, comma-separated (the first is used for validation)")
     num_dims:int = option(block_default('num_dims'), "selector output channels (keep logit + covariance embedding)", recipe=True, lo=1, integer=True)
@@ -280,8 +280,12 @@ def resolve_options(recipe:str, # recipe name
 
 # %% ../nbs/14a_recipes.ipynb #d8ab3383
 def _has_trunk_selector(classifier):
-    "A classifier whose own trunk is a registered selector (the CIFAR ResNets): its selector starts from its weights"
+    "A classifier whose own trunk is a registered selector (the CIFAR ResNets, EfficientNet-Lite0): its selector starts from its weights"
     return classifier in list_selectors() and selector_spec(classifier).init_from_classifier
+
+def _offline_imagenet(classifier):
+    "An ImageNet-pretrained classifier whose weights are at hand offline and whose trunk is a selector (EfficientNet-Lite0)"
+    return _has_trunk_selector(classifier) and classifier_spec(classifier).imagenet
 
 # Where the library's CPU recipe departs from the building blocks' defaults (`p2p_model`, `p2p_learner`: the seed's choices where it has one)
 _CPU = dict(use_cov=False, num_monte_carlo=2, straight_through=True, keep_init=6., tau_mode='rank', estimator='score', learning_rate=3e-3, reg_variant='l1', reg_weight=1., warmup=0., tau_warmup=0.2, tau_power=2.)
@@ -293,14 +297,16 @@ _PAPER = dict(warmup=0., cov_weight=0.01, lr_schedule='constant', classifier_epo
 @register_recipe()
 def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
     "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
-    return RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
-                               selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+    c = RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
+                            selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+    return c.updated(pretrained=True) if _offline_imagenet(classifier) else c   # the paper fine-tunes ImageNet-pretrained classifiers
 
 @register_recipe()
 def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
     "The library's CPU recipe (`_CPU` on `RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
     c = RunConfig().updated(recipe='cpu', dataset=dataset, **_CPU, classifier=classifier or 'small_cnn',
                             selector=classifier if _has_trunk_selector(classifier) else 'cnn')
+    if _offline_imagenet(classifier): return c.updated(**_IMAGENET_PRETRAINED)
     return c.updated(**_CIFAR_PRETRAINED) if dataset == 'cifar10' and _has_trunk_selector(classifier) else c
 
 # The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`).
@@ -311,3 +317,7 @@ def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
 # training does). The classifier learns at half the selector's rate: at a tenth it reached 0.831 keeping 50.8 % (4 epochs).
 _CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=7, learning_rate=2e-3, classifier_lr_mult=0.5, keep_init=0.,
                          tau_prior=False, time_budget=21.)
+
+# The ImageNet-pretrained branch of `cpu` (EfficientNet-Lite0 at 224 px; measured on Imagenette in the training notes).
+_IMAGENET_PRETRAINED = dict(pretrained=True, classifier_layers='late', batch_size=32, classifier_epochs=0, epochs=2, max_train=6000,
+                            learning_rate=1e-3, classifier_lr_mult=1., keep_init=0., tau_prior=False, time_budget=22.)

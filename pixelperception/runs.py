@@ -24,7 +24,7 @@ from .model import mask_input
 from .files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, _first_line, process_record, process_state
 from .distributed import init_distributed, is_rank0, rank0_first, broadcast_object
 from .evaluate import evaluate_p2p_sharded
-
+from .run_callbacks import eval_precision
 
 # %% auto #0
 __all__ = ['run_config', 'load_run', 'evaluate_run', 'load_learner']
@@ -153,7 +153,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
         raise ValueError(f"the evaluation data's classes {list(edl.vocab)} are not the run's {list(cfg['vocab'])}: "
                          f"pass a data_path holding the same dataset ({cfg['dataset']}) with the same class folders")
     model.to(edl.device)
-    res = evaluate_p2p_sharded(model, edl, deltas)   # every process evaluates its batches; merged exactly
+    with eval_precision(model, cfg.get('precision', 'fp32')): res = evaluate_p2p_sharded(model, edl, deltas)   # as `train` evaluated it; every process its batches, merged exactly
     out = None
     if is_rank0():
         figs = _evaluation_figures(model, edl, deltas[0] if model.dynamic else None)

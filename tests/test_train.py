@@ -5,6 +5,7 @@ import pytest, torch
 from pixelperception.train import train, evaluate_run, load_run, parse_deltas
 from pixelperception.learner import evaluate_p2p
 from pixelperception.data import get_eval_dl
+from pixelperception.run_callbacks import eval_precision
 
 TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, show=False)
 
@@ -36,7 +37,7 @@ def test_model_reloads_and_reproduces_metrics(tiny):
     model, cfg = load_run(run)
     m = json.loads((run/'metrics.json').read_text())
     edl = get_eval_dl(data_path=kw['data_path'], size=32, bs=20, n_train=4, n_val=2)
-    res = evaluate_p2p(model, edl, [0.9])
+    with eval_precision(model, json.loads((run/'config.json').read_text())['precision']): res = evaluate_p2p(model, edl, [0.9])   # as train evaluated
     assert res['0.9']['accuracy'] == pytest.approx(m['evaluation']['0.9']['accuracy'])
     assert res['0.9']['kept'] == pytest.approx(m['evaluation']['0.9']['kept'])
 

@@ -353,18 +353,21 @@ def dataset_spec(name:str # a registered dataset
     return _DATASETS[name]
 
 # %% ../nbs/01_data.ipynb #5dddd0dd
-def _synthetic_root(data_path, n_train, n_val, size, seed):
+def _synthetic_root(data_path, n_train, n_val, size, seed, build=True):
     from pixelperception.synthetic import build_synthetic
     default = (n_train, n_val, size, seed) == (500, 100, 64, 0)
     root = Path(data_path)/('synthetic' if default else f'synthetic-n{n_train}-v{n_val}-s{size}-seed{seed}')
+    if not build and not (root/'synthetic.json').is_file():
+        raise PxpError(f"no built-in benchmark in {data_path} (expected {root})", f"pass the data_path that holds it, or build it with "
+                       f"`pxp data synthetic --out {root} --n-train {n_train} --n-val {n_val} --size {size} --seed {seed}`")
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
 def _target_dir(target): return 'obj' if target == 'object' else 'scene'
 
 @register_dataset('synthetic', policy='synthetic', size=64)
-def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, **kw):
+def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
     "The built-in benchmark (10 shapes on 10 scenes, exact masks), built on first use"
-    root = _synthetic_root(dp, n_train, n_val, size or 64, seed)/'data'/_target_dir(target)
+    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_target_dir(target)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('bam')
@@ -387,13 +390,13 @@ def _imagenet_items(dp, split, **kw):
     return folder_items(dp/'imagenet'/split)
 
 @register_dataset('imagenet9', policy=lambda size, split: 'none' if split == 'test' else 'imagenet', splits=('train', 'val', 'test'))
-def _imagenet9_items(dp, split, **kw):
+def _imagenet9_items(dp, split, build=True, **kw):
     "ImageNet-9 (train/val built from ImageNet; test: the background-challenge images and masks)"
     root = dp/'imagenet9'   # the path-list pickles, the built train/val and backgrounds_challenge_data/
     if split == 'test':   # paired by position, checked to be 224x224, never resized
         t = imagenet9_test(root, size=None)
         return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask)
-    _complete_imagenet9(dp/'imagenet', root)
+    _complete_imagenet9(dp/'imagenet', root, build)
     return folder_items(root/split, vocab=IMAGENET9_FOLDERS)
 
 @register_dataset('coco10')
@@ -425,12 +428,13 @@ def dataset_items(dataset:str='synthetic', # a registered dataset (`list_dataset
                   size:int=None, # synthetic: image side at build time
                   n_train:int=500, n_val:int=100, seed:int=0, # synthetic: build parameters
                   download:bool=False, # cifar10: download with torchvision
+                  build:bool=True, # build a missing built-in dataset (synthetic; ImageNet-9 from ImageNet); False: say how instead
                  ) -> tuple: # (Items, transform policy)
     "Items and transform policy of one split of a named dataset"
     spec = dataset_spec(dataset)
     if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
-    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
+    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
     return items, spec.transform_policy(size, split)
 
 # %% ../nbs/01_data.ipynb #5ad726d8
@@ -445,12 +449,15 @@ def _check_coco10_build(root:Path):
            f"--per-class {p.get('per_class')} --n-train {p.get('n_train')} --size {p.get('size')}")
     raise PxpError(f"the COCO-10 build in {root} is incomplete: it was interrupted before it finished", f"finish it with `{cmd}` (images already built are kept)")
 
-def _complete_imagenet9(imagenet:Path, root:Path):
-    "Make sure `root` holds a finished ImageNet-9 train/val build: build or finish it from ImageNet, or say how"
+def _complete_imagenet9(imagenet:Path, root:Path, build:bool=True):
+    "Make sure `root` holds a finished ImageNet-9 train/val build: build or finish it from ImageNet (if `build`), or say how"
     if (root/'imagenet9.json').is_file(): return
+    started = any((root/s).is_dir() for s in ('train', 'val'))
+    if not build and not started:
+        raise PxpError(f"no ImageNet-9 build in {root}", f"pass the data_path that holds it, or build it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}`")
     if imagenet9_missing(root, root) == 0: return   # complete, built before imagenet9.json existed
-    if imagenet.is_dir(): build_imagenet9(imagenet, pkl_dir=root, out=root); return
-    if not any((root/s).is_dir() for s in ('train', 'val')): build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
+    if build and imagenet.is_dir(): build_imagenet9(imagenet, pkl_dir=root, out=root); return
+    if build and not started: build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
     raise PxpError(f"the ImageNet-9 build in {root} is incomplete: it was interrupted before it finished",
                    f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}` (files already there are kept)")
 
@@ -581,11 +588,12 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
+                build:bool=True, # build a missing built-in dataset; False (evaluation): say how instead
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
+    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed, build=build)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

@@ -21,7 +21,8 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed, show_image
 from fastai.vision.data import get_grid
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar, bars_shown
+from fastcore.basics import noop
 from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
@@ -41,9 +42,9 @@ from plum import dispatch
 from .evaluate import kept_vs_tau, recalibrate_bn, _summary, summarize_p2p, evaluate_p2p   # moved to `evaluate`; importable here as before
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
-           'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p',
-           'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'ProgressLines', 'p2p_learner', 'require_wandb',
+           'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau', 'recalibrate_bn',
+           'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #8e387f8a
 _all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.evaluate`: still exported from here
@@ -116,6 +117,36 @@ class AtomicSaveModel(SaveModelCallback):
         file = join_path_file(name, self.learn.path/self.learn.model_dir, ext='.pth')
         self.last_saved_path = atomic_write(file, lambda t: save_model(t, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt))
 
+# %% ../nbs/13_learner.ipynb #fbf8d96e
+class ProgressLines(ProgressCallback):
+    "fastai's progress bars in a terminal or a notebook; in a log file, a pipe or CI, plain lines: the metrics table row by row, and a line at each `every` % of a loop of at least `long` batches"
+    def __init__(self, every:int=25, long:int=20): self.every, self.long = every, long
+    @property
+    def name(self): return 'progress'   # fastai's place: `learn.progress`, which `learn.no_bar()` removes
+    def before_fit(self):
+        if bars_shown(): return super().before_fit()
+        self.old_logger = self.learn.logger
+        if self.learn.logger != noop: self.learn.logger = self._line; self._line(self.recorder.metric_names)
+    def _line(self, log): print('  '.join(f'{l:.6f}' if isinstance(l, float) else str(l) for l in log), flush=True)
+    def before_epoch(self):    bars_shown() and super().before_epoch()
+    def before_train(self):    bars_shown() and super().before_train()
+    def before_validate(self): bars_shown() and super().before_validate()
+    def after_train(self):     bars_shown() and super().after_train()
+    def after_validate(self):  bars_shown() and super().after_validate()
+    def after_batch(self):
+        if bars_shown(): return super().after_batch()
+        n, k = self.n_iter, self.iter + 1
+        if n >= self.long and k < n and k * 100 // n // self.every > (k - 1) * 100 // n // self.every:
+            print(f"{'train' if self.training else 'valid'}: {k}/{n} batches ({k * 100 // n}%)", flush=True)
+    def after_fit(self):
+        if bars_shown(): return super().after_fit()
+        if hasattr(self, 'old_logger'): self.learn.logger = self.old_logger
+
+def _progress_lines(learn:Learner) -> Learner:
+    "`learn` with `ProgressLines` in place of fastai's `ProgressCallback`"
+    if type(getattr(learn, 'progress', None)) is ProgressCallback: learn.remove_cb(learn.progress).add_cb(ProgressLines())
+    return learn
+
 # %% ../nbs/13_learner.ipynb #94b56feb
 def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 selector='cnn', # selector name or module (encode/decode)
@@ -162,7 +193,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
                        metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
     if classifier_lr_mult != 1: learn.lr = slice(lr*classifier_lr_mult, lr)   # parameter groups: [classifier, selector]
-    return learn
+    return _progress_lines(learn)
 
 def require_wandb():
     "The `wandb` module, or a `PxpError` saying how to install it (it is optional)"
@@ -204,8 +235,8 @@ def classifier_learner(dls, # the P2P DataLoaders of (x, groups, y)
                        lr:float=3e-3, wd:float=0., cbs=None, path=None,
                       ) -> Learner:
     "A fastai Learner training `model.classifier` on whole images (shared weights)"
-    return Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
-                   metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.'))
+    return _progress_lines(Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
+                                   metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.')))
 
 # %% ../nbs/13_learner.ipynb #9ccc66bf
 @patch

@@ -462,9 +462,9 @@ def _complete_imagenet9(imagenet:Path, root:Path, build:bool=True):
                    f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}` (files already there are kept)")
 
 # %% ../nbs/01_data.ipynb #5e96cd7d
-def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `with_labels`, (image, label) pairs
+def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `with_labels`, (image, label) pairs or files in class folders
                 vocab, # the model's class names (labels may be given by name)
-                with_labels:bool=False, # `srcs` are (image, label) pairs, as fastai's `Interpretation` passes them
+                with_labels:bool=False, # the items are labelled: (image, label) pairs, or image files labelled by their parent folder (fastai's rule)
                ) -> Items:
     "New images (files, PIL images, arrays) as `Items`, each checked, so a bad one is named before any work is done"
     if isinstance(srcs, Items): return srcs
@@ -473,8 +473,13 @@ def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `wit
     srcs, vocab = list(srcs), list(vocab)
     labels = [0] * len(srcs)   # placeholders: an unlabeled item's label is never read
     if with_labels:
+        if all(isinstance(o, (str, Path)) for o in srcs):   # files: the parent folder is the label, as fastai's `parent_label` for an ImageFolder
+            bad = [o for o in srcs if Path(o).parent.name not in vocab]
+            if bad: raise ValueError(f"with_labels=True labels a file by its folder, but {bad[0]}'s folder {Path(bad[0]).parent.name!r} is not one of the model's classes "
+                                     f"{vocab}: put the files in class folders, or pass (image, label) pairs")
+            srcs = [(o, Path(o).parent.name) for o in srcs]
         if not all(isinstance(o, (tuple, list)) and len(o) == 2 for o in srcs):
-            raise ValueError("with_labels=True needs (image, label) pairs, e.g. [('cat.jpg', 'cat'), ...]")
+            raise ValueError("with_labels=True needs image files in class folders (the folder is the label) or (image, label) pairs, e.g. [('cat.jpg', 'cat'), ...]")
         srcs, labels = [o[0] for o in srcs], [vocab.index(l) if isinstance(l, str) and l in vocab else l for l in (o[1] for o in srcs)]
         bad = [l for l in labels if isinstance(l, str) or not 0 <= int(l) < len(vocab)]
         if bad: raise ValueError(f"label {bad[0]!r} is not one of the model's classes {vocab}: pass a class name or an index below {len(vocab)}")

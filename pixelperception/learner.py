@@ -22,7 +22,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed, show_image
 from fastai.vision.data import get_grid
 from .core import progress_bar, bars_shown
-from fastcore.basics import noop
+from fastai.imports import noop   # fastai's own (not fastcore's): what `no_logging` sets
 from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
@@ -245,9 +245,13 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
                  max_n:int=6, # images
                  figsize=None, **kwargs):
     "Image + superpixels, kept regions, prediction (and τ, kept fraction) for a batch"
+    if dl is None and not len(self.dls[ds_idx].dataset):
+        raise PxpError(f"this Learner has no {('training', 'validation')[ds_idx]} images (a run read back with `load_learner` keeps none, as in fastai)",
+                       "pass dl=learn.dls.test_dl(files, with_labels=True) (files in class folders)")
     dl = dl if dl is not None else self.dls[ds_idx]
     b = dl.one_batch()
-    x, groups, y = (o.as_subclass(Tensor)[:max_n] for o in b[:3])
+    (x, groups), y = (o.as_subclass(Tensor)[:max_n] for o in b[:2]), None
+    if len(b) > 2: y = b[2].as_subclass(Tensor)[:max_n]   # a `test_dl` without labels has none
     m = self.model
     r = m.predict(x, groups)   # at the model's certainty level δ (dynamic threshold)
     pred, keep, tau = r['logits'][0].argmax(-1), r['keep'][0].float(), (r['tau'][0] if r['tau'] is not None else None)
@@ -256,10 +260,10 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
     axs = get_grid(2*n, nrows=n, ncols=2, figsize=figsize or (7, 3*n), return_fig=False)
     masked = mask_input(x.cpu(), keep.cpu(), m.fill.cpu())
     for i in range(n):
-        show_groups(denormalize(x[i].cpu(), m.mean, m.std), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])]}")
+        show_groups(denormalize(x[i].cpu(), m.mean, m.std), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])] if y is not None else '?'}")
         t = f" τ={float(tau[i]):.2f}" if isinstance(tau, Tensor) else ""
-        ok = 'ok' if pred[i] == y[i] else 'WRONG'
-        show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]} ({ok})\nkept {keep[i].mean():.0%}{t}")
+        ok = '' if y is None else ' (ok)' if pred[i] == y[i] else ' (WRONG)'
+        show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]}{ok}\nkept {keep[i].mean():.0%}{t}")
         for ax in axs[2*i:2*i+2]: ax.title.set_fontsize(9)
     return axs
 

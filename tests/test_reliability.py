@@ -443,3 +443,22 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, monkeypatch):
     for m in (core, L): monkeypatch.setattr(m, 'bars_shown', lambda: True)                      # a terminal: fastai's bars as before
     rc, out, err = pxp(capsys, *args)
     assert rc == 0 and '█' in out, err
+
+def test_test_command_without_quarto_is_quiet(tmp_path):
+    "The README's test command where Quarto is absent: no attempt to install it (no 'Cancelled', no sudo), one line saying what is skipped"
+    ROOT = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(d for d in os.environ['PATH'].split(os.pathsep) if not (Path(d)/'quarto').exists())   # Quarto hidden if installed
+    p = subprocess.Popen(['bash', str(ROOT/'tools'/'test.sh'), '2'], cwd=ROOT, env={**os.environ, 'PATH': path}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out, rc = [], None
+    try:
+        for line in p.stdout:
+            if line.startswith('== 3/'): break                      # an old test.sh ignores the step and goes on: step 2 is what is checked
+            out.append(line)
+        else: rc = p.wait()
+    finally:
+        if rc is None: os.killpg(p.pid, 9); p.wait()
+    out = ''.join(out)
+    assert rc in (None, 0), out[-2000:]
+    assert 'Cancelled' not in out and 'sudo' not in out and 'install Quarto' not in out, out[-2000:]
+    assert sum('Quarto' in l for l in out.splitlines()) == 1 and '== 2/4 docs pre-processing without Quarto (not installed' in out, out[-2000:]

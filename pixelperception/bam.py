@@ -10,7 +10,7 @@ import json, os, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .files import PxpError, safe_pickle_load, read_image
 from .data import binary_mask, resize_mask, IMG_EXTS
 from .synthetic import building, _link

@@ -125,11 +125,13 @@ def _resolve(spec):
     mod, fn = spec.split(':')
     return getattr(importlib.import_module(mod), fn)
 
-def _usage():
-    w = max(map(len, COMMANDS))
-    lines = [f"  pxp {c:<{w}}  {h}" for c, (_, h) in COMMANDS.items()]
-    return ("usage: pxp [--debug] COMMAND [options]   (pxp COMMAND --help for its options; --debug or PXP_DEBUG=1: tracebacks of errors)"
-            "\n\ncommands:\n" + "\n".join(lines))
+def _usage(group:str=None): # a command group ('data'): only its sub-commands
+    cmds = {c: h for c, (_, h) in COMMANDS.items() if group is None or c.startswith(f'{group} ')}
+    w = max(map(len, cmds))
+    lines = [f"  pxp {c:<{w}}  {h}" for c, h in cmds.items()]
+    what = f"{group} BUILDER" if group == 'data' else f"{group} COMMAND" if group else 'COMMAND'
+    return (f"usage: pxp [--debug] {what} [options]   (pxp {what} --help for its options; --debug or PXP_DEBUG=1: tracebacks of errors)"
+            f"\n\n{'builders' if group == 'data' else 'commands'}:\n" + "\n".join(lines))
 
 DISTRIBUTED = ('train', 'evaluate', 'explain')   # commands that share their work among torchrun's processes
 USER_ERRORS = (PxpError, ValueError, OSError, KeyError, FloatingPointError)   # bad input: one line, exit code 2; anything else is a bug
@@ -185,7 +187,11 @@ def _config_defaults(parser, argv:list, params) -> list:
     if i + 1 >= len(argv): raise PxpError("--config needs a file", "pass a JSON file of options, e.g. --config runs/train-.../config.json")
     cfg = read_json(argv[i + 1], 'options for --config', "pass a JSON object of options, e.g. a run's config.json")
     if not isinstance(cfg, dict): raise PxpError(f"{argv[i + 1]} holds a {type(cfg).__name__}, not a JSON object of options", "pass a JSON object, e.g. a run's config.json")
-    keep = {k: v for k, v in cfg.items() if k in params and k not in ('resume',)}   # a run's config also records what the run added
+    from pixelperception.runs import unknown_options, RUN_RECORD
+    options = [k for k in params if k not in _PYTHON_ONLY]
+    odd = unknown_options(cfg, options, RUN_RECORD)   # a run's config.json also records what the run added: accepted, not used
+    if odd: raise PxpError(f"{argv[i + 1]} has keys that are no option of `pxp {parser.prog.split(' ', 1)[1]}`: {odd}", "correct or remove them (nothing was started)")
+    keep = {k: v for k, v in cfg.items() if k in options and k not in ('resume',)}
     if not keep: raise PxpError(f"{argv[i + 1]} sets none of this command's options", "pass the config.json of a run of the same command")
     parser.set_defaults(**keep)
     return argv[:i] + argv[i + 2:]
@@ -215,6 +221,7 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
     "Entry point of the `pxp` command"
     debug, argv = _debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ('-h', '--help', 'help'): print(_usage()); return 0
+    if argv[0] == 'data' and (len(argv) == 1 or argv[1] in ('-h', '--help', 'help')): print(_usage('data')); return 0   # `pxp data`: its builders
     for n in (2, 1):
         cmd = ' '.join(argv[:n])
         if cmd in COMMANDS: break

@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .files import atomic_write, remove_temps, read_json, read_image, PxpError
 
 # %% auto #0

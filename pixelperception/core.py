@@ -1,4 +1,4 @@
-"""Two small helpers every layer shares: a plain tensor from whatever the caller passed, and "evaluate this model, then restore its mode".
+"""Small helpers every layer shares: a plain tensor from whatever the caller passed, "evaluate this model, then restore its mode", and progress shown as bars in a terminal but as plain lines in a log.
 
 Docs: https://pixelperception.github.io/pixelperception/core.html.md"""
 
@@ -6,13 +6,14 @@ Docs: https://pixelperception.github.io/pixelperception/core.html.md"""
 
 # %% ../nbs/00b_core.ipynb #3857abc2
 from __future__ import annotations
+import sys, time
 from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['plain_tensor', 'evaluating']
+__all__ = ['plain_tensor', 'evaluating', 'bars_shown', 'LineProgress', 'progress_bar']
 
 # %% ../nbs/00b_core.ipynb #1623bb3f
 def plain_tensor(t, # a tensor (any subclass), numpy array, list or number
@@ -35,3 +36,39 @@ def evaluating(model:torch.nn.Module, # the model to evaluate
     model.eval()
     try: yield model
     finally: model.train(was)
+
+# %% ../nbs/00b_core.ipynb #b3361c8f
+def bars_shown() -> bool:
+    "Does a progress bar redraw in place here (a terminal or a notebook), rather than pile up in a log file, a pipe or CI?"
+    from fastprogress.fastprogress import IN_NOTEBOOK
+    return bool(IN_NOTEBOOK) or bool(getattr(sys.stdout, 'isatty', lambda: False)())
+
+class LineProgress:
+    "A loop's progress as plain lines, for logs: one at each `every` % of a loop of at least `long` steps, and one when it ends (if `leave`)"
+    def __init__(self, gen, # the loop's iterable
+                 total:int=None, # its length (default: `len(gen)`)
+                 comment:str='', # what is being done, e.g. 'val images' (may be set later, as on fastprogress's bars)
+                 leave:bool=True, # a line when the loop ends
+                 every:int=25, # percent between lines
+                 long:int=20): # loops shorter than this get no intermediate lines
+        self.gen, self.comment, self.leave, self.every, self.long = gen, comment, leave, every, long
+        self.total = total if total is not None else len(gen) if hasattr(gen, '__len__') else None
+    def __len__(self): return self.total
+    def __iter__(self):
+        n, k, t0, what = self.total, 0, time.time(), self.comment or 'progress'
+        for k, o in enumerate(self.gen, 1):
+            yield o
+            if n and n >= self.long and k < n and k * 100 // n // self.every > (k - 1) * 100 // n // self.every:
+                print(f"{self.comment or what}: {k}/{n} ({k * 100 // n}%)", flush=True)
+        if self.leave: print(f"{self.comment or what}: {k}/{n or k} done in {time.time() - t0:.0f}s", flush=True)
+
+def progress_bar(gen, # the loop's iterable
+                 total:int=None, # its length (default: `len(gen)`)
+                 leave:bool=True, # keep the bar (a final line) when the loop ends
+                 comment:str='', # what is being done
+                ):
+    "fastprogress's bar where it redraws in place (a terminal, a notebook), else `LineProgress`: logs and CI get lines, not redraw fragments"
+    if not bars_shown(): return LineProgress(gen, total, comment, leave)
+    from fastprogress.fastprogress import progress_bar as bar
+    b = bar(gen, total=total, leave=leave); b.comment = comment
+    return b

@@ -20,7 +20,7 @@ from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .files import safe_pickle_load, read_image, PxpError, check_number, read_json
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
@@ -306,7 +306,7 @@ def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel ca
     workers = workers or os.cpu_count() or 1
     if len(todo) < min_items or workers < 2: return 0
     dl = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=8, num_workers=workers, collate_fn=len)   # each worker: ds[i] fills the cache
-    for _ in progress_bar(dl, leave=False): pass
+    for _ in progress_bar(dl, leave=False, comment='superpixels'): pass
     return len(todo)
 
 class SuperpixelDL(TfmdDL):
@@ -372,18 +372,21 @@ def dataset_spec(name:str # a registered dataset
     return _DATASETS[name]
 
 # %% ../nbs/01_data.ipynb #5dddd0dd
-def _synthetic_root(data_path, n_train, n_val, size, seed):
+def _synthetic_root(data_path, n_train, n_val, size, seed, build=True):
     from pixelperception.synthetic import build_synthetic
     default = (n_train, n_val, size, seed) == (500, 100, 64, 0)
     root = Path(data_path)/('synthetic' if default else f'synthetic-n{n_train}-v{n_val}-s{size}-seed{seed}')
+    if not build and not (root/'synthetic.json').is_file():
+        raise PxpError(f"no built-in benchmark in {data_path} (expected {root})", f"pass the data_path that holds it, or build it with "
+                       f"`pxp data synthetic --out {root} --n-train {n_train} --n-val {n_val} --size {size} --seed {seed}`")
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
 def _target_dir(target): return 'obj' if target == 'object' else 'scene'
 
 @register_dataset('synthetic', policy='synthetic', size=64)
-def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, **kw):
+def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
     "The built-in benchmark (10 shapes on 10 scenes, exact masks), built on first use"
-    root = _synthetic_root(dp, n_train, n_val, size or 64, seed)/'data'/_target_dir(target)
+    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_target_dir(target)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('bam')
@@ -416,13 +419,13 @@ def _imagenette_items(dp, split, **kw):
     return Items([its.srcs[i] for i in keep], [its.labels[i] for i in keep], its.vocab)
 
 @register_dataset('imagenet9', policy=lambda size, split: 'none' if split == 'test' else 'imagenet', splits=('train', 'val', 'test'))
-def _imagenet9_items(dp, split, **kw):
+def _imagenet9_items(dp, split, build=True, **kw):
     "ImageNet-9 (train/val built from ImageNet; test: the background-challenge images and masks)"
     root = dp/'imagenet9'   # the path-list pickles, the built train/val and backgrounds_challenge_data/
     if split == 'test':   # paired by position, checked to be 224x224, never resized
         t = imagenet9_test(root, size=None)
         return Items(t['images'], t['labels'], t['classes'], masks=t['masks'], mask_loader=load_bg_mask)
-    _complete_imagenet9(dp/'imagenet', root)
+    _complete_imagenet9(dp/'imagenet', root, build)
     return folder_items(root/split, vocab=IMAGENET9_FOLDERS)
 
 @register_dataset('coco10')
@@ -454,12 +457,13 @@ def dataset_items(dataset:str='synthetic', # a registered dataset (`list_dataset
                   size:int=None, # synthetic: image side at build time
                   n_train:int=500, n_val:int=100, seed:int=0, # synthetic: build parameters
                   download:bool=False, # cifar10: download with torchvision
+                  build:bool=True, # build a missing built-in dataset (synthetic; ImageNet-9 from ImageNet); False: say how instead
                  ) -> tuple: # (Items, transform policy)
     "Items and transform policy of one split of a named dataset"
     spec = dataset_spec(dataset)
     if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
-    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
+    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
     return items, spec.transform_policy(size, split)
 
 # %% ../nbs/01_data.ipynb #5ad726d8
@@ -474,19 +478,22 @@ def _check_coco10_build(root:Path):
            f"--per-class {p.get('per_class')} --n-train {p.get('n_train')} --size {p.get('size')}")
     raise PxpError(f"the COCO-10 build in {root} is incomplete: it was interrupted before it finished", f"finish it with `{cmd}` (images already built are kept)")
 
-def _complete_imagenet9(imagenet:Path, root:Path):
-    "Make sure `root` holds a finished ImageNet-9 train/val build: build or finish it from ImageNet, or say how"
+def _complete_imagenet9(imagenet:Path, root:Path, build:bool=True):
+    "Make sure `root` holds a finished ImageNet-9 train/val build: build or finish it from ImageNet (if `build`), or say how"
     if (root/'imagenet9.json').is_file(): return
+    started = any((root/s).is_dir() for s in ('train', 'val'))
+    if not build and not started:
+        raise PxpError(f"no ImageNet-9 build in {root}", f"pass the data_path that holds it, or build it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}`")
     if imagenet9_missing(root, root) == 0: return   # complete, built before imagenet9.json existed
-    if imagenet.is_dir(): build_imagenet9(imagenet, pkl_dir=root, out=root); return
-    if not any((root/s).is_dir() for s in ('train', 'val')): build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
+    if build and imagenet.is_dir(): build_imagenet9(imagenet, pkl_dir=root, out=root); return
+    if build and not started: build_imagenet9(imagenet, pkl_dir=root, out=root)   # its own clear error
     raise PxpError(f"the ImageNet-9 build in {root} is incomplete: it was interrupted before it finished",
                    f"finish it with `pxp data imagenet9 --imagenet IMAGENET_DIR --pkl-dir {root} --out {root}` (files already there are kept)")
 
 # %% ../nbs/01_data.ipynb #5e96cd7d
-def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `with_labels`, (image, label) pairs
+def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `with_labels`, (image, label) pairs or files in class folders
                 vocab, # the model's class names (labels may be given by name)
-                with_labels:bool=False, # `srcs` are (image, label) pairs, as fastai's `Interpretation` passes them
+                with_labels:bool=False, # the items are labelled: (image, label) pairs, or image files labelled by their parent folder (fastai's rule)
                ) -> Items:
     "New images (files, PIL images, arrays) as `Items`, each checked, so a bad one is named before any work is done"
     if isinstance(srcs, Items): return srcs
@@ -495,8 +502,13 @@ def image_items(srcs, # image files, PIL images or HxWx3 uint8 arrays; with `wit
     srcs, vocab = list(srcs), list(vocab)
     labels = [0] * len(srcs)   # placeholders: an unlabeled item's label is never read
     if with_labels:
+        if all(isinstance(o, (str, Path)) for o in srcs):   # files: the parent folder is the label, as fastai's `parent_label` for an ImageFolder
+            bad = [o for o in srcs if Path(o).parent.name not in vocab]
+            if bad: raise ValueError(f"with_labels=True labels a file by its folder, but {bad[0]}'s folder {Path(bad[0]).parent.name!r} is not one of the model's classes "
+                                     f"{vocab}: put the files in class folders, or pass (image, label) pairs")
+            srcs = [(o, Path(o).parent.name) for o in srcs]
         if not all(isinstance(o, (tuple, list)) and len(o) == 2 for o in srcs):
-            raise ValueError("with_labels=True needs (image, label) pairs, e.g. [('cat.jpg', 'cat'), ...]")
+            raise ValueError("with_labels=True needs image files in class folders (the folder is the label) or (image, label) pairs, e.g. [('cat.jpg', 'cat'), ...]")
         srcs, labels = [o[0] for o in srcs], [vocab.index(l) if isinstance(l, str) and l in vocab else l for l in (o[1] for o in srcs)]
         bad = [l for l in labels if isinstance(l, str) or not 0 <= int(l) < len(vocab)]
         if bad: raise ValueError(f"label {bad[0]!r} is not one of the model's classes {vocab}: pass a class name or an index below {len(vocab)}")
@@ -611,11 +623,12 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
+                build:bool=True, # build a missing built-in dataset; False (evaluation): say how instead
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed)
+    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed, build=build)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

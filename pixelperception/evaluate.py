@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import torch, torch.nn as nn
 from torch import Tensor
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .superpixels import to_pixels
 from .model import P2P, check_delta, sample_tau
 from .core import evaluating

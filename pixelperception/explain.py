@@ -85,7 +85,7 @@ class Explainer:
               show:bool=False): # show a progress bar
         "`it`, behind a fastprogress bar labelled with the method and the image count when `show`"
         if not show: return it
-        from fastprogress.fastprogress import progress_bar
+        from pixelperception.core import progress_bar
         bar = progress_bar(it)   # the console bar takes no comment argument: set it after
         bar.comment = f"{type(self).__name__}: {n_images} image{'' if n_images == 1 else 's'}"
         return bar

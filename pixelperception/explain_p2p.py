@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 import matplotlib.pyplot as plt
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .superpixels import group_pool
 from .data import get_eval_dl
 from .maskers import GroupMasker

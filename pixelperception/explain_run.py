@@ -11,7 +11,7 @@ from typing import Callable
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize, load_image_folder
 from .superpixels import slic_groups
 from .maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call

@@ -10,7 +10,7 @@ import json, os, pickle, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar
 from .files import atomic_write, remove_temps, safe_pickle_load
 
 # %% auto #0

@@ -21,7 +21,8 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed, show_image
 from fastai.vision.data import get_grid
-from fastprogress.fastprogress import progress_bar
+from .core import progress_bar, bars_shown
+from fastai.imports import noop   # fastai's own (not fastcore's): what `no_logging` sets
 from .superpixels import show_groups, to_pixels, TensorGroups
 from .data import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
 from .model import P2P, check_delta, mask_input, sample_tau
@@ -42,9 +43,9 @@ from plum import dispatch
 from .evaluate import kept_vs_tau, recalibrate_bn, _summary, summarize_p2p, evaluate_p2p   # moved to `evaluate`; importable here as before
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CLASSIFIER_LAYERS', 'p2p_model', 'freeze_classifier', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner',
-           'require_wandb', 'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau',
-           'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']
+__all__ = ['OPTIMIZERS', 'CLASSIFIER_LAYERS', 'p2p_model', 'freeze_classifier', 'P2PLearner', 'AtomicSaveModel', 'ProgressLines',
+           'p2p_learner', 'require_wandb', 'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction',
+           'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']
 
 # %% ../nbs/13_learner.ipynb #8e387f8a
 _all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.evaluate`: still exported from here
@@ -134,6 +135,36 @@ class AtomicSaveModel(SaveModelCallback):
         file = join_path_file(name, self.learn.path/self.learn.model_dir, ext='.pth')
         self.last_saved_path = atomic_write(file, lambda t: save_model(t, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt))
 
+# %% ../nbs/13_learner.ipynb #fbf8d96e
+class ProgressLines(ProgressCallback):
+    "fastai's progress bars in a terminal or a notebook; in a log file, a pipe or CI, plain lines: the metrics table row by row, and a line at each `every` % of a loop of at least `long` batches"
+    def __init__(self, every:int=25, long:int=20): self.every, self.long = every, long
+    @property
+    def name(self): return 'progress'   # fastai's place: `learn.progress`, which `learn.no_bar()` removes
+    def before_fit(self):
+        if bars_shown(): return super().before_fit()
+        self.old_logger = self.learn.logger
+        if self.learn.logger != noop: self.learn.logger = self._line; self._line(self.recorder.metric_names)
+    def _line(self, log): print('  '.join(f'{l:.6f}' if isinstance(l, float) else str(l) for l in log), flush=True)
+    def before_epoch(self):    bars_shown() and super().before_epoch()
+    def before_train(self):    bars_shown() and super().before_train()
+    def before_validate(self): bars_shown() and super().before_validate()
+    def after_train(self):     bars_shown() and super().after_train()
+    def after_validate(self):  bars_shown() and super().after_validate()
+    def after_batch(self):
+        if bars_shown(): return super().after_batch()
+        n, k = self.n_iter, self.iter + 1
+        if n >= self.long and k < n and k * 100 // n // self.every > (k - 1) * 100 // n // self.every:
+            print(f"{'train' if self.training else 'valid'}: {k}/{n} batches ({k * 100 // n}%)", flush=True)
+    def after_fit(self):
+        if bars_shown(): return super().after_fit()
+        if hasattr(self, 'old_logger'): self.learn.logger = self.old_logger
+
+def _progress_lines(learn:Learner) -> Learner:
+    "`learn` with `ProgressLines` in place of fastai's `ProgressCallback`"
+    if type(getattr(learn, 'progress', None)) is ProgressCallback: learn.remove_cb(learn.progress).add_cb(ProgressLines())
+    return learn
+
 # %% ../nbs/13_learner.ipynb #94b56feb
 def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
                 selector='cnn', # selector name or module (encode/decode)
@@ -182,7 +213,7 @@ def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
     learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
                        metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
     if classifier_lr_mult != 1: learn.lr = slice(lr*classifier_lr_mult, lr)   # parameter groups: [classifier, selector]
-    return learn
+    return _progress_lines(learn)
 
 def require_wandb():
     "The `wandb` module, or a `PxpError` saying how to install it (it is optional)"
@@ -224,8 +255,8 @@ def classifier_learner(dls, # the P2P DataLoaders of (x, groups, y)
                        lr:float=3e-3, wd:float=0., cbs=None, path=None,
                       ) -> Learner:
     "A fastai Learner training `model.classifier` on whole images (shared weights)"
-    return Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
-                   metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.'))
+    return _progress_lines(Learner(dls, WholeImage(model.classifier), loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
+                                   metrics=accuracy, cbs=list(cbs or []), path=Path(path or '.')))
 
 # %% ../nbs/13_learner.ipynb #9ccc66bf
 @patch
@@ -234,9 +265,13 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
                  max_n:int=6, # images
                  figsize=None, **kwargs):
     "Image + superpixels, kept regions, prediction (and τ, kept fraction) for a batch"
+    if dl is None and not len(self.dls[ds_idx].dataset):
+        raise PxpError(f"this Learner has no {('training', 'validation')[ds_idx]} images (a run read back with `load_learner` keeps none, as in fastai)",
+                       "pass dl=learn.dls.test_dl(files, with_labels=True) (files in class folders)")
     dl = dl if dl is not None else self.dls[ds_idx]
     b = dl.one_batch()
-    x, groups, y = (o.as_subclass(Tensor)[:max_n] for o in b[:3])
+    (x, groups), y = (o.as_subclass(Tensor)[:max_n] for o in b[:2]), None
+    if len(b) > 2: y = b[2].as_subclass(Tensor)[:max_n]   # a `test_dl` without labels has none
     m = self.model
     r = m.predict(x, groups)   # at the model's certainty level δ (dynamic threshold)
     pred, keep, tau = r['logits'][0].argmax(-1), r['keep'][0].float(), (r['tau'][0] if r['tau'] is not None else None)
@@ -245,10 +280,10 @@ def show_results(self:P2PLearner, ds_idx:int=1, # 0 train, 1 valid
     axs = get_grid(2*n, nrows=n, ncols=2, figsize=figsize or (7, 3*n), return_fig=False)
     masked = mask_input(x.cpu(), keep.cpu(), m.fill.cpu())
     for i in range(n):
-        show_groups(denormalize(x[i].cpu(), m.mean, m.std), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])]}")
+        show_groups(denormalize(x[i].cpu(), m.mean, m.std), groups[i].cpu(), ctx=axs[2*i], title=f"label: {vocab[int(y[i])] if y is not None else '?'}")
         t = f" τ={float(tau[i]):.2f}" if isinstance(tau, Tensor) else ""
-        ok = 'ok' if pred[i] == y[i] else 'WRONG'
-        show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]} ({ok})\nkept {keep[i].mean():.0%}{t}")
+        ok = '' if y is None else ' (ok)' if pred[i] == y[i] else ' (WRONG)'
+        show_image(denormalize(masked[i], m.mean, m.std), ctx=axs[2*i+1], title=f"pred: {vocab[int(pred[i])]}{ok}\nkept {keep[i].mean():.0%}{t}")
         for ax in axs[2*i:2*i+2]: ax.title.set_fontsize(9)
     return axs
 

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/runs.html.md"""
 
 # %% ../nbs/14b_runs.ipynb #78a4e224
 from __future__ import annotations
-import inspect, json, shutil, socket, sys
+import difflib, inspect, json, shutil, socket, sys, warnings
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +15,7 @@ from torch import Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import load_learner as fastai_load_learner
 from .data import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
-from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, _LEARNER_NAMES
+from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, option_fields, _LEARNER_NAMES
 from .learner import p2p_learner, p2p_model, P2PLearner
 from .report import new_run_dir, write_report
 from .metrics import fidelity_curves
@@ -27,7 +27,7 @@ from .evaluate import evaluate_p2p_sharded
 from .run_callbacks import eval_precision
 
 # %% auto #0
-__all__ = ['run_config', 'load_run', 'evaluate_run', 'load_learner']
+__all__ = ['RUN_RECORD', 'unknown_options', 'run_config', 'load_run', 'evaluate_run', 'load_learner']
 
 # %% ../nbs/14b_runs.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
@@ -35,6 +35,19 @@ _MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signat
                'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
 _LEARNER_KEYS = {f.name: _LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
                  if _LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
+RUN_RECORD = ('overrides', 'mean', 'std', 'resumed_from', 'size', 'n_classes', 'vocab', 'n_train_images', 'n_valid_images', 'deltas', 'world_size',
+              'batch_size_per_process', 'torch', 'python', 'n_params_selector', 'n_params_classifier')   # what `train` adds to the options in config.json
+
+def unknown_options(keys, # the keys of a JSON object of options (a `--config` file, a run's config.json)
+                    options, # the valid option names (the closest one is suggested)
+                    also=(), # keys accepted without being options (what a run records)
+                   ) -> str: # each unknown key with the closest option, e.g. "'epocs' (did you mean 'epochs'?)"; '' if none
+    "The keys that are no option, each named with the closest valid one: one phrase for an error or a warning"
+    options = list(options)
+    def named(k):
+        close = difflib.get_close_matches(k, options, n=1)
+        return f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
+    return ', '.join(named(k) for k in keys if k not in options and k not in also)
 
 # %% ../nbs/14b_runs.ipynb #701a75de
 def _write_status(run:Path, state:str, **extra):
@@ -116,15 +129,39 @@ def load_run(run_dir:Path, # a folder written by `train`
         if cfg.get('save_model') is False: raise PxpError(f"{run} has no model.pth: it was trained with save_model=False", "train again with save_model=True (the default)")
         raise PxpError(f"{run} has no model.pth: the run did not finish (it was interrupted or failed before saving its model)",
                        f"train again, or resume it with `pxp train --resume {run}` if it saved checkpoints")
-    try:
-        rc = run_config(cfg)
-        opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
-        model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
-                          n_segments=rc.data.n_segments, **{k: opts[k] for k in _MODEL_KEYS})
+    odd = unknown_options(cfg, option_fields(), RUN_RECORD)
+    if odd: warnings.warn(f"{run/'config.json'} has keys that are no option of this pixelperception (from another version?), left out: {odd}")
+    try: model = _run_model(cfg)
     except KeyError as e: raise PxpError(f"{run/'config.json'} lacks the option {e.args[0]!r}", fix) from None
-    load_matching(model, load_torch(run/'model.pth', "the run's P2P weights", fix), str(run/'model.pth'),
-                  f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
+    sd = load_torch(run/'model.pth', "the run's P2P weights", _weights_fix(run))
+    try: load_matching(model, sd, str(run/'model.pth'), f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
+    except PxpError:
+        _check_n_classes(cfg, sd, run)   # a clearer error when config.json's n_classes is what disagrees
+        raise
     return model.eval(), cfg
+
+def _run_model(cfg:dict, n_classes:int=None):
+    "The untrained P2P model a run's config.json describes (with `n_classes` outputs: default, the config's)"
+    rc = run_config(cfg)
+    opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
+    return p2p_model(n_classes or cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
+                     n_segments=rc.data.n_segments, **{k: opts[k] for k in _MODEL_KEYS})
+
+def _weights_fix(run:Path) -> str:
+    "What to do about a run's unreadable model.pth: rebuild it from the run's checkpoints if it has any, else train again"
+    again = f"pxp train --config {run/'config.json'}"
+    ck = _checkpoints(run, must=False)
+    if not ck: return f"restore it from a backup, or train again with the run's options: `{again}` (the run has no checkpoints)"
+    return f"restore it from a backup, or make a new run from its last checkpoint ({ck[-1].name}): `{again} --resume {run}`"
+
+def _check_n_classes(cfg:dict, sd:dict, run:Path):
+    "config.json's `n_classes` disagrees with model.pth: a `PxpError` saying which file to trust (the one its `vocab` agrees with)"
+    n, vocab = cfg.get('n_classes'), cfg.get('vocab') or []
+    if not vocab or n == len(vocab): return
+    try: load_matching(_run_model(cfg, len(vocab)), sd, '', '')
+    except (PxpError, KeyError): return   # the weights fit neither: not (only) the class count
+    raise PxpError(f"{run/'config.json'} says n_classes={n}, but its vocab lists {len(vocab)} classes and {run/'model.pth'} has {len(vocab)} outputs",
+                   f"trust model.pth and the vocab: set \"n_classes\": {len(vocab)} in config.json (or restore the run's own config.json)")
 
 def evaluate_run(run_dir:Path, # a folder written by `train`
                  certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated
@@ -148,10 +185,8 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
-                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=model.mean, std=model.std)
-    if list(edl.vocab) != list(cfg['vocab']):
-        raise ValueError(f"the evaluation data's classes {list(edl.vocab)} are not the run's {list(cfg['vocab'])}: "
-                         f"pass a data_path holding the same dataset ({cfg['dataset']}) with the same class folders")
+                      n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=model.mean, std=model.std, build=False)   # never build or download
+    _check_classes(list(edl.vocab), list(cfg['vocab']), cfg['dataset'])
     model.to(edl.device)
     with eval_precision(model, cfg.get('precision', 'fp32')): res = evaluate_p2p_sharded(model, edl, deltas)   # as `train` evaluated it; every process its batches, merged exactly
     out = None
@@ -165,6 +200,18 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
                          title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)
+
+def _check_classes(data:list, # the evaluation data's classes
+                   run:list, # the run's (config.json's vocab)
+                   dataset:str):
+    "A `PxpError` unless the evaluation data has the run's classes in the run's order: both lists, or (long lists) what each side lacks"
+    if data == run: return
+    lacks, extra = [c for c in run if c not in data], [c for c in data if c not in run]
+    short = lambda l: f"{l[:8]}{f' and {len(l) - 8} more' if len(l) > 8 else ''}"
+    if not lacks and not extra: what = f"has the run's classes in another order: {short(data)}, the run's {short(run)}"
+    elif len(data) + len(run) <= 20: what = f"has classes {data}, the run's are {run}"
+    else: what = '; '.join(s for s in (lacks and f"lacks the run's classes {short(lacks)}", extra and f"has classes the run does not know {short(extra)}") if s)
+    raise PxpError(f"the evaluation data {what}", f"pass a data_path holding the run's dataset ({dataset}) with the same class folders")
 
 def _evaluation_figures(model, edl, delta, n_show=6):
     "Kept regions of the first images and P2P fidelity curves (deletion ↓, insertion ↑) on the first batch"

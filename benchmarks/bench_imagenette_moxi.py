@@ -84,7 +84,7 @@ def attribute(name, ex, x, curve, precision, groups=None):
     "The order of `ex` on x (and superpixels `groups`) for `curve`: (order [B,N], seconds)"
     t0 = time.perf_counter()
     if name == 'gradcam' and precision != 'fp32':
-        with torch.autocast('cpu', dtype=torch.bfloat16): r = ex.attribute(x, groups=groups, curve=curve)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16): r = ex.attribute(x, groups=groups, curve=curve)
     else: r = ex.attribute(x, groups=groups, curve=curve)
     return r.order, time.perf_counter() - t0
 
@@ -207,7 +207,9 @@ def p2p_compare(a, picks, classes):
     from pixelperception.superpixels import slic_groups
     from pixelperception.maskers import GroupMasker
     from pixelperception.explain_p2p import kept_groups, p2p_ranking, p2p_overlap
-    model, cfg = load_run(a.p2p_run)
+    from pixelperception.files import PxpError
+    try: model, cfg = load_run(a.p2p_run)
+    except (PxpError, FileNotFoundError) as e: fail(f"--p2p-run {a.p2p_run}: {e}")
     if list(cfg.get('vocab') or []) != classes:
         fail(f"{a.p2p_run} was trained on the classes {cfg.get('vocab')}, not Imagenette's {classes}: pass a P2P run trained on imagenette")
     raw, _ = load_images(picks, cfg['size'])
@@ -245,6 +247,7 @@ def parse():
     ap.add_argument('--batch-size', type=int, default=256, help='masked images per forward pass')
     ap.add_argument('--auc-points', type=int, default=21, help='k spread over 0..N for the AUC (the operating points are always added)')
     ap.add_argument('--seed', type=int, default=0, help='seed of the random order')
+    ap.add_argument('--device', default='cpu', help="where the model runs: 'cpu' or 'cuda'")
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
     ap.add_argument('--data', default=str(ROOT.parent/'shared/data/imagenette'), help='Imagenette folder (val/<wnid>/*.JPEG)')
     ap.add_argument('--out', default=str(ROOT/'benchmarks/results'), help='folder for imagenette_moxi_<machine>.md and .json')
@@ -254,7 +257,9 @@ def parse():
     for k in ('n_images', 'grid', 'batch_images', 'batch_size', 'auc_points'):
         if getattr(a, k) < 1: fail(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
     if 224 % a.grid: fail(f"--grid {a.grid} does not divide 224 px into equal patches: use 14, 7, 28, 16, 8, ...")
-    if 'fp16' in a.precisions and not torch.cuda.is_available(): fail("--precisions fp16 needs a GPU: use bf16 on a CPU")
+    if a.device not in ('cpu', 'cuda'): fail(f"--device must be 'cpu' or 'cuda', got {a.device!r}")
+    if a.device == 'cuda' and not torch.cuda.is_available(): fail("--device cuda: no GPU here, use --device cpu")
+    if 'fp16' in a.precisions and a.device != 'cuda': fail("--precisions fp16 needs --device cuda: use bf16 on a CPU")
     return a
 
 def main():
@@ -272,12 +277,13 @@ def main():
     model, (mean, std) = classifier(classes)
     raw, y = load_images(picks, 224)
     x = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    model, x, y = model.to(a.device), x.to(a.device), y.to(a.device)
     masker = patch_masker(a.grid, mean, std, a.batch_size)
     N = masker.n_features(x)
     from pixelperception.cam import last_conv_stage
     layer = next(n for n, mod in model.named_modules() if mod is last_conv_stage(model, x[:1]))
     with torch.inference_mode(): full = torch.cat([model(x[i:i + 32]).argmax(-1) for i in range(0, len(x), 32)])
-    print(f"{len(x)} images ({np.bincount(y.numpy(), minlength=len(classes)).tolist()} per class), {a.grid}x{a.grid} grid (N={N}), "
+    print(f"{len(x)} images ({np.bincount(y.cpu().numpy(), minlength=len(classes)).tolist()} per class), {a.grid}x{a.grid} grid (N={N}), "
           f"k = {round(INS_SHARE * N)} shown / {round(DEL_SHARE * N)} removed, hidden patches filled with {masker.fill.tolist()} (black); "
           f"Grad-CAM layer: {layer}; whole-image accuracy {(full == y).float().mean():.3f}", flush=True)
     t0 = time.perf_counter()
@@ -290,7 +296,7 @@ def main():
     rows = [dict(explainer=e, precision=p, **{c: dict(**scores[p, e, c], seconds_per_image=secs[p, e, c], evaluations_per_image=evals[p, e, c])
                                               for c in CURVES}) for p in a.precisions for e in names]
     res = dict(command=' '.join(['python benchmarks/bench_imagenette_moxi.py'] + sys.argv[1:]), date=time.strftime('%Y-%m-%d %H:%M', time.gmtime()),
-               machine=m, n_images=len(x), per_class=f"{np.bincount(y.numpy(), minlength=len(classes)).tolist()} per class",
+               machine=m, n_images=len(x), per_class=f"{np.bincount(y.cpu().numpy(), minlength=len(classes)).tolist()} per class",
                files=[f.name for f, _ in picks], classes=classes, grid=a.grid, n_features=N, k_insertion=top['insertion'], k_deletion=top['deletion'],
                steps=steps_for(N, a.auc_points), fill=masker.fill.tolist(), gradcam_layer=layer, precisions=a.precisions, full_image_accuracy=(full == y).float().mean().item(),
                paper=dict(model='ViT-T', dataset='ImageNet', **{e: dict(insertion_at_4=v[0] / 100, deletion_at_10=v[1] / 100) for e, v in PAPER.items()}),

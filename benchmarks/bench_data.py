@@ -9,9 +9,9 @@ Measures training items/s through `SuperpixelDataset` + fastai `TfmdDL` for the 
 import argparse, os, shutil, tempfile, time
 from pathlib import Path
 import torch
-from pixelperception.synthetic import build_synthetic
-from pixelperception.data import folder_items, SuperpixelDataset, SuperpixelDL, IMAGENET_MEAN, IMAGENET_STD
-from pixelperception.superpixels import SuperpixelCache
+from pixelperception.data.synthetic import build_synthetic
+from pixelperception.data.datasets import folder_items, SuperpixelDataset, SuperpixelDL, IMAGENET_MEAN, IMAGENET_STD
+from pixelperception.data.superpixels import SuperpixelCache
 from _machine import machine_line as machine
 
 def epoch(ds, bs, workers):

@@ -18,9 +18,9 @@ import argparse, os, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import timm
-from pixelperception.explain import MoXI
-from pixelperception.maskers import PatchMasker, TokenMasker, log_odds
-from pixelperception.cifar_resnet import resnet20, load_resnet20
+from pixelperception.explain.moxi import MoXI
+from pixelperception.models.maskers import PatchMasker, TokenMasker, log_odds
+from pixelperception.models.cifar_resnet import resnet20, load_resnet20
 from _machine import machine_line as machine
 
 # ---------- naive, reference-style implementations (one image at a time) ----------

@@ -12,10 +12,10 @@ import argparse, json, os, time
 from pathlib import Path
 import torch
 from torchvision import datasets, transforms
-from pixelperception.explain import MoXI
-from pixelperception.maskers import PatchMasker
-from pixelperception.metrics import ranking_curves
-from pixelperception.zoo import create_classifier, normalization
+from pixelperception.explain.moxi import MoXI
+from pixelperception.models.maskers import PatchMasker
+from pixelperception.evaluation.metrics import ranking_curves
+from pixelperception.models.zoo import create_classifier, normalization
 from _machine import machine_line as machine
 
 def images(root, n):

@@ -3,9 +3,8 @@ import json, os, shutil, warnings
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-import pixelperception.coco as cc
-from pixelperception.coco import (build_coco10, class_images, derive_classes, fake_coco, find_coco, remove_temps,
-                                  PAPER_CLASSES, _crafted_ann)
+import pixelperception.data.coco as cc
+from pixelperception.data.coco import build_coco10, class_images, derive_classes, fake_coco, find_coco, remove_temps, PAPER_CLASSES, _crafted_ann
 
 SHARED = Path(__file__).parents[1]/'..'/'shared'
 TINY = SHARED/'data'/'coco-tiny'

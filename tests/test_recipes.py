@@ -2,12 +2,11 @@
 import contextlib, io, json
 from pathlib import Path
 import pytest, torch
-from pixelperception.zoo import (create_classifier, create_selector, list_classifiers, list_selectors, normalization,
-                                 register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD)
-from pixelperception.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
-from pixelperception.data import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
+from pixelperception.models.zoo import create_classifier, create_selector, list_classifiers, list_selectors, normalization, register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD
+from pixelperception.p2p.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
+from pixelperception.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
 from pixelperception.testing import make_imagefolder, make_cifar10
-from pixelperception.train import train, load_run
+from pixelperception.p2p.train import train, load_run
 from pixelperception.cli import main
 
 def _cli(argv):
@@ -138,7 +137,7 @@ def test_evaluate_on_another_copy(tmp_path):
     assert rc == 2 and 'class folders' in err and err.count('\n') == 1
 
 def test_shared_resnet20_by_name_on_real_cifar10(shared, tmp_path):
-    from pixelperception.data import get_eval_dl
+    from pixelperception.data.datasets import get_eval_dl
     w = shared/'weights'/'resnet20-cifar10.th'
     m = create_classifier('resnet20', 10, model_path=w).eval()
     dl = get_eval_dl('cifar10', shared/'data', size=32, bs=500, device='cpu', cache_dir=tmp_path/'cache', mean=normalization('resnet20')[0],

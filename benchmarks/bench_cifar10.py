@@ -51,7 +51,7 @@ def blackbox(a, minutes, out):
     from pixelperception.data.datasets import get_dls
     from pixelperception.models.zoo import create_classifier, normalization
     from pixelperception.p2p.learner import WholeImage
-    from pixelperception.p2p.train import TimeBudget
+    from pixelperception.p2p.run_callbacks import TimeBudget
     tdl = test_loader(a.data, a.cache)
     clf = create_classifier('resnet20', 10, model_path=a.weights)
     as_is = classifier_scores(clf, tdl)
@@ -96,8 +96,8 @@ def measure_run(run, a, prefix):
     "Test metrics per δ, τ distribution, fidelity AUCs, figures and (always) the kept fraction against τ"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from pixelperception.p2p.train import load_run
-    from pixelperception.p2p.learner import evaluate_p2p, kept_vs_tau
+    from pixelperception.p2p.runs import load_run
+    from pixelperception.p2p.evaluate import evaluate_p2p, kept_vs_tau
     from pixelperception.evaluation.metrics import fidelity_curves
     from pixelperception.p2p.model import mask_input
     from pixelperception.evaluation.plots import show_selection

@@ -18,7 +18,7 @@ import torch, torch.nn.functional as F
 from torch import Tensor
 from pixelperception.data.datasets import get_dls, get_eval_dl
 from pixelperception.p2p.learner import p2p_model, p2p_learner
-from pixelperception.p2p.train import load_run
+from pixelperception.p2p.runs import load_run
 from _machine import machine_line as machine
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ def model_steps(a, n=8):
     from pixelperception.data.datasets import get_dls
     from pixelperception.p2p.learner import p2p_model
     from pixelperception.p2p.recipes import recipe_options
-    from pixelperception.p2p.train import _MODEL_KEYS
+    from pixelperception.p2p.runs import _MODEL_KEYS
     from pixelperception.models.zoo import normalization
     o = recipe_options('cpu', a.dataset, a.classifier)
     mean, std = normalization(o['classifier'])

@@ -207,7 +207,7 @@ def p2p_steps(c, precision, device, data_path, ref=None):
 # ---------------------------------------------------------------- 2. MoXI, token mode
 def moxi_steps(c, precision, device, ref=None):
     "MoXI's greedy steps in token mode on a ViT with random weights: masked forward passes per second"
-    from pixelperception.p2p.model import create_classifier
+    from pixelperception.models.zoo import create_classifier
     from pixelperception.explain.moxi import MoXI
     from pixelperception.models.maskers import TokenMasker
     torch.manual_seed(0)
@@ -278,10 +278,10 @@ def cuda_notebooks(root:Path=ROOT) -> list:
 
 def needs_external(cells) -> str:
     "What the cuda cells need from outside an offline machine ('' when nothing): hub weights, non-built-in datasets"
-    from pixelperception.data.datasets import DATASETS
+    from pixelperception.data.datasets import list_datasets
     src, why = '\n'.join(cells), []
     if re.search(r'pretrained\s*=\s*True|--pretrained\b', src): why.append('pretrained hub weights')
-    ds = [d for d in DATASETS if d != 'synthetic' and re.search(rf"""['"]{d}['"]""", src)]
+    ds = [d for d in list_datasets() if d != 'synthetic' and re.search(rf"""['"]{d}['"]""", src)]
     if ds: why.append(f"the {', '.join(ds)} data")
     return ' and '.join(why)
 

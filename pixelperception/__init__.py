@@ -17,7 +17,7 @@ _API = {   # module -> its public names
     'explain.cam': ('GradCAM', 'AttentionRollout'),
     'explain.interop': ('quantus_explain_func',),
     'p2p.model': ('P2P',),
-    'p2p.train': ('load_run', 'evaluate_run', 'load_learner'),   # not `train` itself: `pixelperception.p2p.train` is its module (from pixelperception.p2p.train import train)
+    'p2p.runs': ('load_run', 'evaluate_run', 'load_learner'),
     'models.zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
             'register_selector', 'normalization'),
     'p2p.recipes': ('list_recipes',),

@@ -38,7 +38,8 @@ def data_synthetic(out:Path='data/synthetic', # output folder of the built-in be
 def _save_preview(root, fn):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, tempfile
-    from pixelperception.data.datasets import SuperpixelDataset, SuperpixelDL, folder_items, SuperpixelCache
+    from pixelperception.data.datasets import SuperpixelDataset, SuperpixelDL, folder_items
+    from pixelperception.data.superpixels import SuperpixelCache
     import json
     from pixelperception.files import read_json
     size = read_json(root/'synthetic.json', 'the synthetic dataset record')['params']['size']

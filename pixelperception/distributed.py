@@ -17,8 +17,7 @@ from fastai.torch_core import rank_distrib, num_distrib
 # %% auto #0
 __all__ = ['GlooDistributedDL', 'gloo_broadcast', 'all_gather', 'SyncMetrics', 'is_rank0', 'barrier', 'rank0_first',
            'distrib_ctx', 'world', 'shard', 'gather_by_index', 'broadcast_object', 'shard_dl', 'average_bn_stats',
-           'broadcast_model', 'init_distributed', 'teardown_distributed', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded',
-           'recalibrate_bn_sharded']
+           'broadcast_model', 'init_distributed', 'teardown_distributed']
 
 # %% ../nbs/02_distributed.ipynb #3c00c614
 def _backend_device():
@@ -172,12 +171,3 @@ def teardown_distributed():
     "Wait for every process, then free the process group (no-op outside a distributed run)"
     if dist.is_available() and dist.is_initialized():
         dist.barrier(); dist.destroy_process_group()
-
-_MOVED = ('evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'recalibrate_bn_sharded', 'evaluate_p2p', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p')
-_all_ = ['evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'recalibrate_bn_sharded']
-
-def __getattr__(name):   # P2P's (sharded) evaluation moved to `pixelperception.p2p.evaluate`, which imports this module: its old names load it here on first use
-    if name in _MOVED:
-        from pixelperception.p2p import evaluate
-        return getattr(evaluate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

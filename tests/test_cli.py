@@ -85,7 +85,7 @@ def test_explain_p2p_run(tmp_path):
     assert all(0 <= v['auc'] <= 1 for v in m['methods'].values()) and '| p2p |' in (out/'report.md').read_text()
     assert 'cost estimate for 3 images' in e.stdout and 'moxi' in e.stdout.split('cost estimate')[1]   # printed before the run
     import torch   # P2P's AUC is the metric code's: recomputed from its saved order on the same images
-    from pixelperception.p2p.train import load_run
+    from pixelperception.p2p.runs import load_run
     from pixelperception.data.datasets import get_eval_dl
     from pixelperception.models.maskers import GroupMasker
     from pixelperception.evaluation.metrics import ranking_curves

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 import pixelperception.data.coco as cc
-from pixelperception.data.coco import build_coco10, class_images, derive_classes, fake_coco, find_coco, remove_temps, PAPER_CLASSES, _crafted_ann
+from pixelperception.data.coco import build_coco10, class_images, derive_classes, fake_coco, find_coco, PAPER_CLASSES, _crafted_ann
+from pixelperception.files import remove_temps
 
 SHARED = Path(__file__).parents[1]/'..'/'shared'
 TINY = SHARED/'data'/'coco-tiny'

@@ -73,7 +73,7 @@ def test_train_two_processes_match_one_within_noise(runs):
 
 def test_evaluation_is_exact(runs):
     "The 2-process run's sharded evaluation, `pxp evaluate` in 2 processes and `evaluate_run` in 1 agree exactly"
-    from pixelperception.p2p.train import evaluate_run
+    from pixelperception.p2p.runs import evaluate_run
     root, _, run2 = runs
     m_train = json.loads((run2/'metrics.json').read_text())['evaluation']
     ev1 = one_thread(evaluate_run, run2, certainty=TRAIN['certainty'], batch_size=20)

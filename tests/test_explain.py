@@ -133,7 +133,8 @@ def test_explain_run_folder(tmp_path):
 
 @pytest.mark.skipif(not (SHARED/'weights/resnet20-cifar10.th').exists(), reason='../shared (ResNet-20 weights, CIFAR-10 sample) not found')
 def test_resnet20_real_images_match_reference():
-    from pixelperception.models.cifar_resnet import load_resnet20, load_image_folder
+    from pixelperception.models.cifar_resnet import load_resnet20
+    from pixelperception.data.datasets import load_image_folder
     model = load_resnet20(SHARED/'weights/resnet20-cifar10.th')
     x, y, _, _ = load_image_folder(SHARED/'data/cifar10-sample/test', n=1)
     got = MoXI(model, PatchMasker(8)).attribute(x, target=y).order
@@ -201,4 +202,4 @@ def test_old_names_still_work_with_a_warning(tmp_path):
         s = explain(_folder(tmp_path), methods='random', n_images=2, grid=4, top_k=1, out=tmp_path/'old', progress=False, figures=False)
     assert Path(s['run_dir']).parent == tmp_path/'old'
     with pytest.raises(TypeError, match='pass experiment= only'): explain(tmp_path, out=tmp_path/'a', experiment=tmp_path/'b')
-    with pytest.warns(DeprecationWarning, match='list_explainers'): assert er.METHODS['moxi'] is MoXI and 'random' in er.CURVE_FREE
+    assert not hasattr(er, 'METHODS') and not hasattr(er, 'CURVE_FREE')   # the old registry names are gone: list_explainers(), explainer_spec()

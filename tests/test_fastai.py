@@ -7,7 +7,8 @@ from fastai.callback.core import Callback
 from fastai.data.transforms import CategoryMap, Category
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import load_learner as fastai_load_learner
-from pixelperception.p2p.train import train, load_learner, load_run
+from pixelperception.p2p.train import train
+from pixelperception.p2p.runs import load_learner, load_run
 from pixelperception.data.datasets import dataset_items, get_eval_dl
 from pixelperception.p2p.learner import P2PLearner
 

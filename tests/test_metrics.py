@@ -2,7 +2,8 @@
 import json, threading
 import numpy as np, pytest, torch
 from pixelperception.evaluation.metrics import P2P_THRESHOLDS, PxAP, pxap, fidelity_masks, fidelity_curves, ranking_curves, mask_precision, mask_iou, auroc, aupr
-from pixelperception.evaluation.report import new_run_dir, write_report
+from pixelperception.files import new_run_dir
+from pixelperception.evaluation.report import write_report
 
 
 def _pxap_loop(scores, gt, bw=1e-5):

@@ -6,7 +6,8 @@ from pixelperception.models.zoo import create_classifier, create_selector, list_
 from pixelperception.p2p.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
 from pixelperception.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
 from pixelperception.testing import make_imagefolder, make_cifar10
-from pixelperception.p2p.train import train, load_run
+from pixelperception.p2p.train import train
+from pixelperception.p2p.runs import load_run
 from pixelperception.cli import main
 
 def _cli(argv):

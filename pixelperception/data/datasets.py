@@ -26,11 +26,11 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _c
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
-           'DATASETS', 'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items',
-           'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset',
-           'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy',
-           'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls',
-           'get_eval_dl', 'inference_dls']
+           'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items', 'cifar10_items',
+           'load_image_folder', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL',
+           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
+           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
+           'inference_dls']
 
 # %% ../../nbs/15_data.datasets.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -409,7 +409,6 @@ def _folder_items(dp, split, **kw):
     "Any ImageFolder: data_path/{train,val}/<class>/"
     return folder_items(dp/split)
 
-DATASETS = tuple(list_datasets())   # the built-in datasets (compatibility: `list_datasets()` also lists those registered later)
 
 def dataset_policy(dataset:str, # a registered dataset (`list_datasets()`)
                    size:int=None, # image side (CIFAR-10: up to 32 px it is padded and cropped, larger it is resized)

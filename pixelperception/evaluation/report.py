@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch
 from .metrics import Curves
-from ..files import new_run_dir, atomic_write
+from ..files import atomic_write
 
 # %% auto #0
 __all__ = ['write_report']

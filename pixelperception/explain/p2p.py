@@ -21,7 +21,8 @@ from ..evaluation.metrics import ranking_curves
 from ..evaluation.plots import plot_curves, show_heatmaps, show_selection
 from ..files import new_run_dir, removed_on_error, atomic_write, check_number, PxpError
 from ..evaluation.report import write_report
-from ..p2p.train import load_run, parse_deltas
+from ..p2p.runs import load_run
+from ..p2p.recipes import parse_deltas
 from ..data.datasets import denormalize
 
 # %% auto #0

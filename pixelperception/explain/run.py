@@ -111,13 +111,6 @@ register_explainer('gradcam', curve_free=True, cost=lambda N, **_: 1)(GradCAM)  
 register_explainer('rollout', curve_free=True, cost=lambda N, **_: 1)(AttentionRollout)
 register_explainer('random', curve_free=True, cost=lambda N, **_: 1)(RandomOrder)
 
-def __getattr__(name):   # the module's old names, now read from the registry
-    if name in ('METHODS', 'CURVE_FREE'):
-        warnings.warn(f"pixelperception.explain.run.{name} is deprecated and goes in the next release: use list_explainers(), "
-                      "explainer_spec(name) and create_explainer(name, model)", DeprecationWarning, stacklevel=2)
-        return {n: s.cls for n, s in _REGISTRY.items()} if name == 'METHODS' else {n for n, s in _REGISTRY.items() if s.curve_free}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 # %% ../../nbs/52_explain.run.ipynb #8b9ba69d
 def _channels(v, name):
     "Three floats from '0.5,0.4,0.3', a number or a sequence"

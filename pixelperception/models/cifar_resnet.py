@@ -8,12 +8,11 @@ Docs: https://pixelperception.github.io/pixelperception/models.cifar_resnet.html
 from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES, load_image_folder   # the reader moved to data; importable here as before
+from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
 from ..files import read_state_dict, load_matching, PxpError
-_all_ = ['load_image_folder']   # still exported from here
 
 # %% auto #0
-__all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20', 'load_image_folder']
+__all__ = ['ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20', 'load_resnet20']
 
 # %% ../../nbs/20_models.cifar_resnet.ipynb #7c3533b0
 class ShortcutA(nn.Module):

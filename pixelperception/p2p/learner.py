@@ -38,15 +38,11 @@ from fastai.data.transforms import Category
 from fastai.interpret import plot_top_losses
 from fastai.torch_core import TensorCategory
 from plum import dispatch
-from .evaluate import kept_vs_tau, recalibrate_bn, _summary, summarize_p2p, evaluate_p2p   # moved to `evaluate`; importable here as before
+
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
-           'WholeImage', 'classifier_learner', 'P2PPrediction', 'kept_vs_tau', 'recalibrate_bn', 'summarize_p2p',
-           'evaluate_p2p']
-
-# %% ../../nbs/44_p2p.learner.ipynb #8e387f8a
-_all_ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p']   # P2P's evaluation, now in `pixelperception.p2p.evaluate`: still exported from here
+           'WholeImage', 'classifier_learner', 'P2PPrediction']
 
 # %% ../../nbs/44_p2p.learner.ipynb #75ecabc0
 def _defaults(f) -> dict: return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}

@@ -149,15 +149,6 @@ class CNNSelector(nn.Module):
 
     def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])
 
-# %% ../../nbs/40_p2p.model.ipynb #121a97b8
-_MOVED = ('create_classifier', 'create_selector', 'CLASSIFIERS', 'SELECTORS')
-def __getattr__(name):
-    "Names that moved to `pixelperception.models.zoo` (the registries) still import from here"
-    if name in _MOVED:
-        from pixelperception.models import zoo
-        return {'CLASSIFIERS': tuple(zoo.list_classifiers()), 'SELECTORS': tuple(zoo.list_selectors())}.get(name) or getattr(zoo, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 # %% ../../nbs/40_p2p.model.ipynb #0da56218
 def group_distribution(out:Tensor, # selector output [B,num_dims,H,W]
                        groups:Tensor, # LongTensor [B,H,W]

@@ -17,7 +17,8 @@ from fastai.learner import load_learner as fastai_load_learner
 from ..data.datasets import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
 from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, _LEARNER_NAMES
 from .learner import p2p_learner, p2p_model, P2PLearner
-from ..evaluation.report import new_run_dir, write_report
+from ..files import new_run_dir
+from ..evaluation.report import write_report
 from ..evaluation.metrics import fidelity_curves
 from ..evaluation.plots import plot_curves, show_selection
 from .model import mask_input

@@ -22,7 +22,8 @@ from ..data.datasets import get_dls, get_eval_dl, denormalize
 from ..models.zoo import normalization
 from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, _GROUPS
 from .learner import p2p_learner, classifier_learner, P2PLearner, require_wandb, WandbLogger
-from ..evaluation.report import new_run_dir, write_report, _COLUMNS
+from ..files import new_run_dir
+from ..evaluation.report import write_report, _COLUMNS
 from ..evaluation.plots import group_correlation, show_group_correlation
 from ..files import atomic_write, _first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
@@ -30,7 +31,6 @@ from ..distributed import broadcast_model
 from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded
 from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision
 from .runs import _MODEL_KEYS, _LEARNER_KEYS, _write_status, _abandon, _load_checkpoint, _check_resume
-from .runs import run_config, load_run, evaluate_run, load_learner   # first defined here: still importable from here
 
 
 # %% auto #0

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SAFE_PICKLE_GLOBALS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps', 'new_run_dir',
-           'removed_on_error', 'check_writable', 'process_record', 'process_state', 'SafeUnpickler', 'safe_pickle_load',
-           'read_json', 'load_torch', 'load_matching', 'read_state_dict', 'read_image', 'check_finite', 'check_logits',
-           'os_error_message']
+__all__ = ['SAFE_PICKLE_GLOBALS', 'IMG_EXTS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps',
+           'new_run_dir', 'removed_on_error', 'check_writable', 'process_record', 'process_state', 'SafeUnpickler',
+           'safe_pickle_load', 'read_json', 'load_torch', 'load_matching', 'read_state_dict', 'read_image',
+           'binary_mask', 'resize_mask', 'check_finite', 'check_logits', 'os_error_message']
 
 # %% ../nbs/00_files.ipynb #2da58c87
 class PxpError(ValueError):
@@ -260,6 +260,28 @@ def read_image(path:Path, # an image file
     except Exception as e:   # PIL's decoders fail in many ways on damaged files (OSError, SyntaxError, struct.error, ...)
         raise PxpError(f"cannot read image {path}: the file is truncated, corrupt or not an image ({_first_line(e)})", fix) from None
     return np.repeat(a[..., None], 3, -1)
+
+# %% ../nbs/00_files.ipynb #e180212a
+IMG_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm'}   # the image files the folder readers accept
+
+def binary_mask(m:np.ndarray, # a mask array
+                src='mask', # its file, for the message
+               ) -> np.ndarray: # bool, same shape
+    "A mask as bool: bool arrays, or values all in {0, 1} or all in {0, 255}; anything else is refused with a `PxpError`"
+    m = np.asarray(m)
+    if m.dtype == bool: return m
+    vals = np.unique(m) if m.size else np.zeros(0)
+    if np.isin(vals, (0, 1)).all() or np.isin(vals, (0, 255)).all(): return m != 0
+    raise PxpError(f"mask {src} is not binary: it holds values such as {', '.join(f'{v:g}' for v in vals[~np.isin(vals, (0, 1, 255))][:3])} (0 and 1 expected)",
+                   "save binary masks (bool, or 0/1 values), e.g. np.save(path, mask > 0.5) with the threshold that is right for your data")
+
+def resize_mask(m:np.ndarray, # a 2-D mask
+                h:int, w:int, # the size wanted
+               ) -> np.ndarray: # bool h x w
+    "A mask resized to h x w with nearest-neighbour sampling (PIL's), as bool; returned as it is when already that size"
+    m = np.asarray(m, bool)
+    if m.shape == (h, w): return m
+    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
 
 # %% ../nbs/00_files.ipynb #d349727c
 def check_finite(t:torch.Tensor, # values that must be finite

@@ -81,7 +81,7 @@ def make_bam(root:Path, # folder that will hold data/{obj,scene}/
              masks='crops', # 'crops' (the release's per-object cut-outs + val_loc.txt) or an int S: one S x S mask per val image
              seed:int=0) -> Path:
     "Write a tiny BAM release in its official layout (objects painted pure red on noise)"
-    from pixelperception.data.datasets import resize_mask   # here: importing data (torch, fastai) would make this module heavy
+    from pixelperception.files import resize_mask   # here: files imports torch, which these fixtures do not need otherwise
     rng, base = np.random.default_rng(seed), Path(root)/'data'
     val_nums = range(n_train, n_train + n_val)
     crops = {(o, i): _ellipse(*rng.integers(size//3, size, 2)) for o in objs for i in val_nums}   # one cut-out per object and number

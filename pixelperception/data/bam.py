@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from ..files import PxpError, safe_pickle_load, read_image
-from .datasets import binary_mask, resize_mask, IMG_EXTS
+from ..files import binary_mask, resize_mask, IMG_EXTS
 from .synthetic import building, _link
 
 # %% auto #0

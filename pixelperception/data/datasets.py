@@ -20,17 +20,16 @@ from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
-from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json
+from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTS', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS',
-           'black_fill', 'denormalize', 'Items', 'binary_mask', 'resize_mask', 'folder_items', 'cifar10_items',
-           'load_image_folder', 'geometric_tfms', 'color_tfm', 'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL',
-           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
-           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
-           'inference_dls']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS', 'black_fill',
+           'denormalize', 'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
+           'TensorObjectMask', 'SuperpixelDataset', 'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets',
+           'dataset_spec', 'dataset_policy', 'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items',
+           'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
 
 # %% ../../nbs/15_data.datasets.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -46,8 +45,6 @@ def denormalize(x:torch.Tensor, # normalised images [...,3,H,W]
     return (x * s + torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)).clamp(0, 1)
 
 # %% ../../nbs/15_data.datasets.ipynb #ffb21a86
-IMG_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm'}
-
 class Items:
     "Image sources (paths or an uint8 array), labels, class names and optional mask paths of one split"
     def __init__(self, srcs, labels, vocab, masks=None, key_files=None, mask_loader=np.load):
@@ -76,26 +73,6 @@ class Items:
         "(file, tag) identifying image `i` for the superpixel cache"
         s = self.srcs[i]
         return (s, '') if not isinstance(s, np.ndarray) else (self.key_files[i] if self.key_files else None, f'#{i}')   # arrays without a file: never cached
-
-# %% ../../nbs/15_data.datasets.ipynb #e180212a
-def binary_mask(m:np.ndarray, # a mask array
-                src='mask', # its file, for the message
-               ) -> np.ndarray: # bool, same shape
-    "A mask as bool: bool arrays, or values all in {0, 1} or all in {0, 255}; anything else is refused with a `PxpError`"
-    m = np.asarray(m)
-    if m.dtype == bool: return m
-    vals = np.unique(m) if m.size else np.zeros(0)
-    if np.isin(vals, (0, 1)).all() or np.isin(vals, (0, 255)).all(): return m != 0
-    raise PxpError(f"mask {src} is not binary: it holds values such as {', '.join(f'{v:g}' for v in vals[~np.isin(vals, (0, 1, 255))][:3])} (0 and 1 expected)",
-                   "save binary masks (bool, or 0/1 values), e.g. np.save(path, mask > 0.5) with the threshold that is right for your data")
-
-def resize_mask(m:np.ndarray, # a 2-D mask
-                h:int, w:int, # the size wanted
-               ) -> np.ndarray: # bool h x w
-    "A mask resized to h x w with nearest-neighbour sampling (PIL's), as bool; returned as it is when already that size"
-    m = np.asarray(m, bool)
-    if m.shape == (h, w): return m
-    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
 
 # %% ../../nbs/15_data.datasets.ipynb #e26cc5b2
 _LAYOUT = "root/<class>/<image>.{jpg,png,...} (one folder per class)"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from ..files import atomic_write, remove_temps, safe_pickle_load
+from ..files import atomic_write, remove_temps, safe_pickle_load, binary_mask
 
 # %% auto #0
 __all__ = ['IMAGENET9_CLASSES', 'IMAGENET9_FOLDERS', 'IMAGENET9_PKLS', 'FAKE_WNIDS', 'IMG_SUFFIXES', 'read_imagenet9_pkl',
@@ -149,7 +149,6 @@ def _mask_hw(shape):
 def load_bg_mask(fn:Path, # a Backgrounds Challenge `fg_mask` .npy
                 ) -> np.ndarray: # bool HxW foreground mask
     "Read one ImageNet-9 foreground mask as a bool HxW array"
-    from pixelperception.data.datasets import binary_mask   # here: data imports this module
     m = binary_mask(np.load(fn), fn)   # bool, or 0/1 or 0/255 values; soft masks (e.g. 0.3) are refused, not counted as object
     if m.ndim == 3 and m.shape[-1] in (1, 3, 4): m = m.any(-1)
     elif m.ndim == 3 and m.shape[0] in (1, 3, 4): m = m.any(0)

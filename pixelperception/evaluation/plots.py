@@ -14,14 +14,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from fastai.torch_core import show_image
-from ..data.superpixels import show_groups, to_pixels, group_sizes
-from ..p2p.model import group_distribution, group_cov
+from ..data.superpixels import show_groups, to_pixels
 from .metrics import Curves
-from ..core import evaluating
 
 # %% auto #0
-__all__ = ['plot_curves', 'show_selection', 'ranking_heat', 'heat_to_pixels', 'show_heatmaps', 'group_correlation',
-           'show_group_correlation']
+__all__ = ['plot_curves', 'show_selection', 'ranking_heat', 'heat_to_pixels', 'show_heatmaps', 'show_group_correlation']
 
 # %% ../../nbs/31_evaluation.plots.ipynb #ee45ba9e
 def _img(im):
@@ -199,37 +196,6 @@ def show_heatmaps(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
         cb.ax.set_yticklabels(['last', 'first'])
         cb.set_label('rank of the feature' + (f' (first {top_k} only)' if top_k else '') + (f'; white outline: top {outline_k}' if outline_k else ''))
     return fig
-
-# %% ../../nbs/31_evaluation.plots.ipynb #e5e21ef3
-def group_correlation(model, # a P2P model trained with use_cov=True
-                      x:Tensor, # [B,3,H,W] normalised images
-                      groups:Tensor, # [B,H,W] superpixel ids
-                      tau=None, # a dynamic model's τ (a number or [B]); default: the τ of its δ-search at model.delta
-                     ) -> dict: # corr, cov [B,G,G]; mu [B,G] keep logits; present bool [B,G]; tau [B] (None for a fixed model)
-    "The learned correlation between superpixels of a P2P model: Σ = EᵀE of the selector's group embeddings, as correlations"
-    if not hasattr(model, 'selector') or not hasattr(model, 'use_cov'): raise TypeError(f"group_correlation needs a P2P model, got {type(model).__name__}")
-    if not model.use_cov:
-        raise ValueError("this P2P model was trained with use_cov=False: its superpixels are kept independently and its selector learnt no "
-                         "covariance between them, so there is no group correlation to show; train with use_cov=True (the default) to get one")
-    x, groups = (t.as_subclass(Tensor) for t in (x, groups))
-    if x.dim() != 4 or groups.shape != (x.shape[0], *x.shape[-2:]):
-        raise ValueError(f"x must be [B,3,H,W] and groups [B,H,W] of the same images, got {tuple(x.shape)} and {tuple(groups.shape)}")
-    dev = next(model.parameters()).device
-    x, groups = x.to(dev), groups.to(dev).long()
-    G = max(model.n_segments, int(groups.max()) + 1)
-    with_tau = model.dynamic and model.tau_mode != 'rank'   # the selector's input, as in the forward pass ('rank' mode applies τ after it)
-    with evaluating(model):
-        with torch.inference_mode():
-            if with_tau:
-                tau = model.find_tau(x, groups, [model.delta])['tau'][0] if tau is None else torch.as_tensor(tau, dtype=x.dtype, device=dev).expand(len(x))
-            else: tau = None
-            out = model.selector.decode(model.selector.encode(x), tau, x.shape[-2:]).float()
-            mu, E = group_distribution(out, groups, G)
-            if E.shape[1] == 0: raise ValueError("this P2P model's selector has num_dims=1 (a keep logit only, no embedding): there is no covariance to show")
-            cov, _ = group_cov(E)
-            d = cov.diagonal(dim1=-2, dim2=-1).sqrt()
-            corr = cov / (d[..., :, None] * d[..., None, :])
-    return dict(corr=corr, cov=cov, mu=mu, present=group_sizes(groups, G)[:, :G] > 0, tau=tau)
 
 # %% ../../nbs/31_evaluation.plots.ipynb #534003fc
 def show_group_correlation(img:Tensor, # [3,H,W] un-normalised image in [0,1]

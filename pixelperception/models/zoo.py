@@ -13,7 +13,7 @@ from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from ..p2p.model import SmallCNN, CNNSelector, LRASPPSelector, load_weights, _from_hub, _check_num_dims, _init_keep
+from .nets import SmallCNN, CNNSelector, LRASPPSelector, load_weights, _from_hub, _check_num_dims, _init_keep
 from .cifar_resnet import CifarResNet
 
 # %% auto #0

@@ -10,8 +10,8 @@ import math
 import torch, torch.nn as nn
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from ..data.superpixels import to_pixels
-from .model import P2P, check_delta, sample_tau
+from ..data.superpixels import to_pixels, group_sizes
+from .model import P2P, check_delta, sample_tau, group_distribution, group_cov
 from ..core import evaluating
 from ..evaluation import metrics as M
 from ..files import check_logits
@@ -19,7 +19,7 @@ from ..distributed import GlooDistributedDL, world, all_gather, gather_by_index,
 
 # %% auto #0
 __all__ = ['kept_vs_tau', 'recalibrate_bn', 'summarize_p2p', 'evaluate_p2p', 'evaluate_p2p_sharded', 'kept_vs_tau_sharded',
-           'recalibrate_bn_sharded']
+           'recalibrate_bn_sharded', 'group_correlation']
 
 # %% ../../nbs/43_p2p.evaluate.ipynb #7dcdf723
 @torch.no_grad()
@@ -168,3 +168,34 @@ def recalibrate_bn_sharded(model, # trained P2P model
     n = recalibrate_bn(model, GlooDistributedDL(dl), **kwargs)
     average_bn_stats(model, n)
     return sum(all_gather(n))
+
+# %% ../../nbs/43_p2p.evaluate.ipynb #e5e21ef3
+def group_correlation(model, # a P2P model trained with use_cov=True
+                      x:Tensor, # [B,3,H,W] normalised images
+                      groups:Tensor, # [B,H,W] superpixel ids
+                      tau=None, # a dynamic model's τ (a number or [B]); default: the τ of its δ-search at model.delta
+                     ) -> dict: # corr, cov [B,G,G]; mu [B,G] keep logits; present bool [B,G]; tau [B] (None for a fixed model)
+    "The learned correlation between superpixels of a P2P model: Σ = EᵀE of the selector's group embeddings, as correlations"
+    if not hasattr(model, 'selector') or not hasattr(model, 'use_cov'): raise TypeError(f"group_correlation needs a P2P model, got {type(model).__name__}")
+    if not model.use_cov:
+        raise ValueError("this P2P model was trained with use_cov=False: its superpixels are kept independently and its selector learnt no "
+                         "covariance between them, so there is no group correlation to show; train with use_cov=True (the default) to get one")
+    x, groups = (t.as_subclass(Tensor) for t in (x, groups))
+    if x.dim() != 4 or groups.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"x must be [B,3,H,W] and groups [B,H,W] of the same images, got {tuple(x.shape)} and {tuple(groups.shape)}")
+    dev = next(model.parameters()).device
+    x, groups = x.to(dev), groups.to(dev).long()
+    G = max(model.n_segments, int(groups.max()) + 1)
+    with_tau = model.dynamic and model.tau_mode != 'rank'   # the selector's input, as in the forward pass ('rank' mode applies τ after it)
+    with evaluating(model):
+        with torch.inference_mode():
+            if with_tau:
+                tau = model.find_tau(x, groups, [model.delta])['tau'][0] if tau is None else torch.as_tensor(tau, dtype=x.dtype, device=dev).expand(len(x))
+            else: tau = None
+            out = model.selector.decode(model.selector.encode(x), tau, x.shape[-2:]).float()
+            mu, E = group_distribution(out, groups, G)
+            if E.shape[1] == 0: raise ValueError("this P2P model's selector has num_dims=1 (a keep logit only, no embedding): there is no covariance to show")
+            cov, _ = group_cov(E)
+            d = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+            corr = cov / (d[..., :, None] * d[..., None, :])
+    return dict(corr=corr, cov=cov, mu=mu, present=group_sizes(groups, G)[:, :G] > 0, tau=tau)

@@ -1,4 +1,4 @@
-"""Importance predictors (selectors), the per-superpixel Gaussian of keep-logits, relaxed-Bernoulli masks, the masked input, the Monte-Carlo classifier and the dynamic-threshold search.
+"""The per-superpixel Gaussian of keep-logits, relaxed-Bernoulli masks, the masked input, the Monte-Carlo classifier and the dynamic-threshold search.
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.model.html.md"""
 
@@ -19,135 +19,9 @@ from ..files import read_state_dict, PxpError
 from ..core import plain_tensor, evaluating
 
 # %% auto #0
-__all__ = ['NORMS', 'TAU_MODES', 'ESTIMATORS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector',
-           'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli', 'rank_logits',
-           'mask_input', 'mc_logits', 'ResBlock', 'SmallCNN', 'check_delta', 'check_p2p_options', 'P2POutput', 'P2P',
+__all__ = ['TAU_MODES', 'ESTIMATORS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli',
+           'rank_logits', 'mask_input', 'mc_logits', 'check_delta', 'check_p2p_options', 'P2POutput', 'P2P',
            'sample_tau', 'find_tau']
-
-# %% ../../nbs/40_p2p.model.ipynb #b75975ea
-def _check_num_dims(num_dims):
-    if not isinstance(num_dims, int) or isinstance(num_dims, bool) or num_dims < 1:
-        raise ValueError(f"num_dims must be an int >= 1 (channel 0 is the keep logit, the rest a covariance embedding), got {num_dims!r}")
-
-def _init_keep(conv:nn.Conv2d, keep_init:float):
-    "Start a selector near 'keep everything': zero weights on the logit channel and bias `keep_init` (sigmoid(3)≈0.95)"
-    with torch.no_grad():
-        conv.weight[0].mul_(0.1); conv.bias[0] = keep_init
-
-# %% ../../nbs/40_p2p.model.ipynb #d2bff487
-def load_state(path) -> dict:
-    "Read a local checkpoint file as a flat state dict (`read_state_dict`), or a clear error when `model_path` is not a file"
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model_path {str(path)!r} is not a file: download the weights (a .pth/.pt/.bin state dict) "
-                                "on a machine with internet, copy it here and pass its path as model_path, or use pretrained=False")
-    return read_state_dict(path, 'weights', "copy the weights file again (a .pth/.pt/.bin state dict), or pass another model_path")
-
-def load_weights(model:nn.Module, # model to fill in place
-                 path, # local checkpoint file
-                ) -> nn.Module:
-    "Load matching tensors of a local checkpoint into `model`, skipping shape mismatches (e.g. a head for other classes)"
-    sd, own = load_state(path), model.state_dict()
-    if 'pos_embed' in sd and 'pos_embed' in own and sd['pos_embed'].shape != own['pos_embed'].shape:
-        from timm.layers import resample_abs_pos_embed
-        sd['pos_embed'] = resample_abs_pos_embed(sd['pos_embed'], list(model.patch_embed.grid_size),
-                                                 num_prefix_tokens=getattr(model, 'num_prefix_tokens', 1))
-    keep = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]   # older checkpoints lack BatchNorm's counter
-    extra = [k for k in sd if k not in own]
-    if not keep or missing or extra:   # another architecture (a deeper ResNet shares the names of a shallower one: `extra` catches it)
-        raise PxpError(f"{path} does not fit the model {type(model).__name__}: {len(keep)} of its {len(own)} tensors match"
-                       + ''.join(f"; {len(v)} {w} (e.g. {', '.join(v[:2])})" for w, v in (('missing from the file', missing), ('not in the model', extra)) if v),
-                       "pass weights of this architecture (only the classification head may differ in size), or the --classifier/--selector they were trained for")
-    model.load_state_dict(keep, strict=False)
-    return model
-
-def _from_hub(build, name):
-    "Build with downloaded pretrained weights, or explain how to provide them offline"
-    try: return build()
-    except Exception as e:
-        raise FileNotFoundError(f"could not get pretrained weights for {name} ({type(e).__name__}: {e}). Offline? Download them "
-                                "on a machine with internet, copy the file here and pass model_path=..., or use pretrained=False") from None
-
-# %% ../../nbs/40_p2p.model.ipynb #e98520af
-class LRASPPSelector(nn.Module):
-    "LR-ASPP MobileNetV3-Large importance predictor with both 1x1 heads giving `num_dims` channels; τ added to their inputs"
-    def __init__(self, num_dims:int=4, # output channels: keep logit + (num_dims-1) embedding
-                 pretrained:bool=False, # start from torchvision's COCO weights (hub, or `model_path`)
-                 model_path:str=None, # local state dict of `lraspp_mobilenet_v3_large` (21 classes)
-                 keep_init:float=3., # initial bias of the keep logit (3 keeps ~95% of groups at the start)
-                ):
-        super().__init__()
-        _check_num_dims(num_dims)
-        from torchvision.models.segmentation import lraspp_mobilenet_v3_large as build
-        if model_path is not None: m = load_weights(build(weights=None, weights_backbone=None), model_path)
-        elif pretrained: m = _from_hub(lambda: build(weights='DEFAULT'), 'lraspp_mobilenet_v3_large')
-        else: m = build(weights=None, weights_backbone=None)
-        m.classifier.low_classifier = nn.Conv2d(40, num_dims, 1)
-        m.classifier.high_classifier = nn.Conv2d(128, num_dims, 1)
-        _init_keep(m.classifier.low_classifier, keep_init); _init_keep(m.classifier.high_classifier, 0.)
-        self.backbone, self.head, self.num_dims = m.backbone, m.classifier, num_dims
-
-    def encode(self, x:Tensor) -> tuple:
-        "Inputs of the two 1x1 heads: (low [B,40,h,w], high [B,128,h,w])"
-        f = self.backbone(x)
-        low, high = f['low'], f['high']
-        high = self.head.cbr(high) * self.head.scale(high)
-        return low, F.interpolate(high, size=low.shape[-2:], mode='bilinear', align_corners=False)
-
-    def decode(self, feats:tuple, tau:Tensor=None, size=None) -> Tensor:
-        "Run only the heads, τ [B] added to their inputs, upsampled to `size`: [B,num_dims,H,W]"
-        low, high = feats
-        if tau is not None: t = tau.reshape(-1, 1, 1, 1).to(low); low, high = low + t, high + t
-        out = self.head.low_classifier(low) + self.head.high_classifier(high)
-        return F.interpolate(out, size=size, mode='bilinear', align_corners=False)
-
-    def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])
-
-# %% ../../nbs/40_p2p.model.ipynb #56b863f8
-NORMS = ('batch', 'group', 'none')   # the small CNNs' normalisations
-
-def _norm(norm, c):
-    if norm == 'batch': return nn.BatchNorm2d(c)
-    if norm == 'group': return nn.GroupNorm(min(8, c), c)
-    if norm in ('none', None): return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {norm!r}")
-
-def conv_block(ni, nf, stride=1, norm='batch', act=True):
-    "3x3 conv, normalisation, ReLU"
-    layers = [nn.Conv2d(ni, nf, 3, stride, 1, bias=norm in ('none', None)), _norm(norm, nf)]
-    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if act else nn.Sequential(*layers)
-
-class CNNSelector(nn.Module):
-    "Small fully convolutional importance predictor (stride 4) with a two-layer head; τ added to the head's input"
-    def __init__(self, num_dims:int=4, # output channels: keep logit + (num_dims-1) embedding
-                 width:int=16, # channels of the first layer (then 2x)
-                 norm:str='batch', # 'batch', 'group' or 'none'
-                 keep_init:float=3., # initial keep-logit bias
-                 tau_prior:bool=True, # also add a·logit(τ) (a learnt, starts at 1) to the keep logit
-                ):
-        super().__init__()
-        _check_num_dims(num_dims)
-        w = width
-        self.body = nn.Sequential(conv_block(3, w, 1, norm), conv_block(w, 2*w, 2, norm),
-                                  conv_block(2*w, 2*w, 1, norm), conv_block(2*w, 2*w, 2, norm), conv_block(2*w, 2*w, 1, norm))
-        self.head = nn.Sequential(nn.Conv2d(2*w, 2*w, 1), nn.ReLU(inplace=True), nn.Conv2d(2*w, num_dims, 1))
-        _init_keep(self.head[-1], keep_init)
-        self.num_dims = num_dims
-        self.tau_scale = nn.Parameter(torch.ones(1)) if tau_prior else None
-
-    def encode(self, x): return (self.body(x),)
-
-    def decode(self, feats, tau=None, size=None):
-        (f,) = feats
-        if tau is not None: f = f + tau.reshape(-1, 1, 1, 1).to(f)
-        out = self.head(f)
-        if tau is not None and self.tau_scale is not None:
-            t = tau.reshape(-1).to(out).clamp(1e-3, 1 - 1e-3)
-            out = torch.cat([out[:, :1] + (self.tau_scale * torch.logit(t)).view(-1, 1, 1, 1), out[:, 1:]], 1)
-        return F.interpolate(out, size=size, mode='bilinear', align_corners=False)
-
-    def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])
 
 # %% ../../nbs/40_p2p.model.ipynb #0da56218
 def group_distribution(out:Tensor, # selector output [B,num_dims,H,W]
@@ -240,30 +114,6 @@ def mc_logits(classifier:nn.Module, # any image classifier giving logits
     probs = classifier(xs.flatten(0, 1)).softmax(-1).view(S, B, -1)
     logits = torch.log(probs.mean(0) + 1e-6)
     return (logits, probs) if samples else logits
-
-# %% ../../nbs/40_p2p.model.ipynb #5243b438
-class ResBlock(nn.Module):
-    "Two 3x3 conv blocks with a (strided 1x1) shortcut"
-    def __init__(self, ni, nf, stride=1, norm='batch'):
-        super().__init__()
-        self.convs = nn.Sequential(conv_block(ni, nf, stride, norm), conv_block(nf, nf, 1, norm, act=False))
-        self.short = nn.Identity() if ni == nf and stride == 1 else conv_block(ni, nf, 1, norm, act=False)[0] if stride == 1 else \
-                     nn.Sequential(nn.AvgPool2d(stride), nn.Conv2d(ni, nf, 1, bias=False))
-    def forward(self, x): return F.relu(self.convs(x) + self.short(x))
-
-class SmallCNN(nn.Sequential):
-    "A small residual CNN classifier for low-resolution CPU work"
-    def __init__(self, n_classes:int, # output classes
-                 width:int=24, # channels after the stem (then 2x, 4x, 4x)
-                 norm:str='batch', # 'batch', 'group' or 'none'
-                 stem_stride:int=1, # 2 quarters the cost at 64 px
-                 pool:str='max', # global pooling: 'max' (small objects) or 'avg'
-                ):
-        w = width
-        if pool not in ('max', 'avg'): raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        gp = nn.AdaptiveMaxPool2d(1) if pool == 'max' else nn.AdaptiveAvgPool2d(1)
-        super().__init__(conv_block(3, w, stem_stride, norm), ResBlock(w, 2*w, 2, norm), ResBlock(2*w, 4*w, 2, norm),
-                         ResBlock(4*w, 4*w, 2, norm), gp, nn.Flatten(), nn.Linear(4*w, n_classes))
 
 # %% ../../nbs/40_p2p.model.ipynb #f2bdee40
 def check_delta(delta):

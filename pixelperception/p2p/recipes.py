@@ -15,7 +15,8 @@ from fastcore.basics import patch
 from fastai.torch_core import num_distrib
 from ..files import PxpError, check_number
 from ..data.datasets import TARGETS, list_datasets
-from .model import NORMS, TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
+from ..models.nets import NORMS
+from .model import TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
 from .learner import OPTIMIZERS, p2p_model, p2p_learner, _defaults
 from ..models.zoo import list_selectors, selector_spec, classifier_spec

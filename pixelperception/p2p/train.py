@@ -24,7 +24,8 @@ from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, _GR
 from .learner import p2p_learner, classifier_learner, P2PLearner, require_wandb, WandbLogger
 from ..files import new_run_dir
 from ..evaluation.report import write_report, _COLUMNS
-from ..evaluation.plots import group_correlation, show_group_correlation
+from .evaluate import group_correlation
+from ..evaluation.plots import show_group_correlation
 from ..files import atomic_write, _first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from ..distributed import broadcast_model

@@ -16,9 +16,9 @@ figures of kept regions for right and wrong predictions, and for the paper arm t
 share of images whose mask collapses (keeps ≤ 5% or ≥ 95% at every τ). Everything goes to a new folder under --out;
 run nothing else on the machine meanwhile (timings are wall time on a shared-nothing machine).
 """
-import argparse, json, os, re, time
+import argparse, json, re, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 from torch import Tensor
 from fastai.callback.core import Callback, CancelFitException
 from _machine import machine

@@ -14,7 +14,7 @@ Reported: images/minute and model evaluations per image (exact counts), and the 
 both curves in fp32 and bf16, and the cost against N and images per batch: benchmarks/bench_moxi_cost.py.) The CNN runs are
 complete and their orders compared; at the timed ViT steps the naive pick is compared with pixelperception's.
 """
-import argparse, os, time
+import argparse, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import timm

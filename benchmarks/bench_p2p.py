@@ -12,7 +12,7 @@ each image. Both searches are run here on the same batches and their τ compared
 Throughput: optimiser steps on batches already in memory (model cost) and through the data loader (end to end).
 The CPU is often shared: the load average is printed, treat timings as noisy.
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor

@@ -8,7 +8,7 @@ image for MoXI insertion + deletion; against fp32: the share of identical orders
 (k = 4, 6, 8 of 64), and the insertion/deletion curves' AUCs, all orders evaluated by the same fp32 model
 (`ranking_curves`), so only the orders differ. Run it on an idle machine: the load average is printed.
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 import torch
 from torchvision import datasets, transforms

@@ -39,8 +39,6 @@ def _save_preview(root, fn):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, tempfile
     from pixelperception.data.datasets import SuperpixelDataset, SuperpixelDL, folder_items
-    from pixelperception.data.superpixels import SuperpixelCache
-    import json
     from pixelperception.files import read_json
     size = read_json(root/'synthetic.json', 'the synthetic dataset record')['params']['size']
     items = folder_items(root/'data'/'obj'/'val', root/'data'/'obj'/'val_mask')

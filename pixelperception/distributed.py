@@ -9,7 +9,6 @@ from __future__ import annotations
 import math, os
 from contextlib import contextmanager
 import torch, torch.nn as nn, torch.distributed as dist
-from torch import Tensor
 from fastai.distributed import DistributedDL
 from fastai.callback.core import Callback
 from fastai.torch_core import rank_distrib, num_distrib

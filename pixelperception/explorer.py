@@ -32,7 +32,7 @@ def widgets_available(shell=None, # IPython shell to check (default: the running
     "True in a live Jupyter kernel with ipywidgets installed; False in tests (nbdev-test), docs builds and plain Python"
     env = os.environ if env is None else env
     if env.get('IN_TEST'): return False
-    try: import ipywidgets
+    try: import ipywidgets   # noqa: F401 (is it installed?)
     except ImportError: return False
     if shell is None:
         try: from IPython import get_ipython

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/files.html.md"""
 
 # %% ../nbs/00_files.ipynb #e5bc8ed2
 from __future__ import annotations
-import errno, json, math, os, pickle, re, secrets, shutil, socket, tempfile
+import errno, json, math, os, pickle, re, secrets, shutil, socket
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path

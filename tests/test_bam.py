@@ -1,6 +1,5 @@
 "`pxp data bam`: the BAM release (generated in its official layout) converted into the layout `--dataset bam` reads, then loaded"
 import json, os, subprocess, sys
-from pathlib import Path
 import numpy as np, pytest, torch
 from pixelperception.data.bam import convert_bam, load_bam_masks
 from pixelperception.cli import main

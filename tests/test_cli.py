@@ -1,7 +1,6 @@
 "The `pxp` command as a user runs it: a subprocess, exit codes, messages, outputs on disk"
 import json, os, subprocess, sys
 from pathlib import Path
-import numpy as np, pytest
 
 def pxp(*args, cwd=None):
     return subprocess.run([sys.executable, '-m', 'pixelperception.cli', *map(str, args)], capture_output=True, text=True, cwd=cwd,

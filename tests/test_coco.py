@@ -1,5 +1,5 @@
 "COCO-10 builder: real-format fixtures (COCO JSON with polygon / RLE / crowd segmentations + JPEGs) and the real coco-tiny slice"
-import json, os, shutil, warnings
+import json, shutil, warnings
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image

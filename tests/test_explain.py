@@ -4,8 +4,7 @@ from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import timm
 from pixelperception.models.maskers import PatchMasker, TokenMasker, GroupMasker, log_odds, get_reward
-from pixelperception.explain.moxi import MoXI, SelfShapley, SampledShapley, RandomOrder
-from pixelperception.explain.cam import GradCAM
+from pixelperception.explain.moxi import MoXI, SelfShapley, SampledShapley
 from pixelperception.explain.run import explain
 
 SHARED = Path(__file__).resolve().parents[2]/'shared'

@@ -1,5 +1,5 @@
 "P2P in fastai's own tools: CategoryMap vocabulary, Interpretation, predict on files and PIL images, test_dl, load_learner, user callbacks, wandb offline."
-import json, os, struct
+import json, struct
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image

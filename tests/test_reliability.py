@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from pixelperception import cli
-from pixelperception.files import PxpError, NonFiniteError, read_image
+from pixelperception.files import PxpError, NonFiniteError
 from pixelperception.testing import make_imagefolder
 from pixelperception.models.cifar_resnet import resnet20, CifarResNet
 

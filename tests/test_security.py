@@ -1,6 +1,5 @@
 "Data files cannot run code: every pickle reader refuses a crafted pickle whose reduce runs a shell command, and says what it refused"
 import os, pickle, shlex, struct
-from pathlib import Path
 import numpy as np, pytest
 from pixelperception import cli
 from pixelperception.data.datasets import cifar10_items

@@ -6,6 +6,7 @@ export MPLBACKEND=Agg
 echo "== 1/4 notebooks, exported package and README in sync; imports run down the layers"
 python tools/check_sync.py
 python tools/check_layers.py
+ruff check   # unused imports, redefinitions, undefined names ([tool.ruff] in pyproject.toml)
 echo "== 2/4 docs pre-processing (nbdev-proc-nbs; rendering needs Quarto: nbdev-docs)"
 python tools/check_imports.py
 nbdev-proc-nbs </dev/null   # no --force: it would also regenerate our custom sidebar.yml

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.bam.html.md"""
 
 # %% ../../nbs/14_data.bam.ipynb #c9b8df8b
 from __future__ import annotations
-import json, os, shutil
+import json, os
 from pathlib import Path
 import numpy as np
 from PIL import Image

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.coco.html.md"""
 
 # %% ../../nbs/12_data.coco.ipynb #c0d9da61
 from __future__ import annotations
-import contextlib, io, json, os, secrets, warnings
+import contextlib, io, json, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, fnmatch, os, shlex
 from pathlib import Path
 import numpy as np, torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from fastcore.basics import store_attr

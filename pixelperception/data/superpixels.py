@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.superpixels.html.md
 
 # %% ../../nbs/10_data.superpixels.ipynb #08cf6fca
 from __future__ import annotations
-import hashlib, json
+import hashlib
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor

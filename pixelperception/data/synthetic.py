@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from skimage import data as skdata, draw
-from skimage.transform import rotate
-from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
 from ..files import read_json, process_record, process_state
 

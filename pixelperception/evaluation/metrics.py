@@ -7,7 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/evaluation.metrics.html.
 # %% ../../nbs/30_evaluation.metrics.ipynb #b536a212
 from __future__ import annotations
 from dataclasses import dataclass
-import inspect, math
+import inspect
 import numpy as np, torch
 from torch import Tensor
 from sklearn.metrics import roc_auc_score, average_precision_score

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/evaluation.report.html.m
 
 # %% ../../nbs/32_evaluation.report.ipynb #5c4d428a
 from __future__ import annotations
-import io, json, math, re, tempfile
+import io, json, math, re
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch

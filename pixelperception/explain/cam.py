@@ -8,7 +8,7 @@ Docs: https://pixelperception.github.io/pixelperception/explain.cam.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
-from ..models.maskers import Masker, TokenMasker, PatchMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target
+from ..models.maskers import Masker, TokenMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target
 from .moxi import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
 from ..files import check_logits, check_finite
 from ..core import plain_tensor

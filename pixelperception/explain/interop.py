@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np, torch
 from torch import Tensor
 from .moxi import feature_groups
-from ..models.maskers import PatchMasker, TokenMasker, vit_kind
+from ..models.maskers import PatchMasker, vit_kind
 
 # %% auto #0
 __all__ = ['quantus_explain_func']

@@ -7,7 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/explain.moxi.html.md"""
 # %% ../../nbs/50_explain.moxi.ipynb #032bad9b
 from __future__ import annotations
 from typing import NamedTuple
-import copy, functools, inspect, math, torch, torch.nn.functional as F
+import copy, functools, inspect, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/explain.p2p.html.md"""
 
 # %% ../../nbs/53_explain.p2p.ipynb #3547364b
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import torch
 from torch import Tensor

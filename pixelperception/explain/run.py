@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/explain.run.html.md"""
 
 # %% ../../nbs/52_explain.run.ipynb #0461fa25
 from __future__ import annotations
-import fnmatch, functools, inspect, json, os, re, tempfile, time, warnings
+import fnmatch, functools, inspect, json, re, time, warnings
 from typing import Callable
 from pathlib import Path
 import numpy as np, torch
@@ -23,7 +23,7 @@ from ..files import atomic_write, new_run_dir, removed_on_error, check_writable,
 from ..models.zoo import normalization
 from ..evaluation.report import _table
 from dataclasses import dataclass, replace
-from ..distributed import init_distributed, world, shard, all_gather, gather_by_index, broadcast_object, is_rank0
+from ..distributed import init_distributed, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
 # %% auto #0
 __all__ = ['build_model', 'ExplainerSpec', 'register_explainer', 'list_explainers', 'explainer_spec', 'create_explainer',
@@ -325,7 +325,7 @@ def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, fig
 # %% ../../nbs/52_explain.run.ipynb #d4a27b9d
 def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=None, preds=None):
     "Curves per direction, heat maps of the first images, and a markdown report"
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     from pixelperception.evaluation.plots import plot_curves, show_heatmaps
     grid = vit_grid(model, x) if isinstance(masker, TokenMasker) else masker.grid if isinstance(masker, PatchMasker) else None
     for c, r in res.items():

@@ -7,8 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/models.cifar_resnet.html
 # %% ../../nbs/20_models.cifar_resnet.ipynb #5429541a
 from __future__ import annotations
 from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
-from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, CIFAR10_CLASSES
+import torch.nn as nn, torch.nn.functional as F
 from ..files import read_state_dict, load_matching, PxpError
 
 # %% auto #0

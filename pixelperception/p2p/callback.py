@@ -6,9 +6,6 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.callback.html.md"""
 
 # %% ../../nbs/42_p2p.callback.ipynb #72faa847
 from __future__ import annotations
-import math
-import torch
-from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 from .model import sample_tau, P2POutput

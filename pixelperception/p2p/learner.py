@@ -6,10 +6,10 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.learner.html.md"""
 
 # %% ../../nbs/44_p2p.learner.ipynb #43aeef99
 from __future__ import annotations
-import inspect, math
+import inspect
 from functools import partial
 from pathlib import Path
-import numpy as np, torch, torch.nn as nn
+import torch, torch.nn as nn
 from torch import Tensor
 from fastcore.basics import patch
 from fastai.learner import Learner, Recorder
@@ -18,26 +18,22 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import Adam, SGD
 from fastai.callback.tracker import SaveModelCallback
-from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed, show_image
 from fastai.vision.data import get_grid
-from fastprogress.fastprogress import progress_bar
-from ..data.superpixels import show_groups, to_pixels, TensorGroups
-from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize
-from .model import P2P, check_delta, mask_input, sample_tau
+from ..data.superpixels import show_groups, TensorGroups
+from ..data.datasets import black_fill, denormalize
+from .model import P2P, check_delta, mask_input
 from ..core import evaluating
 from ..models.zoo import create_selector, create_classifier, selector_spec, normalization
 from .callback import P2POutputCallback, SparsityCallback, KeptFraction, MeanTau
-from ..evaluation import metrics as M
 from fastai.learner import save_model
 from fastai.torch_core import rank_distrib
 from fastcore.xtras import join_path_file
-from ..files import atomic_write, check_logits, PxpError
+from ..files import atomic_write, PxpError
 from typing import NamedTuple
 from fastai.data.transforms import Category
 from fastai.interpret import plot_top_losses
 from fastai.torch_core import TensorCategory
-from plum import dispatch
 
 
 # %% auto #0

@@ -7,7 +7,6 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.model.html.md"""
 # %% ../../nbs/40_p2p.model.ipynb #60738534
 from __future__ import annotations
 import math
-from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from typing import NamedTuple
 from torch import Tensor
@@ -15,7 +14,6 @@ from torch.distributions import RelaxedBernoulli
 from fastcore.basics import patch
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels
-from ..files import read_state_dict, PxpError
 from ..core import plain_tensor, evaluating
 
 # %% auto #0

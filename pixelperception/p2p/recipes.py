@@ -6,10 +6,9 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.recipes.html.md"""
 
 # %% ../../nbs/45_p2p.recipes.ipynb #6652f737
 from __future__ import annotations
-import fnmatch, inspect, difflib
-from dataclasses import dataclass, field, fields, replace
+import fnmatch, difflib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Callable, get_type_hints
 import torch
 from fastcore.basics import patch
 from fastai.torch_core import num_distrib

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.train.html.md"""
 
 # %% ../../nbs/48_p2p.train.ipynb #8732f666
 from __future__ import annotations
-import inspect, json, os, platform, shutil, tempfile, time, warnings
+import inspect, json, os, platform, time, warnings
 from typing import Annotated, get_type_hints
 from fastcore.script import bool_arg
 from contextlib import contextmanager
@@ -15,7 +15,7 @@ import numpy as np, torch
 from torch import Tensor
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
-from fastai.callback.schedule import fit_one_cycle   # patches Learner.fit_one_cycle
+from fastai.callback.schedule import fit_one_cycle   # noqa: F401 (imported for its effect: it patches Learner.fit_one_cycle)
 from fastai.torch_core import set_seed
 from fastai.callback.core import Callback
 from ..data.datasets import get_dls, get_eval_dl, denormalize

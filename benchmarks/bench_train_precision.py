@@ -22,7 +22,7 @@ def model_steps(a, n=8):
     from pixelperception.data.datasets import get_dls
     from pixelperception.p2p.learner import p2p_model
     from pixelperception.p2p.recipes import recipe_options
-    from pixelperception.p2p.runs import _MODEL_KEYS
+    from pixelperception.p2p.runs import MODEL_KEYS
     from pixelperception.models.zoo import normalization
     o = recipe_options('cpu', a.dataset, a.classifier)
     mean, std = normalization(o['classifier'])
@@ -30,7 +30,7 @@ def model_steps(a, n=8):
     dls = get_dls(a.dataset, a.data_path, size=size, bs=o['batch_size'], n_segments=o['n_segments'], compactness=o['compactness'],
                   color_aug=0., max_train=2*o['batch_size'], mean=mean, std=std, device='cpu')
     x, g, y = (t.as_subclass(Tensor) for t in dls.one_batch()[:3])
-    mkw = {k: o[k] for k in _MODEL_KEYS if k in o and k not in ('selector', 'classifier', 'n_segments')}
+    mkw = {k: o[k] for k in MODEL_KEYS if k in o and k not in ('selector', 'classifier', 'n_segments')}
     model = p2p_model(dls.c, selector=o['selector'], classifier=o['classifier'], size=size, n_segments=o['n_segments'],
                       model_path=a.model_path, mean=mean, std=std, **mkw).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)

@@ -92,7 +92,7 @@ def models(timm:str=None, # also list timm's architectures matching this pattern
           ):
     "Print the registered classifiers (with their input normalisation), selectors and recipes"
     from pixelperception.models.zoo import list_classifiers, list_selectors, classifier_spec, selector_spec
-    from pixelperception.p2p.recipes import list_recipes, _RECIPES
+    from pixelperception.p2p.recipes import list_recipes, RECIPES
     fmt = lambda t: '(' + ', '.join(f'{v:.3f}' for v in t) + ')'
     print("classifiers (--classifier; any timm architecture also works as timm/<name>):")
     for n in list_classifiers():
@@ -101,7 +101,7 @@ def models(timm:str=None, # also list timm's architectures matching this pattern
     print("selectors (--selector):")
     for n in list_selectors(): print(f"  {n:<12} {selector_spec(n).doc}")
     print("recipes (--recipe):")
-    for n in list_recipes(): print(f"  {n:<12} {(_RECIPES[n].__doc__ or '').strip()}")
+    for n in list_recipes(): print(f"  {n:<12} {(RECIPES[n].__doc__ or '').strip()}")
     if timm:
         names = list_classifiers(timm, timm_models=True)
         names = [n for n in names if n.startswith('timm/')]

@@ -17,8 +17,8 @@ from PIL import Image
 # %% auto #0
 __all__ = ['SAFE_PICKLE_GLOBALS', 'IMG_EXTS', 'PxpError', 'NonFiniteError', 'check_number', 'atomic_write', 'remove_temps',
            'new_run_dir', 'removed_on_error', 'check_writable', 'process_record', 'process_state', 'SafeUnpickler',
-           'safe_pickle_load', 'read_json', 'load_torch', 'load_matching', 'read_state_dict', 'read_image',
-           'binary_mask', 'resize_mask', 'check_finite', 'check_logits', 'os_error_message']
+           'safe_pickle_load', 'first_line', 'read_json', 'load_torch', 'load_matching', 'read_state_dict',
+           'read_image', 'binary_mask', 'resize_mask', 'check_finite', 'check_logits', 'os_error_message']
 
 # %% ../nbs/00_files.ipynb #2da58c87
 class PxpError(ValueError):
@@ -168,7 +168,7 @@ def safe_pickle_load(f, # path, or a binary file object
                          "Download or extract it again.") from e
 
 # %% ../nbs/00_files.ipynb #0db3564e
-def _first_line(e:BaseException, n:int=160) -> str:
+def first_line(e:BaseException, n:int=160) -> str:
     "The first line of an exception's message, at most `n` characters"
     s = (str(e).strip().splitlines() or [''])[0]
     return f"{type(e).__name__}: {s[:n]}{'…' if len(s) > n else ''}"
@@ -202,9 +202,9 @@ def load_torch(path:Path, # a file written by `torch.save`
         if 'weights only' in str(e).lower():
             raise PxpError(f"{path} holds pickled Python objects, not only tensors ({what}); they are not loaded because unpickling them could run code",
                            "save a state dict instead: torch.save(model.state_dict(), path)") from None
-        raise PxpError(f"{path}: cannot read {what}, the file is truncated or corrupt ({_first_line(e)})", fix) from None
+        raise PxpError(f"{path}: cannot read {what}, the file is truncated or corrupt ({first_line(e)})", fix) from None
     except Exception as e:   # a damaged file can make the unpickler fail in any way (struct.error, KeyError, UnicodeDecodeError, ...)
-        raise PxpError(f"{path}: cannot read {what}, the file is truncated, corrupt or not a PyTorch file ({_first_line(e)})", fix) from None
+        raise PxpError(f"{path}: cannot read {what}, the file is truncated, corrupt or not a PyTorch file ({first_line(e)})", fix) from None
 
 def load_matching(model:torch.nn.Module, # the model to fill
                   sd:dict, # a state dict
@@ -258,7 +258,7 @@ def read_image(path:Path, # an image file
     except PxpError: raise
     except FileNotFoundError: raise
     except Exception as e:   # PIL's decoders fail in many ways on damaged files (OSError, SyntaxError, struct.error, ...)
-        raise PxpError(f"cannot read image {path}: the file is truncated, corrupt or not an image ({_first_line(e)})", fix) from None
+        raise PxpError(f"cannot read image {path}: the file is truncated, corrupt or not an image ({first_line(e)})", fix) from None
     return np.repeat(a[..., None], 3, -1)
 
 # %% ../nbs/00_files.ipynb #e180212a

@@ -9,6 +9,7 @@ cl = importlib.util.module_from_spec(spec); spec.loader.exec_module(cl)
 def test_the_package_has_no_circle_and_no_upward_import():
     graph, order = cl.import_graph(ROOT/'pixelperception'), cl.notebook_order(ROOT/'nbs')
     assert cl.violations(graph, order) == []
+    assert cl.private_imports(ROOT/'pixelperception') == []
     assert {'data.datasets', 'models.zoo', 'p2p.train', 'explain.run', 'evaluation.metrics'} <= set(graph)   # the subpackages are seen
     assert 'p2p.model' in graph['p2p.learner'] and 'files' in graph['data.superpixels']
 
@@ -29,5 +30,7 @@ def test_the_check_finds_an_upward_import_a_deferred_one_and_a_circle(tmp_path):
     assert cl.import_graph(pkg)['top'] == {'files'}                                # a module named in a string counts
     _nb(nbs/'30_data.c.ipynb', 'data.c'); (pkg/'data'/'c.py').write_text('')
     assert 'the notebooks of data/ are not consecutive: a folder is one layer of the stack' in cl.violations(cl.import_graph(pkg), cl.notebook_order(nbs))
+    (pkg/'top.py').write_text("from .data.b import _helper\n")
+    assert cl.private_imports(pkg) == ['top imports _helper from data.b: a private name crossing a module boundary']
     (pkg/'extra.py').write_text('')
     assert 'extra: no notebook exports it (`#| default_exp extra`)' in cl.violations(cl.import_graph(pkg), cl.notebook_order(nbs))

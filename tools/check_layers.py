@@ -5,7 +5,8 @@ The notebooks' order is the architecture: `nbs/NN_pkg.module.ipynb` exports `pix
 module may import only modules whose notebooks come before its own (foundations, then data, models, evaluation, p2p,
 explain, then the widgets and the CLI). Every import counts, also those inside functions (deferred imports hide an
 arrow, they do not remove it), and so does a module named in a string (`importlib.import_module('pixelperception.x')`).
-The package's `__init__` (the lazy public names) and nbdev's `_modidx` are not part of the stack.
+The package's `__init__` (the lazy public names) and nbdev's `_modidx` are not part of the stack. No module imports
+another's private (`_name`) names.
 
     python tools/check_layers.py          # prints the stack with each module's imports; exit 1 on a violation"""
 import ast, json, re, sys
@@ -66,6 +67,19 @@ def import_graph(pkg:Path) -> dict:
         graph[name] = deps - {name}
     return graph
 
+def private_imports(pkg:Path) -> list:
+    "`module imports _name from other`: a private name used across a module boundary (make it public, or move the code)"
+    out = []
+    for name, path in _modules(pkg).items():
+        here = name.split('.')[:-1]
+        for n in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(n, ast.ImportFrom): continue
+            if n.level: src = '.'.join(here[:len(here) - (n.level - 1)] + (n.module.split('.') if n.module else []))
+            elif n.module and n.module.startswith(PKG + '.'): src = n.module[len(PKG) + 1:]
+            else: continue
+            out += [f"{name} imports {a.name} from {src}: a private name crossing a module boundary" for a in n.names if a.name.startswith('_')]
+    return out
+
 def circles(graph:dict) -> list:
     "the strongly connected components with more than one module (Tarjan)"
     index, low, stack, on, out, i = {}, {}, [], set(), [], [0]
@@ -100,11 +114,11 @@ def main(root:Path=ROOT) -> int:
     graph, order = import_graph(root/PKG), notebook_order(root/'nbs')
     for m in sorted(graph, key=lambda m: order.get(m, len(order))):
         print(f"  {m:22} -> {', '.join(sorted(graph[m], key=lambda d: order.get(d, 0))) or '-'}")
-    bad = violations(graph, order)
+    bad = violations(graph, order) + private_imports(root/PKG)
     if bad:
         print("Layering problems (a module may import only modules whose notebooks come before its own):\n  " + "\n  ".join(bad))
         return 1
-    print(f"layers ok: {len(graph)} modules, {sum(map(len, graph.values()))} imports, every one running down the notebooks' order, no circle")
+    print(f"layers ok: {len(graph)} modules, {sum(map(len, graph.values()))} imports, every one running down the notebooks' order, no circle, no private name imported")
     return 0
 
 if __name__ == '__main__': sys.exit(main())

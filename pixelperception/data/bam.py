@@ -13,7 +13,7 @@ from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from ..files import PxpError, safe_pickle_load, read_image
 from ..files import binary_mask, resize_mask, IMG_EXTS
-from .synthetic import building, _link
+from .synthetic import building, link_or_copy
 
 # %% auto #0
 __all__ = ['BAM_TARGETS', 'find_bam', 'read_bam_target', 'load_bam_masks', 'bam_mask_fn', 'convert_bam']
@@ -132,7 +132,7 @@ def _val_item(src:Path, dst_dir:Path, mask_fn, k:int, size:int, mask_dst:Path):
     with Image.open(src) as im: w, h = im.size
     m = mask_fn(k, (h, w))
     dst_dir.mkdir(parents=True, exist_ok=True); mask_dst.parent.mkdir(parents=True, exist_ok=True)
-    if (h, w) == (size, size): _link(src, dst_dir/src.name)
+    if (h, w) == (size, size): link_or_copy(src, dst_dir/src.name)
     else: Image.fromarray(read_image(src)).resize((size, size), Image.BILINEAR).save(dst_dir/f'{src.stem}.png')
     np.save(mask_dst, resize_mask(m, size, size))
     return m.shape
@@ -160,7 +160,7 @@ def convert_bam(bam:Path, # the unpacked release (the folder holding obj/ and sc
         mask_sizes = set()
         for t, split, c, f, m in (progress_bar(plans) if progress else plans):
             d = tmp/'data'/t
-            if split == 'train': (d/'train'/c).mkdir(parents=True, exist_ok=True); _link(f, d/'train'/c/f.name)
+            if split == 'train': (d/'train'/c).mkdir(parents=True, exist_ok=True); link_or_copy(f, d/'train'/c/f.name)
             else: mask_sizes.add(_val_item(f, d/'val'/c, m[0], m[1], size, d/'val_mask'/c/f'{f.stem}.npy'))
         report['mask_sizes'] = sorted(f'{h}x{w}' for h, w in mask_sizes)
         (tmp/'builder.json').unlink()

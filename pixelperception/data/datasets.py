@@ -22,7 +22,7 @@ from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
-from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, _check_slic_args
+from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS', 'black_fill',
@@ -217,7 +217,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
                  labeled:bool=True, # also return the label (False: new images to predict, fastai's test items)
                 ):
         if sp_mode not in ('cached', 'faithful'): raise ValueError(f"sp_mode must be 'cached' or 'faithful', got {sp_mode!r}")
-        _check_slic_args(n_segments, compactness)
+        check_slic_args(n_segments, compactness)
         if with_masks and items.masks is None: raise ValueError("with_masks=True but this split has no ground-truth masks")
         self.items, self.size, self.policy, self.train, self.n_segments, self.compactness = items, size, policy, train, n_segments, compactness
         self.sp_mode, self.cache, self.with_masks, self.labeled = sp_mode, cache, with_masks, labeled

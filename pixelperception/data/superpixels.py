@@ -17,8 +17,8 @@ from ..files import atomic_write, PxpError
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['relabel', 'slic_groups', 'group_sizes', 'group_pool', 'to_pixels', 'as_fill', 'hide_pixels', 'boundaries',
-           'TensorGroups', 'show_groups', 'SuperpixelCache']
+__all__ = ['relabel', 'check_slic_args', 'slic_groups', 'group_sizes', 'group_pool', 'to_pixels', 'as_fill', 'hide_pixels',
+           'boundaries', 'TensorGroups', 'show_groups', 'SuperpixelCache']
 
 # %% ../../nbs/10_data.superpixels.ipynb #6db18842
 def relabel(groups:np.ndarray # integer map of any shape
@@ -28,7 +28,8 @@ def relabel(groups:np.ndarray # integer map of any shape
     return inv.reshape(groups.shape).astype(np.int64)
 
 # %% ../../nbs/10_data.superpixels.ipynb #01da9838
-def _check_slic_args(n_segments, compactness):
+def check_slic_args(n_segments, compactness):
+    "Refuse SLIC options that are not a whole number of segments >= 1 and a positive compactness"
     if not isinstance(n_segments, (int, np.integer)) or isinstance(n_segments, bool) or n_segments < 1:
         raise ValueError(f"n_segments must be a whole number >= 1 (the approximate number of superpixels), got {n_segments!r}")
     if not compactness > 0: raise ValueError(f"compactness must be > 0 (SLIC's colour/space trade-off; P2P uses 20), got {compactness!r}")
@@ -38,7 +39,7 @@ def slic_groups(img, # un-normalised image: HxWx3 (or HxW) array, uint8 or float
                 compactness:float=20., # SLIC's weight of space against colour (higher: squarer regions)
                ) -> np.ndarray: # int64 HxW map with ids contiguous from 0
     "SLIC superpixels of one un-normalised RGB image, ids relabelled to 0..K-1"
-    _check_slic_args(n_segments, compactness)
+    check_slic_args(n_segments, compactness)
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         raise ValueError(f"slic_groups expects a channels-last HxWx3 image, got shape {img.shape}: use img.permute(1,2,0)")
@@ -169,7 +170,7 @@ class SuperpixelCache:
     "On-disk cache of SLIC maps keyed by image file, SLIC parameters and a pipeline tag; atomic writes"
     def __init__(self, path, # cache folder (created on first write)
                  n_segments:int=100, compactness:float=20.):
-        _check_slic_args(n_segments, compactness)
+        check_slic_args(n_segments, compactness)
         self.n_segments, self.compactness = int(n_segments), float(compactness)
         self.path = Path(path)/f"slic_n{self.n_segments}_c{self.compactness:g}"
         self.hits = self.misses = 0

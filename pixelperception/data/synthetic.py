@@ -16,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from ..files import read_json, process_record, process_state
 
 # %% auto #0
-__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'build_synthetic', 'remove_stale_builds', 'building']
+__all__ = ['SCENES', 'SHAPES', 'shape_mask', 'make_image', 'link_or_copy', 'build_synthetic', 'remove_stale_builds', 'building']
 
 # %% ../../nbs/11_data.synthetic.ipynb #7fb92d4a
 SCENES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'brick', 'grass', 'gravel', 'coins', 'camera', 'hubble_deep_field')
@@ -101,7 +101,8 @@ def make_image(scene:np.ndarray, # HxWx3 uint8 scene photograph
     return np.clip(out, 0, 255).astype(np.uint8), m
 
 # %% ../../nbs/11_data.synthetic.ipynb #b961c474
-def _link(src, dst):
+def link_or_copy(src, dst):
+    "Hard-link `src` to `dst`, or copy it where linking is not possible (another file system)"
     try: os.link(src, dst)
     except OSError: shutil.copy2(src, dst)
 
@@ -201,9 +202,9 @@ def _write_splits(root, params, progress):
             stem = f"{i:05d}"
             p = dirs['obj', split, o]/f"{stem}.png"
             Image.fromarray(im).save(p)
-            _link(p, dirs['scene', split, s]/f"{stem}.png")
+            link_or_copy(p, dirs['scene', split, s]/f"{stem}.png")
             if split == 'val':
                 np.save(dirs['obj', 'val_mask', o]/f"{stem}.npy", m)
-                _link(dirs['obj', 'val_mask', o]/f"{stem}.npy", dirs['scene', 'val_mask', s]/f"{stem}.npy")
+                link_or_copy(dirs['obj', 'val_mask', o]/f"{stem}.npy", dirs['scene', 'val_mask', s]/f"{stem}.npy")
         counts[split] = n
     return counts

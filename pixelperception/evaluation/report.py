@@ -14,7 +14,7 @@ from .metrics import Curves
 from ..files import atomic_write
 
 # %% auto #0
-__all__ = ['write_report']
+__all__ = ['COLUMN_NAMES', 'markdown_table', 'write_report']
 
 # %% ../../nbs/32_evaluation.report.ipynb #e83eca3c
 def _jsonable(v, key='metrics'):
@@ -74,13 +74,13 @@ def _level_tables(d, prefix=''):
         t, r = _level_tables(v, f"{prefix}{k}."); tables.update(t); rest[k] = r
     return tables, rest
 
-_COLUMNS = {'accuracy': 'accuracy', 'kept': 'kept', 'tau': 'τ', 'auroc': 'AUROC', 'aupr': 'AUPR', 'mask_precision': 'mask precision',
+COLUMN_NAMES = {'accuracy': 'accuracy', 'kept': 'kept', 'tau': 'τ', 'auroc': 'AUROC', 'aupr': 'AUPR', 'mask_precision': 'mask precision',
             'mask_iou': 'mask IoU', 'pxap': 'PxAP', 'n_images': 'images'}   # display names, in this order; other metrics follow
 
 _METHOD_COLUMNS = {'auc': 'AUC', 'overlap': 'overlap with P2P', 'evals_per_image': 'evaluations / image', 'seconds_per_image': 's / image',
                    'estimated_seconds_per_image': 'estimated s / image'}   # display names of the columns of a per-method table
 
-def _table(rows:dict, first:str, label=str, names:dict=_COLUMNS,
+def markdown_table(rows:dict, first:str, label=str, names:dict=COLUMN_NAMES,
            formats:dict=None, # {metric: callable(value) -> str} for some columns (default: `_cell`'s 4 significant digits); None is '–'
           ) -> list: # the table's lines
     "Markdown table: one row per key of `rows` (labelled by `label`), one column per metric; `names` first, in their order"
@@ -92,12 +92,12 @@ def _table(rows:dict, first:str, label=str, names:dict=_COLUMNS,
 
 def _level_table(levels):
     "Markdown table: one row per certainty level, one column per metric"
-    return _table(levels, 'certainty level', lambda l: 'fixed τ' if l == 'fixed' else f'δ = {l}')
+    return markdown_table(levels, 'certainty level', lambda l: 'fixed τ' if l == 'fixed' else f'δ = {l}')
 
 def _markdown(title, metrics, figs, tables=()):
     lines = [f"# {title}", "", f"_Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by pixelperception._", ""]
     for k in tables:   # named tables first: one row per entry (e.g. per method)
-        lines += [f"## {k}", ""] + _table(metrics[k], k.rstrip('s') if k.endswith('s') else k, names=_METHOD_COLUMNS) + [""]
+        lines += [f"## {k}", ""] + markdown_table(metrics[k], k.rstrip('s') if k.endswith('s') else k, names=_METHOD_COLUMNS) + [""]
     metrics = {k: v for k, v in metrics.items() if k not in tables}
     tables, metrics = _level_tables(metrics)
     for k, levels in tables.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
 from ..models.maskers import Masker, TokenMasker, vit_kind, vit_grid, vit_parts, hf_vit, check_target
-from .moxi import Explainer, Ranking, scores_to_order, _check_curve, _attribute_api, _device
+from .moxi import Explainer, Ranking, scores_to_order, check_curve, attribute_api, model_device
 from ..files import check_logits, check_finite
 from ..core import plain_tensor
 
@@ -63,7 +63,7 @@ class GradCAM(Explainer):
                 show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,h,w] non-negative map at the layer's resolution
         "Grad-CAM map of class `target` at the chosen layer's resolution"
-        x = plain_tensor(x).to(_device(self.model))
+        x = plain_tensor(x).to(model_device(self.model))
         layer, use_input, P = self._hook_point(x)
         maps = []
         for i in self.progress(range(0, len(x), self.batch_size), len(x), show_progress):
@@ -85,7 +85,7 @@ class GradCAM(Explainer):
             maps.append(torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1)))
         return torch.cat(maps)
 
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -93,8 +93,8 @@ class GradCAM(Explainer):
                   show_progress:bool=False, # a progress bar over the batches of images
                  ) -> Ranking: # order [B,N], scores = map averaged over each feature
         "Rank features by their mean Grad-CAM value"
-        _check_curve(curve)
-        x = plain_tensor(x).to(_device(self.model))
+        check_curve(curve)
+        x = plain_tensor(x).to(model_device(self.model))
         if groups is not None: groups = plain_tensor(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)   # validates grid / groups / ViT
         scores = check_finite(_pool(self.masker, self.heatmap(x, target, show_progress), x, groups, self.model), 'the Grad-CAM scores')
@@ -171,7 +171,7 @@ class AttentionRollout(Explainer):
                 show_progress:bool=False, # a progress bar over the batches of images
                ) -> Tensor: # [B,gh,gw] rollout scores of the patch tokens
         "Rollout of the class token over the patch-token grid"
-        x = plain_tensor(x).to(_device(self.model))
+        x = plain_tensor(x).to(model_device(self.model))
         gh, gw = vit_grid(self.model, x)
         P = vit_parts(self.model)[0].num_prefix_tokens if vit_kind(self.model) == 'timm' else 1
         out = []
@@ -181,7 +181,7 @@ class AttentionRollout(Explainer):
             self.n_evals += len(xb)
         return torch.cat(out)
 
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # unused (rollout is class-agnostic)
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -189,8 +189,8 @@ class AttentionRollout(Explainer):
                   show_progress:bool=False, # a progress bar over the batches of images
                  ) -> Ranking: # order [B,N], scores = rollout pooled to features
         "Rank features by the class token's rolled-out attention"
-        _check_curve(curve)
-        x = plain_tensor(x).to(_device(self.model))
+        check_curve(curve)
+        x = plain_tensor(x).to(model_device(self.model))
         if groups is not None: groups = plain_tensor(groups).to(x.device)
         self.masker.n_features(x, groups, model=self.model)
         scores = _pool(self.masker, self.heatmap(x, show_progress), x, groups, self.model)

@@ -11,13 +11,13 @@ import copy, functools, inspect, torch, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
-from ..models.maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, _grid, present_first, check_precision, autocast_call, _is_conv
+from ..models.maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, grid_shape, present_first, check_precision, autocast_call, is_conv
 from ..files import check_logits
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'Explainer', 'feature_groups', 'absent_last', 'SelfShapley', 'MoXI',
-           'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups', 'attribute_api',
+           'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
 
 # %% ../../nbs/50_explain.moxi.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -32,12 +32,14 @@ def scores_to_order(scores:Tensor, # [B,N] scores
     return torch.sort(scores, dim=-1, descending=descending, stable=True).indices
 
 CURVES = ("insertion", "deletion")
-def _check_curve(curve):
+def check_curve(curve):
+    "True for 'insertion', False for 'deletion'; anything else is refused"
     if curve not in CURVES: raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     return curve == "insertion"
 
 # %% ../../nbs/50_explain.moxi.ipynb #a6980bc8
-def _device(model):
+def model_device(model):
+    "The device of the model's parameters (CPU for a function or a model without parameters)"
     p = next(iter(model.parameters()), None) if hasattr(model, 'parameters') else None
     return p.device if p is not None else torch.device('cpu')
 
@@ -53,22 +55,22 @@ class Explainer:
         if hasattr(model, 'eval'): model.eval()
         if masker is None and vit_kind(model) is not None: masker = TokenMasker(model)
         self.model, self.masker, self.reward, self.batch_size = model, masker, get_reward(reward), batch_size
-        self.precision = check_precision(precision, _device(model))
-        if self.precision != "fp32" and _is_conv(model): model.to(memory_format=torch.channels_last)   # oneDNN/cuDNN's fast layout for low-precision convs
+        self.precision = check_precision(precision, model_device(model))
+        if self.precision != "fp32" and is_conv(model): model.to(memory_format=torch.channels_last)   # oneDNN/cuDNN's fast layout for low-precision convs
         self.n_evals, self.evals_per_image = 0, 0.
 
     def forward(self, f, *args, **kwargs):
         "f(*args) (the model, or the masker running it) under this explainer's precision; logits come back float32"
         if self.precision == "fp32": return f(*args, **kwargs)   # the reference path, untouched
-        return autocast_call(self.precision, _device(self.model), f, *args, **kwargs)
+        return autocast_call(self.precision, model_device(self.model), f, *args, **kwargs)
 
     def prepare(self, x, target=None, groups=None):
         "Move inputs to the model's device, find the full-image logits, resolve target, count features"
-        x = plain_tensor(x).to(_device(self.model))
+        x = plain_tensor(x).to(model_device(self.model))
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
         if groups is not None: groups = plain_tensor(groups).to(x.device)
         N = self.masker.n_features(x, groups, model=self.model)
-        if self.precision != "fp32" and _is_conv(self.model): x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision != "fp32" and is_conv(self.model): x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(): logits = check_logits(self.forward(self.model, x), x.shape[0])   # NaN or a tuple: stop here, not rank garbage
         self.n_evals += x.shape[0]
         return x, groups, check_target(target, logits), logits, N
@@ -126,7 +128,7 @@ def _call_masker(self, baselines, feature_mask):
                                    "or feature_mask=[B,H,W] ids to attribute")
     return m
 
-def _attribute_api(f):
+def attribute_api(f):
     "Wrap an explainer's `attribute`: accept captum's names (inputs, baselines, feature_mask) and record evaluations per image"
     sig = inspect.signature(f)
     @functools.wraps(f)
@@ -159,7 +161,7 @@ def absent_last(r:Ranking, # an explainer's ranking
 # %% ../../nbs/50_explain.moxi.ipynb #a0cc48dd
 class SelfShapley(Explainer):
     "Self-context Shapley values: rank by v({i}) (insertion) or by v(N\\{i}) (deletion)"
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -167,7 +169,7 @@ class SelfShapley(Explainer):
                   show_progress:bool=False, # a progress bar over blocks of features
                  ) -> Ranking: # order [B,N], scores = v({i}) or v(N\{i})
         "Rank features by their value alone (insertion) or by the value of all the others (deletion)"
-        ins = _check_curve(curve)
+        ins = check_curve(curve)
         x, groups, target, _, N = self.prepare(x, target, groups)
         B, k = x.shape[0], max(1, self.batch_size // x.shape[0])   # features per block: about one chunk of forward passes
         eye = torch.eye(N, dtype=torch.bool, device=x.device)
@@ -186,7 +188,7 @@ class MoXI(Explainer):
         super().__init__(model, masker, **kwargs)
         self.early_stop = early_stop
 
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -195,7 +197,7 @@ class MoXI(Explainer):
                   show_progress:bool=False, # a progress bar over the greedy steps
                  ) -> Ranking: # order [B,N], scores = the coalition's value when each feature was chosen
         "Greedy MoXI order: each step adds the feature that makes the coalition best"
-        ins, stop = _check_curve(curve), self.early_stop if early_stop is None else early_stop
+        ins, stop = check_curve(curve), self.early_stop if early_stop is None else early_stop
         x, groups, target, logits, N = self.prepare(x, target, groups)
         B, dev = x.shape[0], x.device
         pred = logits.argmax(-1)
@@ -230,7 +232,7 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
          curve:str="insertion", # "insertion": argmax v(S+i); "deletion": argmin v(N minus (D+i))
         ) -> tuple: # (pick [B], j [B,1] its position among the candidates, candidates [B,K], values [B,K], logits [B,K,C])
     "One greedy MoXI step: score every candidate not yet chosen and pick the best (lowest index on ties)"
-    ins = _check_curve(curve)
+    ins = check_curve(curve)
     B, N = chosen.shape
     cand = (~chosen).nonzero()[:, 1].view(B, -1)            # candidates, increasing index
     keep = chosen[:, None].expand(B, cand.shape[1], N).clone()
@@ -252,7 +254,7 @@ class SampledShapley(Explainer):
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
         self.n_rounds, self.seed = n_rounds, seed
 
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # class to explain: None (the prediction), an int or [B]
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -261,7 +263,7 @@ class SampledShapley(Explainer):
                   show_progress:bool=False, # a progress bar over the rounds
                  ) -> Ranking: # order [B,N], scores = phi
         "Shapley values phi_i = E[v(S+i) - v(S)], S of uniformly random size"
-        _check_curve(curve)
+        check_curve(curve)
         x, groups, target, _, N = self.prepare(x, target, groups)
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         B, dev = x.shape[0], x.device
@@ -286,7 +288,7 @@ class RandomOrder(Explainer):
         super().__init__(model, masker, "logit", batch_size)
         self.seed = seed
 
-    @_attribute_api
+    @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
                   target=None, # unused, checked for range
                   groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
@@ -295,7 +297,7 @@ class RandomOrder(Explainer):
                   show_progress:bool=False, # accepted for a uniform API; nothing to show (no model evaluations)
                  ) -> Ranking: # order [B,N], scores = N - rank
         "A random permutation of the N features per image"
-        _check_curve(curve)
+        check_curve(curve)
         x, groups, target, _, N = self.prepare(x, target, groups)
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         order = torch.rand(x.shape[0], N, generator=g).argsort(-1).to(x.device)
@@ -326,6 +328,6 @@ def to_attribution(self:Ranking, features, # groups/feature_mask [B,H,W] (or [B,
     if isinstance(features, TokenMasker):
         if features.model is None: raise ValueError("TokenMasker needs its model to know the token grid: TokenMasker(model)")
         gh, gw = vit_grid(features.model, torch.empty(0, 3, H, W))
-    else: gh, gw = features.grid if isinstance(features, PatchMasker) else _grid(features)
+    else: gh, gw = features.grid if isinstance(features, PatchMasker) else grid_shape(features)
     if gh * gw != N: raise ValueError(f"a {gh}x{gw} grid has {gh*gw} features, but this ranking has {N}: pass the grid it was made with")
     return F.interpolate(v.view(B, 1, gh, gw), size=(H, W), mode="nearest")

@@ -16,7 +16,7 @@ from ..data.superpixels import group_pool
 from ..data.datasets import get_eval_dl
 from ..models.maskers import GroupMasker
 from .moxi import Ranking, scores_to_order, absent_last
-from .run import create_explainer, renamed_params, seconds_per_evaluation, estimate_costs, cost_table, _parse_methods
+from .run import create_explainer, renamed_params, seconds_per_evaluation, estimate_costs, cost_table, parse_methods
 from ..evaluation.metrics import ranking_curves
 from ..evaluation.plots import plot_curves, show_heatmaps, show_selection
 from ..files import new_run_dir, removed_on_error, atomic_write, check_number, PxpError
@@ -79,7 +79,7 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     for k, v in dict(n_images=n_images, batch_size=batch_size, n_rounds=n_rounds).items(): check_number(k, v, 1, integer=True)
     model, cfg = load_run(run_dir)
-    delta, names = _one_level(certainty, model), _parse_methods(methods, model.classifier)
+    delta, names = _one_level(certainty, model), parse_methods(methods, model.classifier)
     edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
                       compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
                       mean=model.mean, std=model.std)   # the run's classifier normalisation

@@ -21,14 +21,14 @@ from ..models.cifar_resnet import resnet20, load_resnet20
 from ..evaluation.metrics import ranking_curves
 from ..files import atomic_write, new_run_dir, removed_on_error, check_writable, read_state_dict, load_matching, check_number, check_logits, PxpError
 from ..models.zoo import normalization
-from ..evaluation.report import _table
+from ..evaluation.report import markdown_table
 from dataclasses import dataclass, replace
 from ..distributed import init_distributed, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
 # %% auto #0
 __all__ = ['build_model', 'ExplainerSpec', 'register_explainer', 'list_explainers', 'explainer_spec', 'create_explainer',
            'explainer_cost', 'input_normalization', 'seconds_per_evaluation', 'estimate_costs', 'cost_table',
-           'renamed_params', 'explain']
+           'renamed_params', 'parse_methods', 'explain']
 
 # %% ../../nbs/52_explain.run.ipynb #80f6abe0
 def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchvision model builder name
@@ -194,7 +194,8 @@ def renamed_params(**renames): # old keyword name -> new name
     return _decorate
 
 # %% ../../nbs/52_explain.run.ipynb #f41e7828
-def _parse_methods(methods, model):
+def parse_methods(methods, model):
+    "The registered explainers named in a comma-separated string, checked against the registry and the model"
     names = [m.strip().lower() for m in methods.split(',') if m.strip()]
     bad = [m for m in names if m not in list_explainers()]
     if bad or not names: raise PxpError(f"unknown method(s) {bad or methods!r}", f"choose from {', '.join(list_explainers())} (comma-separated)")
@@ -254,7 +255,7 @@ def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../sh
         with torch.inference_mode(): C = check_logits(model(x[:1]), 1).shape[-1]
         if C != len(classes): raise PxpError(f"the model has {C} classes but {data} has {len(classes)} class folders",
                                              f"pass the data the model was trained on (one folder per class, in the model's class order), or weights for {len(classes)} classes")
-    names = _parse_methods(methods, model)
+    names = parse_methods(methods, model)
     check_precision(precision, next(model.parameters()).device)
     masker = _masker(features, grid, fill, batch_size, model, mean, std)
     starts = list(range(0, len(x), chunk))
@@ -341,7 +342,7 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=Non
         better = 'higher' if c == 'insertion' else 'lower'
         rows = {m: dict(auc=v['auc'], at_k=v[f'accuracy_at_{k}'], evals=summary['evals_per_image'][m], secs=summary['seconds_per_image'][m],
                         estimate=_estimated(summary, m)) for m, v in r.items()}
-        lines += [f"## {c} ({better} is better)", ""] + _table(rows, 'method', names=_columns(k, s['n_features']), formats=_FORMATS)
+        lines += [f"## {c} ({better} is better)", ""] + markdown_table(rows, 'method', names=_columns(k, s['n_features']), formats=_FORMATS)
         lines += ["", f"![{c}](curves_{c}.png)", ""]
     lines += [f"## Heat maps ({c0} orders; earlier = hotter; white outline: the top {k} features)", "", "![heatmaps](heatmaps.png)", ""]
     lines += ["Evaluations and seconds per image are for the whole run of a method (both curves unless it is curve-free); the estimate is the one printed before the run.", ""]

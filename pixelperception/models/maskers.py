@@ -13,9 +13,9 @@ from ..files import check_logits
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'PatchMasker',
-           'GroupMasker', 'present_first', 'check_precision', 'autocast_call', 'hf_vit', 'HFClassifier',
-           'as_classifier', 'vit_parts', 'vit_kind', 'vit_grid', 'TokenMasker']
+__all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'grid_shape',
+           'PatchMasker', 'GroupMasker', 'present_first', 'check_precision', 'is_conv', 'autocast_call', 'hf_vit',
+           'HFClassifier', 'as_classifier', 'vit_parts', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../../nbs/23_models.maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -98,7 +98,8 @@ class Masker:
         return out.view(B, K, -1)
 
 # %% ../../nbs/23_models.maskers.ipynb #00327aca
-def _grid(grid):
+def grid_shape(grid):
+    "(rows, columns) of a patch grid given as one number or a pair"
     gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(grid)
     if gh < 1 or gw < 1: raise ValueError(f"grid must be >= 1, got {grid!r}")
     return int(gh), int(gw)
@@ -118,7 +119,7 @@ class PatchMasker(Masker):
                  fill=0., # value of hidden pixels: a number, one per channel, or images [B,C,H,W] (normalised space)
                  batch_size:int=256): # forward passes per chunk
         super().__init__(batch_size)
-        self.grid, self.fill = _grid(grid), fill
+        self.grid, self.fill = grid_shape(grid), fill
     def _repr_args(self): return dict(grid=self.grid, fill=self.fill, batch_size=self.batch_size)
     def n_features(self, x, groups=None, model=None):
         "Number of patches, after checking the grid divides the image"
@@ -190,7 +191,9 @@ def check_precision(precision:str, # "fp32", "bf16" or "fp16"
         raise ValueError("precision='fp16' needs a CUDA model (CPU autocast has no fast fp16): use precision='bf16' on CPU, or move the model to a GPU")
     return precision
 
-def _is_conv(model): return hasattr(model, 'modules') and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+def is_conv(model):
+    "Whether the model has a convolution (low precision then runs it in the channels-last layout)"
+    return hasattr(model, 'modules') and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 def autocast_call(precision:str, # "bf16" or "fp16" ("fp32" calls f as it is)
                   device, # where the model runs

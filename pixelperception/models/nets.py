@@ -12,14 +12,16 @@ from torch import Tensor
 from ..files import read_state_dict, PxpError
 
 # %% auto #0
-__all__ = ['NORMS', 'load_state', 'load_weights', 'LRASPPSelector', 'conv_block', 'CNNSelector', 'ResBlock', 'SmallCNN']
+__all__ = ['NORMS', 'check_num_dims', 'init_keep', 'load_state', 'load_weights', 'from_hub', 'LRASPPSelector', 'conv_block',
+           'CNNSelector', 'ResBlock', 'SmallCNN']
 
 # %% ../../nbs/21_models.nets.ipynb #b75975ea
-def _check_num_dims(num_dims):
+def check_num_dims(num_dims):
+    "Refuse a selector's `num_dims` that is not a whole number >= 1"
     if not isinstance(num_dims, int) or isinstance(num_dims, bool) or num_dims < 1:
         raise ValueError(f"num_dims must be an int >= 1 (channel 0 is the keep logit, the rest a covariance embedding), got {num_dims!r}")
 
-def _init_keep(conv:nn.Conv2d, keep_init:float):
+def init_keep(conv:nn.Conv2d, keep_init:float):
     "Start a selector near 'keep everything': zero weights on the logit channel and bias `keep_init` (sigmoid(3)≈0.95)"
     with torch.no_grad():
         conv.weight[0].mul_(0.1); conv.bias[0] = keep_init
@@ -52,7 +54,7 @@ def load_weights(model:nn.Module, # model to fill in place
     model.load_state_dict(keep, strict=False)
     return model
 
-def _from_hub(build, name):
+def from_hub(build, name):
     "Build with downloaded pretrained weights, or explain how to provide them offline"
     try: return build()
     except Exception as e:
@@ -68,14 +70,14 @@ class LRASPPSelector(nn.Module):
                  keep_init:float=3., # initial bias of the keep logit (3 keeps ~95% of groups at the start)
                 ):
         super().__init__()
-        _check_num_dims(num_dims)
+        check_num_dims(num_dims)
         from torchvision.models.segmentation import lraspp_mobilenet_v3_large as build
         if model_path is not None: m = load_weights(build(weights=None, weights_backbone=None), model_path)
-        elif pretrained: m = _from_hub(lambda: build(weights='DEFAULT'), 'lraspp_mobilenet_v3_large')
+        elif pretrained: m = from_hub(lambda: build(weights='DEFAULT'), 'lraspp_mobilenet_v3_large')
         else: m = build(weights=None, weights_backbone=None)
         m.classifier.low_classifier = nn.Conv2d(40, num_dims, 1)
         m.classifier.high_classifier = nn.Conv2d(128, num_dims, 1)
-        _init_keep(m.classifier.low_classifier, keep_init); _init_keep(m.classifier.high_classifier, 0.)
+        init_keep(m.classifier.low_classifier, keep_init); init_keep(m.classifier.high_classifier, 0.)
         self.backbone, self.head, self.num_dims = m.backbone, m.classifier, num_dims
 
     def encode(self, x:Tensor) -> tuple:
@@ -117,12 +119,12 @@ class CNNSelector(nn.Module):
                  tau_prior:bool=True, # also add a·logit(τ) (a learnt, starts at 1) to the keep logit
                 ):
         super().__init__()
-        _check_num_dims(num_dims)
+        check_num_dims(num_dims)
         w = width
         self.body = nn.Sequential(conv_block(3, w, 1, norm), conv_block(w, 2*w, 2, norm),
                                   conv_block(2*w, 2*w, 1, norm), conv_block(2*w, 2*w, 2, norm), conv_block(2*w, 2*w, 1, norm))
         self.head = nn.Sequential(nn.Conv2d(2*w, 2*w, 1), nn.ReLU(inplace=True), nn.Conv2d(2*w, num_dims, 1))
-        _init_keep(self.head[-1], keep_init)
+        init_keep(self.head[-1], keep_init)
         self.num_dims = num_dims
         self.tau_scale = nn.Parameter(torch.ones(1)) if tau_prior else None
 

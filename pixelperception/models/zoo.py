@@ -13,7 +13,7 @@ from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from .nets import SmallCNN, CNNSelector, LRASPPSelector, load_weights, _from_hub, _check_num_dims, _init_keep
+from .nets import SmallCNN, CNNSelector, LRASPPSelector, load_weights, from_hub, check_num_dims, init_keep
 from .cifar_resnet import CifarResNet
 
 # %% auto #0
@@ -85,7 +85,7 @@ def _timm_build(arch, n_classes, size, pretrained=False, **kwargs):
         if size % 16: raise ValueError(f"{arch} cuts images into 16x16 patches: resolution must be a multiple of 16, got {size} "
                                        f"(use e.g. {max(16, size//16*16)} or {size//16*16+16})")
         kw['img_size'] = size
-    return _from_hub(lambda: timm.create_model(arch, pretrained=True, **kw), arch) if pretrained else timm.create_model(arch, **kw)
+    return from_hub(lambda: timm.create_model(arch, pretrained=True, **kw), arch) if pretrained else timm.create_model(arch, **kw)
 
 def list_classifiers(pattern:str='*', # shell-style filter, e.g. 'resnet*'
                      timm_models:bool=False, # also list every timm architecture as 'timm/<name>'
@@ -138,7 +138,7 @@ def create_selector(name:str='cnn', # a registered selector name
                     keep_init:float=3., # initial keep-logit bias
                     **kwargs) -> nn.Module:
     "An importance predictor by name"
-    _check_num_dims(num_dims)
+    check_num_dims(num_dims)
     return selector_spec(name).build(num_dims, keep_init=keep_init, pretrained=pretrained, model_path=model_path, **kwargs)
 
 def normalization(name:str, # classifier name
@@ -160,7 +160,7 @@ def small_cnn(n_classes, size, pretrained=False, norm='batch', width=24, stem_st
 def _torchvision(arch, n_classes, size, pretrained=False):
     import torchvision.models as tvm
     build = getattr(tvm, arch)
-    m = _from_hub(lambda: build(weights='DEFAULT'), arch) if pretrained else build(weights=None)
+    m = from_hub(lambda: build(weights='DEFAULT'), arch) if pretrained else build(weights=None)
     m.fc = nn.Linear(m.fc.in_features, n_classes)
     return m
 
@@ -187,13 +187,13 @@ class CifarResNetSelector(nn.Module):
                  model_path:str=None, # CIFAR ResNet weights for the trunk (the head is new)
                 ):
         super().__init__()
-        _check_num_dims(num_dims)
+        check_num_dims(num_dims)
         trunk = CifarResNet((depth - 2) // 6)
         if model_path is not None: load_weights(trunk, model_path)
         self.stem = nn.Sequential(trunk.conv1, trunk.bn1, nn.ReLU())
         self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
         self.head = nn.Conv2d(16 + 32 + 64, num_dims, 1)
-        _init_keep(self.head, keep_init)
+        init_keep(self.head, keep_init)
         self.num_dims = num_dims
 
     def encode(self, x:Tensor) -> tuple:

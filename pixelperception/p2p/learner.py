@@ -37,12 +37,14 @@ from fastai.torch_core import TensorCategory
 
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb', 'WandbLogger',
-           'WholeImage', 'classifier_learner', 'P2PPrediction']
+__all__ = ['OPTIMIZERS', 'signature_defaults', 'p2p_model', 'P2PLearner', 'AtomicSaveModel', 'p2p_learner', 'require_wandb',
+           'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction']
 
 # %% ../../nbs/44_p2p.learner.ipynb #75ecabc0
-def _defaults(f) -> dict: return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
-_P2P, _SPARSITY = _defaults(P2P), _defaults(SparsityCallback)   # the defaults p2p_model and p2p_learner pass on: written once, in those classes
+def signature_defaults(f) -> dict:
+    "The default of every parameter of `f` that has one"
+    return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
+_P2P, _SPARSITY = signature_defaults(P2P), signature_defaults(SparsityCallback)   # the defaults p2p_model and p2p_learner pass on: written once, in those classes
 
 def p2p_model(n_classes:int, # classes of the dataset
               selector:str='cnn', # a selector name (`list_selectors()`): 'cnn', 'lraspp', 'resnet20', ...

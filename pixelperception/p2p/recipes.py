@@ -17,23 +17,23 @@ from ..data.datasets import TARGETS, list_datasets
 from ..models.nets import NORMS
 from .model import TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
-from .learner import OPTIMIZERS, p2p_model, p2p_learner, _defaults
+from .learner import OPTIMIZERS, p2p_model, p2p_learner, signature_defaults
 from ..models.zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'RECIPE_OPTIONS', 'block_default', 'option', 'DataConfig', 'ModelConfig', 'TrainConfig',
-           'RunConfig', 'option_fields', 'parse_deltas', 'register_recipe', 'list_recipes', 'recipe_config',
-           'recipe_options', 'resolve_config', 'resolve_options', 'paper', 'cpu']
+__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'LEARNER_NAMES', 'CONFIG_GROUPS', 'RECIPE_OPTIONS', 'RECIPES', 'block_default', 'option',
+           'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig', 'option_fields', 'parse_deltas', 'register_recipe',
+           'list_recipes', 'recipe_config', 'recipe_options', 'resolve_config', 'resolve_options', 'paper', 'cpu']
 
 # %% ../../nbs/45_p2p.recipes.ipynb #5608fa16
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # train's mixed-precision choices
 LR_SCHEDULES = ('one_cycle', 'constant')        # the P2P epochs' learning-rate schedules
-_LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
+LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
 
 def block_default(name:str): # an option of a run
     "The default of an option that `p2p_model` or `p2p_learner` takes, read from its signature: the one place it is written"
-    for fn, key in ((p2p_model, name), (p2p_learner, _LEARNER_NAMES.get(name, name))):
-        d = _defaults(fn)
+    for fn, key in ((p2p_model, name), (p2p_learner, LEARNER_NAMES.get(name, name))):
+        d = signature_defaults(fn)
         if key in d: return d[key]
     raise KeyError(f"neither p2p_model nor p2p_learner has a default for {name!r}")
 
@@ -121,7 +121,7 @@ class TrainConfig:
     time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
 
 # %% ../../nbs/45_p2p.recipes.ipynb #a4f51733
-_GROUPS = dict(data=DataConfig, model=ModelConfig, train=TrainConfig)
+CONFIG_GROUPS = dict(data=DataConfig, model=ModelConfig, train=TrainConfig)
 
 @dataclass
 class RunConfig:
@@ -146,13 +146,13 @@ class RunConfig:
 # %% ../../nbs/45_p2p.recipes.ipynb #c73f00d4
 def option_fields() -> dict:
     "Every option of a run by name: its dataclass `Field` (type, default, doc, recipe, check), groups' options first"
-    out = {f.name: f for g in _GROUPS.values() for f in fields(g)}
-    out.update({f.name: f for f in fields(RunConfig) if f.name not in _GROUPS})
+    out = {f.name: f for g in CONFIG_GROUPS.values() for f in fields(g)}
+    out.update({f.name: f for f in fields(RunConfig) if f.name not in CONFIG_GROUPS})
     return out
 
 def _owner(name:str) -> str:
     "The group holding option `name` ('data', 'model', 'train'), or None for the run's own options"
-    return next((g for g, cls in _GROUPS.items() if name in {f.name for f in fields(cls)}), None)
+    return next((g for g, cls in CONFIG_GROUPS.items() if name in {f.name for f in fields(cls)}), None)
 
 RECIPE_OPTIONS = tuple(k for k, f in option_fields().items() if f.metadata['recipe'])   # the options a recipe sets
 
@@ -169,7 +169,7 @@ def from_flat(cls:RunConfig, opts:dict, # options by name; unknown names are lef
     "A `RunConfig` from options by name (e.g. a `config.json`): names that are no option are ignored, missing options take the defaults"
     fs = option_fields()
     vals = {**{k: v for k, v in (defaults or {}).items() if k in fs}, **{k: v for k, v in opts.items() if k in fs}}
-    groups = {g: c(**{k: v for k, v in vals.items() if _owner(k) == g}) for g, c in _GROUPS.items()}
+    groups = {g: c(**{k: v for k, v in vals.items() if _owner(k) == g}) for g, c in CONFIG_GROUPS.items()}
     return cls(**groups, **{k: v for k, v in vals.items() if _owner(k) is None})
 
 @patch
@@ -221,28 +221,28 @@ def check(self:RunConfig) -> RunConfig:
     return self
 
 # %% ../../nbs/45_p2p.recipes.ipynb #9383f2fd
-_RECIPES:dict = {}
+RECIPES:dict = {}
 
 def register_recipe(name:str=None): # registry name (default: the function's name)
     "Decorator registering `fn(dataset, classifier) -> RunConfig` (or a dict of every option in `RECIPE_OPTIONS`) as a recipe"
     def _reg(fn):
         n = name or fn.__name__
-        if n in _RECIPES: raise ValueError(f"a recipe named {n!r} is already registered: pick another name")
-        _RECIPES[n] = fn
+        if n in RECIPES: raise ValueError(f"a recipe named {n!r} is already registered: pick another name")
+        RECIPES[n] = fn
         return fn
     return _reg
 
 def list_recipes(pattern:str='*') -> list:
     "Registered recipe names"
-    return sorted(n for n in _RECIPES if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in RECIPES if fnmatch.fnmatch(n, pattern))
 
 def recipe_config(recipe:str='cpu', # a registered recipe name
                   dataset:str='synthetic', # the dataset it is for
                   classifier:str=None, # the classifier (None: the recipe's choice)
                  ) -> RunConfig:
     "The `RunConfig` a recipe builds for a dataset and classifier"
-    if recipe not in _RECIPES: raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(list_recipes())}")
-    c = _RECIPES[recipe](dataset, classifier)
+    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(list_recipes())}")
+    c = RECIPES[recipe](dataset, classifier)
     if isinstance(c, dict):   # a recipe written as a dict of options
         missing, extra = set(RECIPE_OPTIONS) - set(c), set(c) - set(RECIPE_OPTIONS)
         if missing or extra: raise ValueError(f"recipe {recipe!r} must set exactly RECIPE_OPTIONS: missing {sorted(missing)}, unknown {sorted(extra)}")

@@ -15,40 +15,41 @@ from torch import Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import load_learner as fastai_load_learner
 from ..data.datasets import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
-from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, _LEARNER_NAMES
+from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, LEARNER_NAMES
 from .learner import p2p_learner, p2p_model, P2PLearner
 from ..files import new_run_dir
 from ..evaluation.report import write_report
 from ..evaluation.metrics import fidelity_curves
 from ..evaluation.plots import plot_curves, show_selection
 from .model import mask_input
-from ..files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, _first_line, process_record, process_state
+from ..files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, first_line, process_record, process_state
 from ..distributed import init_distributed, is_rank0, rank0_first, broadcast_object
 from .evaluate import evaluate_p2p_sharded
 
 
 # %% auto #0
-__all__ = ['run_config', 'load_run', 'evaluate_run', 'load_learner']
+__all__ = ['MODEL_KEYS', 'LEARNER_KEYS', 'write_status', 'abandon_run', 'load_checkpoint', 'check_resume', 'run_config',
+           'load_run', 'evaluate_run', 'load_learner']
 
 # %% ../../nbs/47_p2p.runs.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
-_MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
+MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
                'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
-_LEARNER_KEYS = {f.name: _LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
-                 if _LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
+LEARNER_KEYS = {f.name: LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
+                 if LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
 
 # %% ../../nbs/47_p2p.runs.ipynb #701a75de
-def _write_status(run:Path, state:str, **extra):
+def write_status(run:Path, state:str, **extra):
     "status.json of a run folder: its state (running, complete, failed, interrupted), when, and by which process"
     d = dict(state=state, time=datetime.now(timezone.utc).isoformat(timespec='seconds'), **process_record(), **extra)
     atomic_write(Path(run)/'status.json', lambda t: Path(t).write_text(json.dumps(d, indent=1) + '\n'))
 
-def _abandon(run:Path, e:BaseException):
+def abandon_run(run:Path, e:BaseException):
     "After a failure: delete the run folder if it holds no checkpoint, else mark it failed/interrupted with how to resume"
     run = Path(run)
     if not run.is_dir(): return
     if not _checkpoints(run, must=False): shutil.rmtree(run, ignore_errors=True); return
-    _write_status(run, 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed', error=_first_line(e) if str(e) else type(e).__name__,
+    write_status(run, 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed', error=first_line(e) if str(e) else type(e).__name__,
                   resume=f"pxp train --resume {run} (with the options of the interrupted run)")
 
 def _check_complete(run:Path):
@@ -75,16 +76,16 @@ def _checkpoints(run, must:bool=True) -> list:
     if not ck and must: raise PxpError(f"no checkpoint in {Path(run)/'models'}", "resume needs a run trained with checkpoint=True (--checkpoint)")
     return sorted(ck, key=lambda p: int(p.stem.rsplit('_', 1)[1]))
 
-def _load_checkpoint(learn, run) -> Path:
+def load_checkpoint(learn, run) -> Path:
     "Load the newest readable checkpoint of `run` into `learn` (model and optimiser), saying which unreadable ones were skipped"
     ck = _checkpoints(run)
     for p in reversed(ck):
         try: learn.load(p.with_suffix('').resolve(), with_opt=True); return p
-        except Exception as e:   # a damaged file fails in many ways; the model options were checked to match (`_check_resume`)
-            print(f"pxp: skipping checkpoint {p}: it cannot be read ({_first_line(e, 80)}); trying the one before", file=sys.stderr)
+        except Exception as e:   # a damaged file fails in many ways; the model options were checked to match (`check_resume`)
+            print(f"pxp: skipping checkpoint {p}: it cannot be read ({first_line(e, 80)}); trying the one before", file=sys.stderr)
     raise PxpError(f"none of the {len(ck)} checkpoints in {Path(run)/'models'} can be read (all truncated or corrupt)", "train again without --resume")
 
-def _check_resume(c):
+def check_resume(c):
     "`--resume RUN`: a run folder with checkpoints, trained with the model options asked for now"
     run = Path(c['resume'])
     if not (run/'config.json').is_file():
@@ -92,7 +93,7 @@ def _check_resume(c):
     _checkpoints(run)
     old = read_json(run/'config.json', 'the run configuration')
     same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-    keys = [k for k in (*_MODEL_KEYS, 'dataset', 'target', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
+    keys = [k for k in (*MODEL_KEYS, 'dataset', 'target', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
     diff = [k for k in keys if not same(old[k], c[k])]
     if diff:
         raise PxpError(f"resume: {run} was trained with other model settings: " + ', '.join(f"{k}={old[k]!r} (now {c[k]!r})" for k in diff),
@@ -121,7 +122,7 @@ def load_run(run_dir:Path, # a folder written by `train`
         rc = run_config(cfg)
         opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
         model = p2p_model(cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
-                          n_segments=rc.data.n_segments, **{k: opts[k] for k in _MODEL_KEYS})
+                          n_segments=rc.data.n_segments, **{k: opts[k] for k in MODEL_KEYS})
     except KeyError as e: raise PxpError(f"{run/'config.json'} lacks the option {e.args[0]!r}", fix) from None
     load_matching(model, load_torch(run/'model.pth', "the run's P2P weights", fix), str(run/'model.pth'),
                   f"the weights and config.json come from different runs or models: restore {run}'s own config.json, or train again")
@@ -196,7 +197,7 @@ def load_learner(run_dir:Path, # a run folder written by `train`, or a file writ
     dls = inference_dls(cfg['vocab'], cfg['size'], dataset_policy(cfg['dataset'], cfg['size']), cfg['n_segments'], cfg['compactness'],
                         model.mean, model.std, bs=bs, device='cpu' if cpu else None)
     rc = run_config(cfg); flat = rc.flat()
-    learn = p2p_learner(dls, model=model, path=p, **{v: flat[k] for k, v in _LEARNER_KEYS.items()})
+    learn = p2p_learner(dls, model=model, path=p, **{v: flat[k] for k, v in LEARNER_KEYS.items()})
     learn.run_config = rc
     learn.model.to(dls.device).eval()
     return learn

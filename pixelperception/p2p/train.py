@@ -20,18 +20,18 @@ from fastai.torch_core import set_seed
 from fastai.callback.core import Callback
 from ..data.datasets import get_dls, get_eval_dl, denormalize
 from ..models.zoo import normalization
-from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, _GROUPS
+from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, CONFIG_GROUPS
 from .learner import p2p_learner, classifier_learner, P2PLearner, require_wandb, WandbLogger
 from ..files import new_run_dir
-from ..evaluation.report import write_report, _COLUMNS
+from ..evaluation.report import write_report, COLUMN_NAMES
 from .evaluate import group_correlation
 from ..evaluation.plots import show_group_correlation
-from ..files import atomic_write, _first_line
+from ..files import atomic_write, first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from ..distributed import broadcast_model
 from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded
 from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision
-from .runs import _MODEL_KEYS, _LEARNER_KEYS, _write_status, _abandon, _load_checkpoint, _check_resume
+from .runs import MODEL_KEYS, LEARNER_KEYS, write_status, abandon_run, load_checkpoint, check_resume
 
 
 # %% auto #0
@@ -45,7 +45,7 @@ def _save_model(model, path):
 # %% ../../nbs/48_p2p.train.ipynb #f24b2221
 def _signature() -> inspect.Signature:
     "`train`'s signature, from the run's options: each typed and documented (`Annotated`); None for an option a recipe sets (the recipe's value); then `cbs`"
-    hints = {k: v for cls in (*_GROUPS.values(), RunConfig) for k, v in get_type_hints(cls).items()}
+    hints = {k: v for cls in (*CONFIG_GROUPS.values(), RunConfig) for k, v in get_type_hints(cls).items()}
     ps = []
     for k, f in option_fields().items():
         md, tp = f.metadata, hints[k]
@@ -67,7 +67,7 @@ def train(*args, **kwargs) -> Path:
     cfg.check()   # every option, before any data is read or any folder made
     cbs = _check_cbs(cbs)
     mean, std = normalization(cfg.model.classifier)
-    if cfg.resume: _check_resume({**cfg.flat(), 'mean': mean, 'std': std})
+    if cfg.resume: check_resume({**cfg.flat(), 'mean': mean, 'std': std})
     if cfg.wandb: require_wandb()   # before any data is built: a clear error with the pip command
     init_distributed()   # under torchrun: join the other processes (gloo on CPUs, NCCL on GPUs)
     cfg = cfg.updated(precision=resolve_precision(cfg.precision), threads=cfg.threads or torch.get_num_threads())   # config.json records what ran
@@ -77,7 +77,7 @@ def train(*args, **kwargs) -> Path:
     try: return _run(cfg, state)
     except BaseException as e:
         _wandb_finish(state, exit_code=1)
-        if state.get('run') is not None and is_rank0(): _abandon(state['run'], e)
+        if state.get('run') is not None and is_rank0(): abandon_run(state['run'], e)
         raise
     finally: torch.set_num_threads(old_threads)
 
@@ -91,7 +91,7 @@ def _run(cfg:RunConfig, state:dict) -> Path:
                       **_data_kwargs(cfg, cfg.data.batch_size // n_proc))
     t_data = time.time()   # rank 0 built the data once, the others then read it
     run = state['run'] = broadcast_object(new_run_dir(cfg.experiment, 'train') if is_rank0() else None)   # one folder, named by rank 0
-    if is_rank0(): _write_status(run, 'running')
+    if is_rank0(): write_status(run, 'running')
     learn = run_learner(dls, cfg, run, state['cbs'])
     learn.p2p_times.update(start=t0, data=t_data)
     start = _resume(learn, cfg.resume, state['record']) if cfg.resume else 0
@@ -155,17 +155,17 @@ def run_learner(dls, # the run's DataLoaders (`get_dls`)
     "The P2P Learner of a run: model and training options from `cfg`, its validation spacing, time budget, finite-loss guard and precision"
     t, m, flat = cfg.train, cfg.model, cfg.flat()
     mean, std = normalization(m.classifier)
-    learn = p2p_learner(dls, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path, **{v: flat[k] for k, v in _LEARNER_KEYS.items()},
+    learn = p2p_learner(dls, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path, **{v: flat[k] for k, v in LEARNER_KEYS.items()},
                         cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *(cbs or [])],
                         dynamic=m.use_dynamic_threshold, delta=parse_deltas(m.certainty)[0], pretrained=m.pretrained, model_path=m.model_path,
-                        selector_path=m.selector_path, mean=mean, std=std, **{k: flat[k] for k in _MODEL_KEYS if k in flat})   # n_segments: from the data
+                        selector_path=m.selector_path, mean=mean, std=std, **{k: flat[k] for k in MODEL_KEYS if k in flat})   # n_segments: from the data
     _to_precision(learn, cfg.precision)
     learn.run_config, learn.p2p_times, learn.classifier_history = cfg, {}, []
     return learn
 
 def _resume(learn, run, record:dict) -> int:
     "Load the newest readable checkpoint of `run` into `learn`; the epoch to start from (recorded in `record`)"
-    ckpt = _load_checkpoint(learn, run)
+    ckpt = load_checkpoint(learn, run)
     record['resumed_from'] = str(ckpt)
     return int(ckpt.stem.rsplit('_', 1)[1]) + 1
 
@@ -186,7 +186,7 @@ def _write_run(learn, metrics:dict, state:dict):
     write_report(run, metrics, figs, title=f"P2P training run {run.name}")
     _wandb_log_results(state, metrics, figs)
     for f in figs.values(): plt.close(f)
-    _write_status(run, 'complete')   # last: a run without it did not finish
+    write_status(run, 'complete')   # last: a run without it did not finish
 
 # %% ../../nbs/48_p2p.train.ipynb #b945dda7
 @patch
@@ -269,7 +269,7 @@ def _group_correlation_figure(model, dl, vocab):
                                   title=f"{vocab[int(y[0])]}{tau}")
 
 # %% ../../nbs/48_p2p.train.ipynb #ed4ed9e6
-_EVAL_COLS = tuple(_COLUMNS)   # the report's per-level columns, in its order
+_EVAL_COLS = tuple(COLUMN_NAMES)   # the report's per-level columns, in its order
 
 def _wandb_start(cfg:dict, run:Path, learn, state:dict):
     "Start the W&B run of a training run (config: the resolved options) and log its epochs through `WandbLogger`"
@@ -291,7 +291,7 @@ def _wandb_log_results(state:dict, metrics:dict, figs:dict):
         wb.summary.update({f'eval/{k}/{c}': r[c] for k, r in ev.items() for c in _EVAL_COLS if r.get(c) is not None})
         _wandb_finish(state)
     except Exception as e:
-        warnings.warn(f"logging the results to Weights & Biases failed ({_first_line(e, 120)}); the run folder {state.get('run')} is complete")
+        warnings.warn(f"logging the results to Weights & Biases failed ({first_line(e, 120)}); the run folder {state.get('run')} is complete")
         _wandb_finish(state, exit_code=1)
 
 def _wandb_finish(state:dict, exit_code:int=0):
@@ -299,7 +299,7 @@ def _wandb_finish(state:dict, exit_code:int=0):
     wb = state.pop('wandb', None)
     if wb is None: return
     try: wb.finish(exit_code=exit_code)
-    except Exception as e: warnings.warn(f"finishing the Weights & Biases run failed ({_first_line(e, 120)}); the run folder {state.get('run')} is not affected")
+    except Exception as e: warnings.warn(f"finishing the Weights & Biases run failed ({first_line(e, 120)}); the run folder {state.get('run')} is not affected")
 
 def _check_cbs(cbs) -> list:
     "`train`'s extra callbacks: fastai `Callback`s (instances or classes), checked before anything runs"

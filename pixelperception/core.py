@@ -1,4 +1,4 @@
-"""Two small helpers every layer shares: a plain tensor from whatever the caller passed, and "evaluate this model, then restore its mode".
+"""Small helpers every layer shares: a plain tensor from whatever the caller passed, "evaluate this model, then restore its mode", and the registry that names classifiers, selectors, datasets, explainers and recipes.
 
 Docs: https://pixelperception.github.io/pixelperception/core.html.md"""
 
@@ -6,13 +6,15 @@ Docs: https://pixelperception.github.io/pixelperception/core.html.md"""
 
 # %% ../nbs/01_core.ipynb #3857abc2
 from __future__ import annotations
+import difflib, fnmatch
 from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import Tensor
+from .files import PxpError
 
 # %% auto #0
-__all__ = ['plain_tensor', 'evaluating']
+__all__ = ['plain_tensor', 'evaluating', 'RegistryError', 'Registry']
 
 # %% ../nbs/01_core.ipynb #1623bb3f
 def plain_tensor(t, # a tensor (any subclass), numpy array, list or number
@@ -35,3 +37,56 @@ def evaluating(model:torch.nn.Module, # the model to evaluate
     model.eval()
     try: yield model
     finally: model.train(was)
+
+# %% ../nbs/01_core.ipynb #b7e10002
+class RegistryError(PxpError):
+    "An unknown name, or a name registered twice, in a `Registry`"
+
+def _origin(obj):
+    "(module, qualified name) of a function or class; None for anything else (a partial, an instance)"
+    q = getattr(obj, '__qualname__', None)
+    return (getattr(obj, '__module__', None), q) if isinstance(q, str) else None
+
+class Registry:
+    "Entries of one kind by name, in registration order: `register`, `get` (with a close-match suggestion), `list`"
+    def __init__(self, kind:str, # what the entries are, for messages: 'classifier', 'dataset', ...
+                 fix:str='choose one of {names}', # the advice after an unknown name; `{names}` lists the registered ones
+                ):
+        self.kind, self.fix, self._entries, self._sources = kind, fix, {}, {}
+
+    def register(self, name:str, # the name users pass
+                 entry, # what `get(name)` returns
+                 source=None, # the function or class behind the entry (default: `entry`), to tell a re-definition from a clash
+                ):
+        "Add `entry` as `name` and return it; a name already taken is refused, unless `source` re-defines the same function or class"
+        source = entry if source is None else source
+        if name in self._sources:
+            old = self._sources[name]
+            if old is source or _origin(old) is None or _origin(old) != _origin(source):
+                what = _origin(old)[1] if _origin(old) else type(old).__name__
+                raise RegistryError(f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} named {name!r} is already registered ({what})", "pick another name")
+        self._entries[name], self._sources[name] = entry, source
+        return entry
+
+    def get(self, name:str):
+        "The entry registered as `name`, or a `RegistryError` naming the registered ones (and the closest)"
+        if isinstance(name, str) and name in self._entries: return self._entries[name]
+        close = difflib.get_close_matches(name, list(self._entries), n=1) if isinstance(name, str) else []
+        raise RegistryError(f"unknown {self.kind} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ''), self.fix.format(names=', '.join(self._entries)))
+
+    def list(self, pattern:str='*', # shell-style pattern, e.g. 'resnet*'
+            ) -> list: # names, in registration order
+        "The registered names that match `pattern` (case-sensitive)"
+        return [n for n in self._entries if fnmatch.fnmatchcase(n, pattern)]
+
+    def __contains__(self, name): return name in self._entries
+    def __iter__(self): return iter(self._entries)
+    def __len__(self): return len(self._entries)
+    def __getitem__(self, name): return self.get(name)
+    def __delitem__(self, name): del self._entries[name], self._sources[name]
+    def pop(self, name, *default):
+        "Remove `name` (tests use it to undo a registration) and return its entry"
+        self._sources.pop(name, None); return self._entries.pop(name, *default)
+    def items(self): return self._entries.items()
+    def values(self): return self._entries.values()
+    def __repr__(self): return f"Registry({self.kind!r}: {', '.join(self._entries)})"

@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/data.datasets.html.md"""
 
 # %% ../../nbs/15_data.datasets.ipynb #9b81c372
 from __future__ import annotations
-import copy, fnmatch, os, shlex
+import copy, os, shlex
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -20,6 +20,7 @@ from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
+from ..core import Registry
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args
@@ -298,7 +299,7 @@ class DatasetSpec:
         if not isinstance(res, Items): raise TypeError(f"the items function of dataset {self.name!r} returned a {type(res).__name__}: it must return `Items` (e.g. `folder_items(...)`)")
         return res
 
-_DATASETS = {}   # name -> DatasetSpec, in registration order
+_DATASETS = Registry('dataset', "choose one of {names} (or register your own with `@register_dataset`)")
 
 def register_dataset(name:str, # the name `get_dls`, `train` and `pxp train --dataset` accept
                      policy='imagenet', # transform policy (one of `POLICIES`), or `f(size, split) -> policy`
@@ -310,24 +311,19 @@ def register_dataset(name:str, # the name `get_dls`, `train` and `pxp train --da
     if isinstance(policy, str) and policy not in POLICIES: raise ValueError(f"unknown transform policy {policy!r} for dataset {name!r}: choose one of {POLICIES}")
     check_number('size', size, 1, integer=True)
     def _register(f):
-        old = _DATASETS.get(name)
-        if old is not None and (old.items_fn.__module__, old.items_fn.__qualname__) != (f.__module__, f.__qualname__):
-            raise PxpError(f"a dataset named {name!r} is already registered (by {old.items_fn.__module__}.{old.items_fn.__qualname__})", "register yours under another name")
-        _DATASETS[name] = DatasetSpec(name, f, policy, size, tuple(splits))
+        _DATASETS.register(name, DatasetSpec(name, f, policy, size, tuple(splits)), source=f)
         return f
     return _register
 
 def list_datasets(pattern:str='*', # shell-style pattern, e.g. 'coco*'
                  ) -> list: # names, in registration order (the built-in ones first)
     "Names of the registered datasets matching `pattern`"
-    return [n for n in _DATASETS if fnmatch.fnmatchcase(n, pattern)]
+    return _DATASETS.list(pattern)
 
 def dataset_spec(name:str # a registered dataset
                 ) -> DatasetSpec:
     "The registered dataset `name`, or a clear error listing the registered ones"
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(_DATASETS)} (or register your own with `@register_dataset`)")
-    return _DATASETS[name]
+    return _DATASETS.get(name)
 
 # %% ../../nbs/15_data.datasets.ipynb #5dddd0dd
 def _synthetic_root(data_path, n_train, n_val, size, seed):

@@ -6,12 +6,13 @@ Docs: https://pixelperception.github.io/pixelperception/explain.run.html.md"""
 
 # %% ../../nbs/52_explain.run.ipynb #0461fa25
 from __future__ import annotations
-import fnmatch, functools, inspect, json, re, time, warnings
+import functools, inspect, json, re, time, warnings
 from typing import Callable
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
+from ..core import Registry
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize, load_image_folder
 from ..data.superpixels import slic_groups
 from ..models.maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call
@@ -58,7 +59,7 @@ class ExplainerSpec:
     curve_free:bool=False # True: the order does not depend on the curve direction (computed once, reused)
     cost:Callable=None # cost(n_features, **options) -> model evaluations per image for one order (None: unknown)
 
-_REGISTRY = {}
+_REGISTRY = Registry('explainer', "choose from {names}, or register yours with @register_explainer")
 
 def register_explainer(name:str, # lower-case, no commas (e.g. 'moxi'): the name `--methods` takes
                        curve_free:bool=False, # one order serves both insertion and deletion
@@ -68,22 +69,18 @@ def register_explainer(name:str, # lower-case, no commas (e.g. 'moxi'): the name
     if not isinstance(name, str) or not re.fullmatch(r'[a-z0-9][a-z0-9_.-]*', name):
         raise ValueError(f"explainer name {name!r} must be lower-case letters, digits, '-', '_' or '.' (no commas: --methods is a comma-separated list)")
     def _register(cls):
-        old = _REGISTRY.get(name)
-        if old is not None and old.cls.__qualname__ != cls.__qualname__:   # re-running a notebook cell re-registers the same class
-            raise ValueError(f"an explainer named {name!r} is already registered ({old.cls.__name__}): pick another name")
-        _REGISTRY[name] = ExplainerSpec(name, cls, curve_free, cost)
+        _REGISTRY.register(name, ExplainerSpec(name, cls, curve_free, cost), source=cls)
         return cls
     return _register
 
 def list_explainers(pattern:str='*', # shell-style pattern, e.g. '*shapley'
                    ) -> list: # registered names, in registration order
     "Names of the registered explainers that match `pattern`"
-    return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
+    return _REGISTRY.list(pattern)
 
 def explainer_spec(name:str) -> ExplainerSpec:
     "The registration of `name`, or a clear error naming the registered ones"
-    if name not in _REGISTRY: raise PxpError(f"unknown explainer {name!r}", f"choose from {', '.join(_REGISTRY)}, or register yours with @register_explainer")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 def create_explainer(name:str, # a registered name (see `list_explainers`)
                      model, # the classifier to explain

@@ -6,12 +6,12 @@ Docs: https://pixelperception.github.io/pixelperception/models.zoo.html.md"""
 
 # %% ../../nbs/22_models.zoo.ipynb #342ad32e
 from __future__ import annotations
-import fnmatch
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
+from ..core import Registry
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from .nets import SmallCNN, CNNSelector, LRASPPSelector, load_weights, from_hub, check_num_dims, init_keep
 from .cifar_resnet import CifarResNet
@@ -36,13 +36,13 @@ class ModelSpec:
     init_from_classifier:bool=False # selectors: start from the classifier's weights file (a trunk of the same family)
     doc:str='' # one line for `pxp models`
 
-_CLASSIFIERS, _SELECTORS = {}, {}
+_CLASSIFIERS = Registry('classifier', "choose one of {names}, or any timm architecture as 'timm/<name>' (`pxp models --timm` lists them)")
+_SELECTORS = Registry('selector')
 
-def _register(table, kind, name, doc=None, **kw):
+def _register(table, name, doc=None, **kw):
     def _reg(fn):
         n = name or fn.__name__
-        if n in table: raise ValueError(f"a {kind} named {n!r} is already registered: pick another name")
-        table[n] = ModelSpec(n, fn, doc=doc or (fn.__doc__ or '').strip(), **kw)
+        table.register(n, ModelSpec(n, fn, doc=doc or (fn.__doc__ or '').strip(), **kw), source=fn)
         return fn
     return _reg
 
@@ -53,7 +53,7 @@ def register_classifier(name:str=None, # registry name (default: the function's 
                         doc:str=None, # one line for `pxp models` (default: the builder's docstring)
                        ):
     "Decorator registering `build(n_classes, size, pretrained, **kwargs) -> nn.Module` as a classifier"
-    return _register(_CLASSIFIERS, 'classifier', name, doc, mean=tuple(mean), std=tuple(std), size=size, source=source)
+    return _register(_CLASSIFIERS, name, doc, mean=tuple(mean), std=tuple(std), size=size, source=source)
 
 def register_selector(name:str=None, # registry name (default: the function's name)
                       size:int=None, source:str='pixelperception',
@@ -61,7 +61,7 @@ def register_selector(name:str=None, # registry name (default: the function's na
                       doc:str=None, # one line for `pxp models` (default: the builder's docstring)
                      ):
     "Decorator registering `build(num_dims, keep_init, pretrained, model_path, **kwargs)` as a selector (encode/decode)"
-    return _register(_SELECTORS, 'selector', name, doc, size=size, source=source, init_from_classifier=init_from_classifier)
+    return _register(_SELECTORS, name, doc, size=size, source=source, init_from_classifier=init_from_classifier)
 
 # %% ../../nbs/22_models.zoo.ipynb #c01bc924
 def _timm_arch(name:str):
@@ -90,30 +90,26 @@ def _timm_build(arch, n_classes, size, pretrained=False, **kwargs):
 def list_classifiers(pattern:str='*', # shell-style filter, e.g. 'resnet*'
                      timm_models:bool=False, # also list every timm architecture as 'timm/<name>'
                     ) -> list:
-    "Registered classifier names (and optionally timm's)"
-    names = sorted(n for n in _CLASSIFIERS if fnmatch.fnmatch(n, pattern))
+    "Registered classifier names, in registration order (and optionally timm's)"
+    names = _CLASSIFIERS.list(pattern)
     if timm_models:
         import timm
         names += [f'timm/{n}' for n in timm.list_models(pattern.removeprefix('timm/'))]
     return names
 
 def list_selectors(pattern:str='*') -> list:
-    "Registered selector names"
-    return sorted(n for n in _SELECTORS if fnmatch.fnmatch(n, pattern))
+    "Registered selector names, in registration order"
+    return _SELECTORS.list(pattern)
 
 def classifier_spec(name:str) -> ModelSpec:
     "The `ModelSpec` of a classifier name (registered, or any timm architecture)"
     if not isinstance(name, str): raise TypeError(f"a classifier name must be a string, got {type(name).__name__}")
-    if name in _CLASSIFIERS: return _CLASSIFIERS[name]
-    arch = _timm_arch(name)
-    if arch: return _timm_spec(name, arch)
-    raise ValueError(f"unknown classifier {name!r}: choose one of {', '.join(list_classifiers())}, "
-                     "or any timm architecture as 'timm/<name>' (`pxp models --timm` lists them)")
+    if name not in _CLASSIFIERS and (arch := _timm_arch(name)): return _timm_spec(name, arch)
+    return _CLASSIFIERS.get(name)
 
 def selector_spec(name:str) -> ModelSpec:
     "The `ModelSpec` of a selector name"
-    if name in _SELECTORS: return _SELECTORS[name]
-    raise ValueError(f"unknown selector {name!r}: choose one of {', '.join(list_selectors())}")
+    return _SELECTORS.get(name)
 
 # %% ../../nbs/22_models.zoo.ipynb #ca3f2d0b
 def create_classifier(name:str='small_cnn', # a registered name, or a timm architecture ('timm/<name>')

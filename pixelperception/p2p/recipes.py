@@ -6,12 +6,13 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.recipes.html.md"""
 
 # %% ../../nbs/45_p2p.recipes.ipynb #6652f737
 from __future__ import annotations
-import fnmatch, difflib
+import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import torch
 from fastcore.basics import patch
 from fastai.torch_core import num_distrib
+from ..core import Registry
 from ..files import PxpError, check_number
 from ..data.datasets import TARGETS, list_datasets
 from ..models.nets import NORMS
@@ -23,7 +24,7 @@ from ..models.zoo import list_selectors, selector_spec, classifier_spec
 # %% auto #0
 __all__ = ['PRECISIONS', 'LR_SCHEDULES', 'LEARNER_NAMES', 'CONFIG_GROUPS', 'RECIPE_OPTIONS', 'RECIPES', 'block_default', 'option',
            'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig', 'option_fields', 'parse_deltas', 'register_recipe',
-           'list_recipes', 'recipe_config', 'recipe_options', 'resolve_config', 'resolve_options', 'paper', 'cpu']
+           'list_recipes', 'recipe_config', 'recipe_options', 'resolve_config', 'resolve_options', 'cpu', 'paper']
 
 # %% ../../nbs/45_p2p.recipes.ipynb #5608fa16
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # train's mixed-precision choices
@@ -221,28 +222,24 @@ def check(self:RunConfig) -> RunConfig:
     return self
 
 # %% ../../nbs/45_p2p.recipes.ipynb #9383f2fd
-RECIPES:dict = {}
+RECIPES = Registry('recipe')
 
 def register_recipe(name:str=None): # registry name (default: the function's name)
     "Decorator registering `fn(dataset, classifier) -> RunConfig` (or a dict of every option in `RECIPE_OPTIONS`) as a recipe"
     def _reg(fn):
-        n = name or fn.__name__
-        if n in RECIPES: raise ValueError(f"a recipe named {n!r} is already registered: pick another name")
-        RECIPES[n] = fn
-        return fn
+        return RECIPES.register(name or fn.__name__, fn)
     return _reg
 
 def list_recipes(pattern:str='*') -> list:
-    "Registered recipe names"
-    return sorted(n for n in RECIPES if fnmatch.fnmatch(n, pattern))
+    "Registered recipe names, in registration order"
+    return RECIPES.list(pattern)
 
 def recipe_config(recipe:str='cpu', # a registered recipe name
                   dataset:str='synthetic', # the dataset it is for
                   classifier:str=None, # the classifier (None: the recipe's choice)
                  ) -> RunConfig:
     "The `RunConfig` a recipe builds for a dataset and classifier"
-    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(list_recipes())}")
-    c = RECIPES[recipe](dataset, classifier)
+    c = RECIPES.get(recipe)(dataset, classifier)
     if isinstance(c, dict):   # a recipe written as a dict of options
         missing, extra = set(RECIPE_OPTIONS) - set(c), set(c) - set(RECIPE_OPTIONS)
         if missing or extra: raise ValueError(f"recipe {recipe!r} must set exactly RECIPE_OPTIONS: missing {sorted(missing)}, unknown {sorted(extra)}")
@@ -289,19 +286,19 @@ _PAPER = dict(warmup=0., cov_weight=0.01, lr_schedule='constant', classifier_epo
               keep_init=0., tau_prior=False, tau_warmup=0., score_weight=0., tau_power=1.)
 
 @register_recipe()
-def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
-    "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
-    return RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
-                               selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
-
-@register_recipe()
 def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
     "The library's CPU recipe (`_CPU` on `RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
     c = RunConfig().updated(recipe='cpu', dataset=dataset, **_CPU, classifier=classifier or 'small_cnn',
                             selector=classifier if _has_trunk_selector(classifier) else 'cnn')
     return c.updated(**_CIFAR_PRETRAINED) if dataset == 'cifar10' and _has_trunk_selector(classifier) else c
 
-# The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/14_train`, `benchmarks/bench_cifar10.py`).
+@register_recipe()
+def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
+    "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
+    return RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
+                               selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+
+# The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/48_p2p.train`, `benchmarks/bench_cifar10.py`).
 # Epochs: with train's default precision='auto' (bfloat16 on a CPU that computes it natively) an epoch takes ~2.8 min on the
 # 2-core machine (4.9 min in float32), so 7 epochs, the superpixels and the evaluation fit the 25-minute target; the budget
 # stops a slower machine (or a float32 one) after the epoch that passes 21 minutes. 4 epochs in float32 reached 0.846 at

@@ -1,4 +1,4 @@
-"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, and `CPUMixedPrecision` trains in bfloat16 on a CPU: the fastai callbacks `train` adds to every P2P run, beside the P2P callbacks of [callback](42_p2p.callback.ipynb).
+"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, and `CPUMixedPrecision` trains in bfloat16 on a CPU: the fastai callbacks `train` adds to every P2P run, beside the P2P callbacks of [p2p.callback](42_p2p.callback.ipynb).
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.run_callbacks.html.md"""
 

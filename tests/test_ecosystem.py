@@ -127,8 +127,8 @@ def test_public_api_is_lazy_and_complete():
 def test_submodules_stay_modules():
     "`pixelperception.p2p.train` is the module (the function is `pixelperception.p2p.train.train`), also after the public names load"
     code = ("from pixelperception import MoXI, P2P, PatchMasker, GroupMasker, SelfShapley, SampledShapley, load_run, create_classifier\n"
-            "import pixelperception.p2p.train as T, types\n"
-            "print(isinstance(T, types.ModuleType) and callable(T.train) and T.load_run is load_run)")
+            "import pixelperception.p2p.train as T, pixelperception.p2p.runs as R, types\n"
+            "print(isinstance(T, types.ModuleType) and callable(T.train) and R.load_run is load_run)")   # load_run lives in p2p.runs (train no longer re-exports it)
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['True']

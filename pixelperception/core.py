@@ -58,11 +58,11 @@ class Registry:
                  entry, # what `get(name)` returns
                  source=None, # the function or class behind the entry (default: `entry`), to tell a re-definition from a clash
                 ):
-        "Add `entry` as `name` and return it; a name already taken is refused, unless `source` re-defines the same function or class"
+        "Add `entry` as `name` and return it; a name already taken is refused, unless `source` is the same function or class (re-run or re-defined)"
         source = entry if source is None else source
         if name in self._sources:
             old = self._sources[name]
-            if old is source or _origin(old) is None or _origin(old) != _origin(source):
+            if old is not source and (_origin(old) is None or _origin(old) != _origin(source)):
                 what = _origin(old)[1] if _origin(old) else type(old).__name__
                 raise RegistryError(f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} named {name!r} is already registered ({what})", "pick another name")
         self._entries[name], self._sources[name] = entry, source

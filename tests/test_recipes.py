@@ -2,7 +2,7 @@
 import contextlib, io, json
 from pathlib import Path
 import pytest, torch
-from pixelperception.models.zoo import create_classifier, create_selector, list_classifiers, list_selectors, normalization, register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD
+from pixelperception.models.zoo import create_classifier, create_selector, list_classifiers, list_selectors, normalization, register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD, small_cnn
 from pixelperception.p2p.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
 from pixelperception.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
 from pixelperception.testing import make_imagefolder, make_cifar10
@@ -39,7 +39,8 @@ def test_register_your_own():
     try:
         assert 'test_mlp' in list_classifiers() and normalization('test_mlp') == (CIFAR10_MEAN, CIFAR10_STD)
         assert create_classifier('test_mlp', 3)(torch.randn(2, 3, 32, 32)).shape == (2, 3)
-        with pytest.raises(ValueError, match='already registered'): register_classifier('test_mlp')(test_mlp)
+        with pytest.raises(ValueError, match='already registered'): register_classifier('test_mlp')(small_cnn)   # a name is taken once
+        register_classifier('test_mlp', size=32)(test_mlp)   # registered again by the same function (a re-run cell): replaced, as for datasets and explainers
     finally: del _CLASSIFIERS['test_mlp']
 
 def _checkpoint(path, depth=20, n_classes=10, seed=0):

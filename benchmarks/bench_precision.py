@@ -8,14 +8,14 @@ image for MoXI insertion + deletion; against fp32: the share of identical orders
 (k = 4, 6, 8 of 64), and the insertion/deletion curves' AUCs, all orders evaluated by the same fp32 model
 (`ranking_curves`), so only the orders differ. Run it on an idle machine: the load average is printed.
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 import torch
 from torchvision import datasets, transforms
-from pixelperception.explain import MoXI
-from pixelperception.maskers import PatchMasker
-from pixelperception.metrics import ranking_curves
-from pixelperception.zoo import create_classifier, normalization
+from pixelperception.explain.moxi import MoXI
+from pixelperception.models.maskers import PatchMasker
+from pixelperception.evaluation.metrics import ranking_curves
+from pixelperception.models.zoo import create_classifier, normalization
 from _machine import machine_line as machine
 
 def images(root, n):

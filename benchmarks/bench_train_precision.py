@@ -19,18 +19,18 @@ from _machine import machine
 
 def model_steps(a, n=8):
     "Images/s of optimiser steps on one in-memory batch: fp32, bf16, bf16 + channels-last"
-    from pixelperception.data import get_dls
-    from pixelperception.learner import p2p_model
-    from pixelperception.recipes import recipe_options
-    from pixelperception.train import _MODEL_KEYS
-    from pixelperception.zoo import normalization
+    from pixelperception.data.datasets import get_dls
+    from pixelperception.p2p.learner import p2p_model
+    from pixelperception.p2p.recipes import recipe_options
+    from pixelperception.p2p.runs import MODEL_KEYS
+    from pixelperception.models.zoo import normalization
     o = recipe_options('cpu', a.dataset, a.classifier)
     mean, std = normalization(o['classifier'])
     size = o['resolution'] or (32 if a.dataset == 'cifar10' else 64)
     dls = get_dls(a.dataset, a.data_path, size=size, bs=o['batch_size'], n_segments=o['n_segments'], compactness=o['compactness'],
                   color_aug=0., max_train=2*o['batch_size'], mean=mean, std=std, device='cpu')
     x, g, y = (t.as_subclass(Tensor) for t in dls.one_batch()[:3])
-    mkw = {k: o[k] for k in _MODEL_KEYS if k in o and k not in ('selector', 'classifier', 'n_segments')}
+    mkw = {k: o[k] for k in MODEL_KEYS if k in o and k not in ('selector', 'classifier', 'n_segments')}
     model = p2p_model(dls.c, selector=o['selector'], classifier=o['classifier'], size=size, n_segments=o['n_segments'],
                       model_path=a.model_path, mean=mean, std=std, **mkw).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
@@ -51,7 +51,7 @@ def model_steps(a, n=8):
     return dict(batch=len(x), images_per_s=res)
 
 def end_to_end(a, precision):
-    from pixelperception.train import train
+    from pixelperception.p2p.train import train
     kw = dict(dataset=a.dataset, data_path=a.data_path, precision=precision, experiment=a.out/'runs', show=False, threads=a.threads)
     if a.classifier: kw['classifier'] = a.classifier
     if a.model_path: kw['model_path'] = a.model_path

@@ -157,7 +157,7 @@ def p2p_batch(size, bs, device, data_path):
     "One evaluation batch of the built-in data at `size` px with its SLIC superpixels: (x, groups, y, n_classes)"
     key = (size, bs, str(device))
     if key not in _batches:
-        from pixelperception.data import get_eval_dl
+        from pixelperception.data.datasets import get_eval_dl
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):   # the build's progress bars
             dl = get_eval_dl(data_path=data_path, size=size, bs=bs, n_train=1, n_val=math.ceil(bs / 10), device=device)
             x, groups, y = (o.as_subclass(Tensor) for o in dl.one_batch()[:3])
@@ -166,9 +166,9 @@ def p2p_batch(size, bs, device, data_path):
 
 def p2p_steps(c, precision, device, data_path, ref=None):
     "Optimiser steps of a P2P model (the `cpu` recipe's model and losses): images/s"
-    from pixelperception.learner import p2p_model
-    from pixelperception.loss import kept_fraction, sparsity_penalty, score_function_loss
-    from pixelperception.recipes import recipe_options
+    from pixelperception.p2p.learner import p2p_model
+    from pixelperception.p2p.loss import kept_fraction, sparsity_penalty, score_function_loss
+    from pixelperception.p2p.recipes import recipe_options
     x, groups, y, n_classes = p2p_batch(c['size'], c['bs'], device, data_path)
     d = recipe_options('cpu', 'synthetic', c['classifier'])   # `pxp train`'s recipe for the model and the losses
     mkw = {k: d[k] for k in inspect.signature(p2p_model).parameters if k in d and k not in ('n_classes', 'size')}
@@ -200,16 +200,16 @@ def p2p_steps(c, precision, device, data_path, ref=None):
         v['peak_gib'] = torch.cuda.max_memory_allocated(device) / 2**30
         fig += f", peak {v['peak_gib']:.1f} GiB"
     if ref: fig += f", ×{ips/ref['images_per_s']:.2f} vs fp32"
-    del model, opt
+    model = opt = None   # free the GPU memory (the closure `step` shares these names, so they are reset rather than deleted)
     if device.type == 'cuda': torch.cuda.empty_cache()
     return fig, v
 
 # ---------------------------------------------------------------- 2. MoXI, token mode
 def moxi_steps(c, precision, device, ref=None):
     "MoXI's greedy steps in token mode on a ViT with random weights: masked forward passes per second"
-    from pixelperception.model import create_classifier
-    from pixelperception.explain import MoXI
-    from pixelperception.maskers import TokenMasker
+    from pixelperception.models.zoo import create_classifier
+    from pixelperception.explain.moxi import MoXI
+    from pixelperception.models.maskers import TokenMasker
     torch.manual_seed(0)
     model = create_classifier(c['arch'], 10, c['size']).to(device).eval()   # timm ViT, pretrained=False: no download
     x = torch.randn(c['n_images'], 3, c['size'], c['size'], device=device)
@@ -278,10 +278,10 @@ def cuda_notebooks(root:Path=ROOT) -> list:
 
 def needs_external(cells) -> str:
     "What the cuda cells need from outside an offline machine ('' when nothing): hub weights, non-built-in datasets"
-    from pixelperception.data import DATASETS
+    from pixelperception.data.datasets import list_datasets
     src, why = '\n'.join(cells), []
     if re.search(r'pretrained\s*=\s*True|--pretrained\b', src): why.append('pretrained hub weights')
-    ds = [d for d in DATASETS if d != 'synthetic' and re.search(rf"""['"]{d}['"]""", src)]
+    ds = [d for d in list_datasets() if d != 'synthetic' and re.search(rf"""['"]{d}['"]""", src)]
     if ds: why.append(f"the {', '.join(ds)} data")
     return ' and '.join(why)
 

@@ -12,19 +12,19 @@ import importlib as _importlib, warnings as _warnings
 _warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 _API = {   # module -> its public names
-    'explain': ('Ranking', 'Explainer', 'MoXI', 'SelfShapley', 'SampledShapley', 'RandomOrder', 'feature_groups'),
-    'maskers': ('PatchMasker', 'GroupMasker', 'TokenMasker', 'as_classifier'),
-    'cam': ('GradCAM', 'AttentionRollout'),
-    'interop': ('quantus_explain_func',),
-    'model': ('P2P',),
-    'train': ('load_run', 'evaluate_run', 'load_learner'),   # not `train` itself: `pixelperception.train` is its module (from pixelperception.train import train)
-    'zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
+    'explain.moxi': ('Ranking', 'Explainer', 'MoXI', 'SelfShapley', 'SampledShapley', 'RandomOrder', 'feature_groups'),
+    'models.maskers': ('PatchMasker', 'GroupMasker', 'TokenMasker', 'as_classifier'),
+    'explain.cam': ('GradCAM', 'AttentionRollout'),
+    'explain.interop': ('quantus_explain_func',),
+    'p2p.model': ('P2P',),
+    'p2p.runs': ('load_run', 'evaluate_run', 'load_learner'),
+    'models.zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
             'register_selector', 'normalization'),
-    'recipes': ('list_recipes',),
-    'data': ('get_dls', 'get_eval_dl'),
-    'superpixels': ('slic_groups',),
-    'metrics': ('ranking_curves',),
-    'explain_run': ('build_model', 'register_explainer', 'list_explainers', 'create_explainer'),
+    'p2p.recipes': ('list_recipes',),
+    'data.datasets': ('get_dls', 'get_eval_dl'),
+    'data.superpixels': ('slic_groups',),
+    'evaluation.metrics': ('ranking_curves',),
+    'explain.run': ('build_model', 'register_explainer', 'list_explainers', 'create_explainer'),
 }
 _WHERE = {name: mod for mod, names in _API.items() for name in names}
 __all__ = list(_WHERE)

@@ -24,7 +24,7 @@ def data_synthetic(out:Path='data/synthetic', # output folder of the built-in be
                    preview:bool=True, # save a figure of a validation batch with superpixels and masks
                   ):
     "Build the built-in benchmark (10 scenes x 10 shapes, exact object masks) and preview a batch"
-    from pixelperception.synthetic import build_synthetic
+    from pixelperception.data.synthetic import build_synthetic
     out = build_synthetic(out, n_train=n_train, n_val=n_val, size=size, seed=seed)
     counts = {s: len(list((out/'data'/'obj'/s).rglob('*.png'))) for s in ('train', 'val')}
     print(f"built-in benchmark at {out}: {counts['train']} train and {counts['val']} val images, 10 object and 10 scene classes")
@@ -38,8 +38,7 @@ def data_synthetic(out:Path='data/synthetic', # output folder of the built-in be
 def _save_preview(root, fn):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, tempfile
-    from pixelperception.data import SuperpixelDataset, SuperpixelDL, folder_items, SuperpixelCache
-    import json
+    from pixelperception.data.datasets import SuperpixelDataset, SuperpixelDL, folder_items
     from pixelperception.files import read_json
     size = read_json(root/'synthetic.json', 'the synthetic dataset record')['params']['size']
     items = folder_items(root/'data'/'obj'/'val', root/'data'/'obj'/'val_mask')
@@ -62,7 +61,7 @@ def data_coco10(coco:Path=None, # COCO 2017 root (annotations/instances_train201
                ) -> dict:
     "Build COCO-10 (images showing exactly one of ten classes, with merged instance masks) from COCO 2017"
     if coco is None: raise ValueError("--coco is required: the folder holding COCO 2017's annotations/ and train2017 images")
-    from pixelperception.coco import build_coco10
+    from pixelperception.data.coco import build_coco10
     return build_coco10(coco, out, classes=classes, per_class=per_class, n_train=n_train, size=size)
 
 def data_imagenet9(imagenet:Path='data/imagenet', # ImageNet folder (train/<wnid>/...) the path lists refer to
@@ -71,7 +70,7 @@ def data_imagenet9(imagenet:Path='data/imagenet', # ImageNet folder (train/<wnid
                    copy:bool=False, # copy files instead of hard-linking them
                   ) -> dict:
     "Build ImageNet-9 from an ImageNet folder and the two path-list pickles"
-    from pixelperception.imagenet9 import build_imagenet9
+    from pixelperception.data.imagenet9 import build_imagenet9
     return build_imagenet9(imagenet, pkl_dir, out, link=not copy)
 
 def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ and scene/ (or data/ above them)
@@ -80,7 +79,7 @@ def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ 
             ) -> Path:
     "Convert the BAM release (obj.tar.gz, scene.tar.gz of google-research-datasets/bam) into the layout --dataset bam reads"
     if bam is None: raise ValueError("--bam is required: the folder holding the unpacked BAM release (obj/ and scene/)")
-    from pixelperception.bam import convert_bam
+    from pixelperception.data.bam import convert_bam
     rep = convert_bam(bam, out, size=size)
     print(f"BAM at {out} (validation images and masks {size}x{size}; masks in the release: {', '.join(rep['mask_sizes'])}):")
     for t, r in rep['targets'].items():
@@ -92,8 +91,8 @@ def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ 
 def models(timm:str=None, # also list timm's architectures matching this pattern, e.g. 'vit_*' (usable as timm/<name>)
           ):
     "Print the registered classifiers (with their input normalisation), selectors and recipes"
-    from pixelperception.zoo import list_classifiers, list_selectors, classifier_spec, selector_spec
-    from pixelperception.recipes import list_recipes, _RECIPES
+    from pixelperception.models.zoo import list_classifiers, list_selectors, classifier_spec, selector_spec
+    from pixelperception.p2p.recipes import list_recipes, RECIPES
     fmt = lambda t: '(' + ', '.join(f'{v:.3f}' for v in t) + ')'
     print("classifiers (--classifier; any timm architecture also works as timm/<name>):")
     for n in list_classifiers():
@@ -102,7 +101,7 @@ def models(timm:str=None, # also list timm's architectures matching this pattern
     print("selectors (--selector):")
     for n in list_selectors(): print(f"  {n:<12} {selector_spec(n).doc}")
     print("recipes (--recipe):")
-    for n in list_recipes(): print(f"  {n:<12} {(_RECIPES[n].__doc__ or '').strip()}")
+    for n in list_recipes(): print(f"  {n:<12} {(RECIPES[n].__doc__ or '').strip()}")
     if timm:
         names = list_classifiers(timm, timm_models=True)
         names = [n for n in names if n.startswith('timm/')]
@@ -110,15 +109,15 @@ def models(timm:str=None, # also list timm's architectures matching this pattern
 
 # %% ../nbs/90_cli.ipynb #8d1efeda
 COMMANDS = {
-    'train':          ('pixelperception.train:train', "train P2P from a recipe (default: the built-in benchmark, --recipe cpu)"),
+    'train':          ('pixelperception.p2p.train:train', "train P2P from a recipe (default: the built-in benchmark, --recipe cpu)"),
     'models':         ('pixelperception.cli:models', "list the classifiers, selectors and recipes that --classifier/--selector/--recipe accept"),
-    'evaluate':       ('pixelperception.runs:evaluate_run', "evaluate a `pxp train` run at each certainty level, with a report"),
+    'evaluate':       ('pixelperception.p2p.runs:evaluate_run', "evaluate a `pxp train` run at each certainty level, with a report"),
     'data synthetic': ('pixelperception.cli:data_synthetic', "build the built-in benchmark"),
     'data coco10':    ('pixelperception.cli:data_coco10', "build COCO-10 from a COCO 2017 copy (--coco DIR)"),
     'data imagenet9': ('pixelperception.cli:data_imagenet9', "build ImageNet-9 from ImageNet and the path lists"),
     'data bam':       ('pixelperception.cli:data_bam', "convert the BAM release (--bam DIR) into the layout --dataset bam reads"),
-    'explain':        ('pixelperception.explain_run:explain', "rank the patches/superpixels behind a classifier's predictions (MoXI and baselines)"),
-    'explain-p2p':    ('pixelperception.explain_p2p:explain_p2p', "MoXI on a `pxp train` run's classifier, vs P2P's kept regions"),
+    'explain':        ('pixelperception.explain.run:explain', "rank the patches/superpixels behind a classifier's predictions (MoXI and baselines)"),
+    'explain-p2p':    ('pixelperception.explain.p2p:explain_p2p', "MoXI on a `pxp train` run's classifier, vs P2P's kept regions"),
 }
 
 def _resolve(spec):
@@ -155,11 +154,11 @@ class _CommaList(tuple):
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd in ('explain', 'explain-p2p'):
-        from pixelperception.explain_run import list_explainers
+        from pixelperception.explain.run import list_explainers
         return dict(methods=_CommaList(list_explainers()))   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
-    from pixelperception.recipes import option_fields
-    from pixelperception.zoo import list_selectors
+    from pixelperception.p2p.recipes import option_fields
+    from pixelperception.models.zoo import list_selectors
     ch = {k: f.metadata['choices'] for k, f in option_fields().items() if f.metadata.get('choices') is not None}   # the RunConfig's own lists
     return {**{k: c() if callable(c) else c for k, c in ch.items()}, 'selector': list_selectors()}
 
@@ -187,7 +186,7 @@ def _config_defaults(parser, argv:list, params) -> list:
     if i + 1 >= len(argv): raise PxpError("--config needs a file", "pass a JSON file of options, e.g. --config runs/train-.../config.json")
     cfg = read_json(argv[i + 1], 'options for --config', "pass a JSON object of options, e.g. a run's config.json")
     if not isinstance(cfg, dict): raise PxpError(f"{argv[i + 1]} holds a {type(cfg).__name__}, not a JSON object of options", "pass a JSON object, e.g. a run's config.json")
-    from pixelperception.runs import unknown_options, RUN_RECORD
+    from pixelperception.p2p.runs import unknown_options, RUN_RECORD
     options = [k for k in params if k not in _PYTHON_ONLY]
     odd = unknown_options(cfg, options, RUN_RECORD)   # a run's config.json also records what the run added: accepted, not used
     if odd: raise PxpError(f"{argv[i + 1]} has keys that are no option of `pxp {parser.prog.split(' ', 1)[1]}`: {odd}", "correct or remove them (nothing was started)")

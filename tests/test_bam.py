@@ -1,10 +1,9 @@
 "`pxp data bam`: the BAM release (generated in its official layout) converted into the layout `--dataset bam` reads, then loaded"
 import json, os, subprocess, sys
-from pathlib import Path
 import numpy as np, pytest, torch
-from pixelperception.bam import convert_bam, load_bam_masks
+from pixelperception.data.bam import convert_bam, load_bam_masks
 from pixelperception.cli import main
-from pixelperception.data import dataset_items, get_dls, get_eval_dl
+from pixelperception.data.datasets import dataset_items, get_dls, get_eval_dl
 from pixelperception.files import PxpError
 from pixelperception.testing import make_bam
 
@@ -60,7 +59,7 @@ def test_bad_releases_are_refused_before_writing(tmp_path):
     assert not (tmp_path/'o').exists() and not list(tmp_path.glob('.o-building-*'))
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    import pixelperception.bam as bm
+    import pixelperception.data.bam as bm
     rel, calls = make_bam(tmp_path/'r', n_train=1, n_val=2), []
     def boom(*a, **k):
         calls.append(1)

@@ -35,7 +35,7 @@ def test_operating_points(bench):
     assert {0, 8, 20, 196} <= set(ks) and ks == sorted(set(ks))
 
 def test_hidden_patches_black(bench):
-    from pixelperception.zoo import normalization
+    from pixelperception.models.zoo import normalization
     mean, std = normalization('efficientnet_lite0')
     m = bench.patch_masker(7, mean, std)
     x = (torch.rand(1, 3, 224, 224) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

@@ -1,7 +1,6 @@
 "The `pxp` command as a user runs it: a subprocess, exit codes, messages, outputs on disk"
 import json, os, subprocess, sys
 from pathlib import Path
-import numpy as np, pytest
 
 def pxp(*args, cwd=None):
     return subprocess.run([sys.executable, '-m', 'pixelperception.cli', *map(str, args)], capture_output=True, text=True, cwd=cwd,
@@ -85,10 +84,10 @@ def test_explain_p2p_run(tmp_path):
     assert all(0 <= v['auc'] <= 1 for v in m['methods'].values()) and '| p2p |' in (out/'report.md').read_text()
     assert 'cost estimate for 3 images' in e.stdout and 'moxi' in e.stdout.split('cost estimate')[1]   # printed before the run
     import torch   # P2P's AUC is the metric code's: recomputed from its saved order on the same images
-    from pixelperception.train import load_run
-    from pixelperception.data import get_eval_dl
-    from pixelperception.maskers import GroupMasker
-    from pixelperception.metrics import ranking_curves
+    from pixelperception.p2p.runs import load_run
+    from pixelperception.data.datasets import get_eval_dl
+    from pixelperception.models.maskers import GroupMasker
+    from pixelperception.evaluation.metrics import ranking_curves
     model, cfg = load_run(run)
     edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], 3, n_segments=cfg['n_segments'], compactness=cfg['compactness'],
                       seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu', mean=model.mean, std=model.std)
@@ -125,7 +124,7 @@ def test_train_download_reaches_torchvision(tmp_path, monkeypatch, capsys):
     assert not (tmp_path/'runs').exists() or not any((tmp_path/'runs').iterdir())   # no run folder for a run that never started
 
 def test_train_dataset_choices_come_from_the_registry():
-    from pixelperception.data import list_datasets
+    from pixelperception.data.datasets import list_datasets
     r = pxp('train', '--help')
     assert r.returncode == 0 and '{' + ','.join(list_datasets()) + '}' in r.stdout and '--download' in r.stdout
     r = pxp('train', '--dataset', 'mnist')

@@ -1,11 +1,11 @@
 "COCO-10 builder: real-format fixtures (COCO JSON with polygon / RLE / crowd segmentations + JPEGs) and the real coco-tiny slice"
-import json, os, shutil, warnings
+import json, shutil, warnings
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-import pixelperception.coco as cc
-from pixelperception.coco import (build_coco10, class_images, derive_classes, fake_coco, find_coco, remove_temps,
-                                  PAPER_CLASSES, _crafted_ann)
+import pixelperception.data.coco as cc
+from pixelperception.data.coco import build_coco10, class_images, derive_classes, fake_coco, find_coco, PAPER_CLASSES, _crafted_ann
+from pixelperception.files import remove_temps
 
 SHARED = Path(__file__).parents[1]/'..'/'shared'
 TINY = SHARED/'data'/'coco-tiny'

@@ -1,9 +1,8 @@
 "Loaders on fixtures in their real on-disk formats, the real CIFAR-10 sample, and bad input"
 import numpy as np, pytest, torch
-from PIL import Image
-from pixelperception.data import (get_dls, get_eval_dl, folder_items, cifar10_items, dataset_items, SuperpixelDataset,
-                                  IMAGENET9_FOLDERS)
-from pixelperception.superpixels import SuperpixelCache, slic_groups
+from pixelperception.data.datasets import get_dls, get_eval_dl, folder_items, cifar10_items, dataset_items, SuperpixelDataset
+from pixelperception.data.imagenet9 import IMAGENET9_FOLDERS
+from pixelperception.data.superpixels import SuperpixelCache, slic_groups
 from pixelperception.testing import make_imagefolder, make_cifar10
 
 

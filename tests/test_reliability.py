@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from pixelperception import cli
-from pixelperception.files import PxpError, NonFiniteError, read_image
+from pixelperception.files import PxpError, NonFiniteError
 from pixelperception.testing import make_imagefolder
-from pixelperception.cifar_resnet import resnet20, CifarResNet
+from pixelperception.models.cifar_resnet import resnet20, CifarResNet
 
 def pxp(capsys, *args):
     "Run `pxp args` in-process: (exit code, stdout, stderr)"
@@ -38,7 +38,7 @@ TINY_ARGS = ['--n-train', 2, '--n-val', 1, '--resolution', 32, '--batch-size', 2
 @pytest.fixture(scope='module')
 def ckrun(tmp_path_factory):
     "A tiny finished run, trained with checkpoints (2 epochs)"
-    from pixelperception.train import train
+    from pixelperception.p2p.train import train
     root = tmp_path_factory.mktemp('rel')
     kw = dict(TINY, data_path=root/'data', experiment=root/'runs', checkpoint=True)
     return kw, train(**kw)
@@ -69,9 +69,9 @@ def test_nan_model_is_not_explained(tmp_path, capsys):
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())   # no run folder
 
 def test_nan_in_metrics_and_tuple_model():
-    from pixelperception.metrics import accuracy, auroc, ranking_curves
-    from pixelperception.maskers import PatchMasker
-    from pixelperception.explain import MoXI
+    from pixelperception.evaluation.metrics import accuracy, auroc, ranking_curves
+    from pixelperception.models.maskers import PatchMasker
+    from pixelperception.explain.moxi import MoXI
     logits = torch.tensor([[float('nan'), 0.], [1., 0.]])
     with pytest.raises(NonFiniteError, match='not finite'): accuracy(logits, torch.tensor([0, 0]))
     with pytest.raises(NonFiniteError, match='not finite'): auroc(logits.softmax(-1), torch.tensor([0, 1]))
@@ -82,7 +82,7 @@ def test_nan_in_metrics_and_tuple_model():
         ranking_curves(tuple_model, x, None, torch.arange(4).expand(2, 4), PatchMasker(2))
 
 def test_16bit_png_keeps_its_grey_levels(tmp_path):
-    from pixelperception.data import folder_items
+    from pixelperception.data.datasets import folder_items
     (tmp_path/'d'/'a').mkdir(parents=True); (tmp_path/'d'/'b').mkdir()
     grey = np.full((16, 16), 30000, np.uint16)                      # 30000/65535 of white: mid-grey, not white
     Image.fromarray(grey).save(tmp_path/'d'/'a'/'0.png'); Image.fromarray(grey).save(tmp_path/'d'/'b'/'0.png')
@@ -91,7 +91,7 @@ def test_16bit_png_keeps_its_grey_levels(tmp_path):
     assert im.shape == (16, 16, 3) and im.dtype == np.uint8 and (im == round(30000/257)).all()
 
 def test_non_binary_masks_are_refused(tmp_path):
-    from pixelperception.data import folder_items
+    from pixelperception.data.datasets import folder_items
     root = make_imagefolder(tmp_path/'d', n=1, size=16, masks=tmp_path/'m')
     np.save(tmp_path/'m'/'a'/'0000.npy', np.full((16, 16), 0.3))
     it = folder_items(root, tmp_path/'m')
@@ -104,7 +104,7 @@ def test_resolution_zero_is_refused(tmp_path, capsys):
     assert not (tmp_path/'runs').exists() and not (tmp_path/'data').exists()
 
 def test_interrupted_coco10_build_is_refused(tmp_path, capsys, monkeypatch):
-    import pixelperception.coco as coco
+    import pixelperception.data.coco as coco
     src = coco.fake_coco(tmp_path/'coco')
     real, n = coco._build_item, []
     def dies(*a, **k):   # the build is killed after three images
@@ -117,13 +117,13 @@ def test_interrupted_coco10_build_is_refused(tmp_path, capsys, monkeypatch):
     one_error(rc, err, 'coco10 is incomplete', f"finish it with `pxp data coco10 --coco {src}", '--per-class 3 --n-train 2 --size 32')
     assert not (tmp_path/'runs').exists() or not any((tmp_path/'runs').iterdir())
     coco.build_coco10(src, tmp_path/'data'/'coco10', per_class=3, n_train=2, size=32, progress=False)   # the command it names finishes it
-    from pixelperception.data import dataset_items
+    from pixelperception.data.datasets import dataset_items
     items, _ = dataset_items('coco10', tmp_path/'data', 'train')
     assert len(items.vocab) == 10
 
 def test_interrupted_imagenet9_build_is_refused(tmp_path, capsys):
-    from pixelperception.imagenet9 import fake_imagenet9, build_imagenet9
-    from pixelperception.data import dataset_items
+    from pixelperception.data.imagenet9 import fake_imagenet9, build_imagenet9
+    from pixelperception.data.datasets import dataset_items
     fx = fake_imagenet9(tmp_path/'data', n_train=1, n_val=1, n_test=1)
     build_imagenet9(fx['imagenet'], fx['pkl_dir'], fx['pkl_dir'], progress=False)
     (fx['pkl_dir']/'imagenet9.json').unlink()                        # a complete build from before the completion record: accepted
@@ -152,8 +152,8 @@ def test_superpixel_padding_groups_come_last(tmp_path, capsys):
 
 def test_ranking_curves_count_each_images_own_features():
     "k/N is each image's own fraction of its features: padding groups neither fill the order nor stretch the axis"
-    from pixelperception.metrics import ranking_curves
-    from pixelperception.maskers import GroupMasker
+    from pixelperception.evaluation.metrics import ranking_curves
+    from pixelperception.models.maskers import GroupMasker
     model = lambda x: torch.stack([torch.full_like(x[:, 0, 0, 0], .5), x[:, 0, :2, :2].mean((-1, -2))], -1)   # class 1 iff the top-left is visible
     gq = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])   # four quadrants
     gh = torch.tensor([[0, 0, 1, 1]] * 4)                                           # two halves: groups 2 and 3 absent
@@ -232,7 +232,7 @@ def test_resume_with_other_model_settings(ckrun, tmp_path, capsys):
     (lambda t: json.dumps({**json.loads(t), 'annotations': [{**json.loads(t)['annotations'][0], 'category_id': 99999}]}),
      "refers to category_id 99999, which is not among its 'categories'")])
 def test_broken_coco_annotations(tmp_path, capsys, damage, needle):
-    from pixelperception.coco import fake_coco
+    from pixelperception.data.coco import fake_coco
     src = fake_coco(tmp_path/'coco'); f = src/'annotations'/'instances_train2017.json'
     f.write_text(damage(f.read_text()))
     rc, _, err = pxp(capsys, 'data', 'coco10', '--coco', src, '--out', tmp_path/'c10')
@@ -292,7 +292,7 @@ def test_failed_train_leaves_nothing(ckrun, tmp_path, capsys):
     assert not any((tmp_path/'runs').iterdir())                       # the run folder was removed, not left with config.json
 
 def test_nan_loss_stops_training_and_leaves_nothing(ckrun, tmp_path, capsys, monkeypatch):
-    import pixelperception.learner as L
+    import pixelperception.p2p.learner as L
     class NanLoss(L.CrossEntropyLossFlat):
         def __call__(self, *a, **k): return super().__call__(*a, **k) * float('nan')
     monkeypatch.setattr(L, 'CrossEntropyLossFlat', NanLoss)
@@ -303,7 +303,7 @@ def test_nan_loss_stops_training_and_leaves_nothing(ckrun, tmp_path, capsys, mon
 
 def test_failed_checkpointed_run_is_marked(ckrun, tmp_path, capsys, monkeypatch):
     "A run that saved checkpoints and then failed is kept, marked failed, and says how to resume"
-    import pixelperception.train as T
+    import pixelperception.p2p.train as T
     def boom(*a, **k): raise RuntimeError('the evaluation broke')
     monkeypatch.setattr(T, 'evaluate_p2p_sharded', boom)
     kw, _ = ckrun
@@ -330,8 +330,8 @@ def test_killed_synthetic_build_is_cleaned(tmp_path, capsys):
 
 def test_checkpoint_save_is_atomic(ckrun, tmp_path, monkeypatch):
     "A kill in the middle of a checkpoint save leaves the earlier checkpoints and no partial file"
-    import pixelperception.learner as L
-    from pixelperception.learner import AtomicSaveModel
+    import pixelperception.p2p.learner as L
+    from pixelperception.p2p.learner import AtomicSaveModel
     kw, run = ckrun
     d = tmp_path/'models'; shutil.copytree(run/'models', d)
     def half(file, *a, **k): Path(file).write_bytes(b'PK\x03\x04 half'); raise KeyboardInterrupt
@@ -377,7 +377,7 @@ def test_evaluate_refuses_other_classes(run_copy, tmp_path, capsys):
     assert not (copy/'superpixel_cache').exists() and not [p for p in run.iterdir() if p.name.startswith('evaluate-')]
 
 def test_check_classes_names_what_each_side_lacks():
-    from pixelperception.runs import _check_classes
+    from pixelperception.p2p.runs import _check_classes
     run = [f'c{i:03d}' for i in range(100)]
     with pytest.raises(PxpError, match=r"lacks the run's classes \['c000'\]; has classes the run does not know \['zebra'\]"):
         _check_classes(['zebra', *run[1:]], run, 'folder')
@@ -393,12 +393,12 @@ def test_config_file_unknown_keys(tmp_path, capsys, cfg):
 
 def test_a_runs_config_is_a_valid_config_file(ckrun):
     "Every key `train` writes into config.json is an option or a recorded fact (`RUN_RECORD`): --config accepts a run's own file"
-    from pixelperception.runs import unknown_options, RUN_RECORD
-    from pixelperception.recipes import option_fields
+    from pixelperception.p2p.runs import unknown_options, RUN_RECORD
+    from pixelperception.p2p.recipes import option_fields
     assert unknown_options(json.loads((ckrun[1]/'config.json').read_text()), option_fields(), RUN_RECORD) == ''
 
 def test_old_run_config_keys_warn(run_copy):
-    from pixelperception.runs import load_run
+    from pixelperception.p2p.runs import load_run
     _, run = run_copy
     cfg = json.loads((run/'config.json').read_text())
     (run/'config.json').write_text(json.dumps({**cfg, 'sp_cache': True, 'epocs': 3}))
@@ -439,7 +439,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, monkeypatch):
     assert lines.count('epoch  train_loss  valid_loss  accuracy  time') == 1                  # the classifier's phase: its table
     assert any(l.startswith('epoch  train_loss  valid_loss  accuracy  kept') for l in lines)   # then P2P's
     assert [l.split()[0] for l in lines if l[:1].isdigit()] == ['0', '0', '1']                  # one row per epoch (1 + 2)
-    import pixelperception.core as core, pixelperception.learner as L
+    import pixelperception.core as core, pixelperception.p2p.learner as L
     for m in (core, L): monkeypatch.setattr(m, 'bars_shown', lambda: True)                      # a terminal: fastai's bars as before
     rc, out, err = pxp(capsys, *args)
     assert rc == 0 and '█' in out, err

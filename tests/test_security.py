@@ -1,11 +1,10 @@
 "Data files cannot run code: every pickle reader refuses a crafted pickle whose reduce runs a shell command, and says what it refused"
 import os, pickle, shlex, struct
-from pathlib import Path
 import numpy as np, pytest
 from pixelperception import cli
-from pixelperception.data import cifar10_items
+from pixelperception.data.datasets import cifar10_items
 from pixelperception.files import safe_pickle_load
-from pixelperception.imagenet9 import build_imagenet9, fake_imagenet9, read_imagenet9_pkl, IMAGENET9_PKLS
+from pixelperception.data.imagenet9 import build_imagenet9, fake_imagenet9, read_imagenet9_pkl, IMAGENET9_PKLS
 from pixelperception.testing import make_cifar10, CIFAR10_CLASSES
 
 REFUSED = f"refusing to unpickle '{os.system.__module__}.system'"   # 'posix.system' on Linux and macOS

@@ -2,10 +2,12 @@
 import json
 from pathlib import Path
 import pytest, torch
-from pixelperception.train import train, evaluate_run, load_run, parse_deltas
-from pixelperception.learner import evaluate_p2p
-from pixelperception.data import get_eval_dl
-from pixelperception.run_callbacks import eval_precision
+from pixelperception.p2p.train import train
+from pixelperception.p2p.recipes import parse_deltas
+from pixelperception.p2p.runs import evaluate_run, load_run
+from pixelperception.p2p.evaluate import evaluate_p2p
+from pixelperception.data.datasets import get_eval_dl
+from pixelperception.p2p.run_callbacks import eval_precision
 
 TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, show=False)
 
@@ -67,9 +69,9 @@ def test_bad_input(tmp_path, bad, msg):
     assert not (tmp_path/'runs').exists()      # checked before any folder is made
 
 def test_wrong_class_count(tmp_path):
-    from pixelperception.learner import p2p_learner
-    from pixelperception.data import get_dls
-    from pixelperception.model import create_classifier
+    from pixelperception.p2p.learner import p2p_learner
+    from pixelperception.data.datasets import get_dls
+    from pixelperception.models.zoo import create_classifier
     dls = get_dls(data_path=tmp_path/'data', n_train=2, n_val=1, size=32, bs=10)
     with pytest.raises(ValueError, match='outputs 3 classes but the data has 10'):
         p2p_learner(dls, classifier=create_classifier('small_cnn', 3))
@@ -80,8 +82,8 @@ def test_missing_run(tmp_path):
 
 # ---------------------------------------------------------------- one typed config per run
 def test_config_json_reads_back_into_the_run_config(tiny):
-    from pixelperception.recipes import RunConfig, option_fields
-    from pixelperception.train import run_config
+    from pixelperception.p2p.recipes import RunConfig, option_fields
+    from pixelperception.p2p.runs import run_config
     kw, run = tiny
     cfg = json.loads((run/'config.json').read_text())
     rc = run_config(cfg)

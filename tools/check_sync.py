@@ -7,11 +7,13 @@ import hashlib, subprocess, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]
-SKIP = ('_proc', '_docs', '.ipynb_checkpoints', '__pycache__', '.quarto', 'data', 'runs')
+SKIP = ('_proc', '_docs', '.ipynb_checkpoints', '__pycache__', '.quarto')
+NB_OUTPUTS = ('data', 'runs')   # folders the notebooks write under nbs/ (not to be confused with the package's data/ subpackage)
 
 def snapshot():
     files = [root/'README.md'] + [p for d in ('nbs', 'pixelperception') for p in (root/d).rglob('*')
-                                  if p.is_file() and not any(s in p.parts for s in SKIP)]
+                                  if p.is_file() and not any(s in p.parts for s in SKIP)
+                                  and not (d == 'nbs' and any(s in p.relative_to(root/d).parts for s in NB_OUTPUTS))]
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files if p.exists()}
 
 before = snapshot()

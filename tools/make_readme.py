@@ -3,7 +3,7 @@
 
 Markdown cells are copied as they are; code cells become ```python blocks (without `#|` directives); cells
 flagged `#| hide` are left out, and so are cells whose code the docs hide (`#| echo: false`: e.g. code drawing a figure)."""
-import json, sys
+import json
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]

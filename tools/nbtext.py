@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Round-trip notebooks through a plain-text form, for editing notebooks in a text editor or by script.
 
-    python tools/nbtext.py dump nbs/00_superpixels.ipynb > /tmp/sp.txt   # notebook -> text
-    python tools/nbtext.py build /tmp/sp.txt nbs/00_superpixels.ipynb     # text -> notebook (outputs dropped)
+    python tools/nbtext.py dump nbs/10_data.superpixels.ipynb > /tmp/sp.txt   # notebook -> text
+    python tools/nbtext.py build /tmp/sp.txt nbs/10_data.superpixels.ipynb     # text -> notebook (outputs dropped)
 
 Text form: cells start with a line `##CELL code` or `##CELL md`; everything up to the next marker is the cell source.
 The notebook stays the source of truth: run `nbdev-export` and `nbdev-clean` after `build`."""

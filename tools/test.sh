@@ -7,8 +7,10 @@ export MPLBACKEND=Agg
 steps="${*:-1 2 3 4}"
 run() { [[ " $steps " == *" $1 "* ]]; }
 if run 1; then
-  echo "== 1/4 notebooks, exported package and README in sync"
+  echo "== 1/4 notebooks, exported package and README in sync; imports run down the layers"
   python tools/check_sync.py
+  python tools/check_layers.py
+  ruff check   # unused imports, redefinitions, undefined names ([tool.ruff] in pyproject.toml)
 fi
 if run 2; then
   if command -v quarto >/dev/null; then

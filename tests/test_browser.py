@@ -15,7 +15,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[1]
-CELLS = ["import torch, torch.nn as nn\nfrom pixelperception.explorer import MoXIExplorer\nfrom pixelperception.maskers import PatchMasker",
+CELLS = ["import torch, torch.nn as nn\nfrom pixelperception.explorer import MoXIExplorer\nfrom pixelperception.models.maskers import PatchMasker",
          "torch.manual_seed(0)\n"
          "model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()\n"
          "ex = MoXIExplorer(model, torch.randn(1, 3, 32, 32), PatchMasker(4), vocab=['cat', 'dog', 'fox'])\n"

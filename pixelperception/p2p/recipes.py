@@ -302,8 +302,9 @@ def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
 @register_recipe()
 def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
     "The seed's configuration (configs/model/P2P.yaml): pathwise relaxed-Bernoulli gradients, τ into the selector, KL sparsity"
-    return RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
-                               selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+    c = RunConfig().updated(recipe='paper', dataset=dataset, classifier=classifier or 'small_cnn',
+                            selector=classifier if _has_trunk_selector(classifier) else 'lraspp', **_PAPER)
+    return c.updated(pretrained=True) if _offline_imagenet(classifier) else c   # the paper fine-tunes ImageNet-pretrained classifiers
 
 # The pretrained-CIFAR-ResNet branch of `cpu`, measured on the real CIFAR-10 (`nbs/48_p2p.train`, `benchmarks/bench_cifar10.py`).
 # Epochs: with train's default precision='auto' (bfloat16 on a CPU that computes it natively) an epoch takes ~2.8 min on the

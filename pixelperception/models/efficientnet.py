@@ -112,18 +112,6 @@ def efficientnet_lite0(n_classes:int=1000, # outputs (1000: the ImageNet head as
         else: m = _lite0(n_classes)
     return m
 
-# %% ../../nbs/21a_models.efficientnet.ipynb #308b2fd1
-def _imagenette_val(data, n_per_class, size=224):
-    "A few Imagenette validation images per class as [N,3,size,size] in [0,1], their labels and the class ids (tests and examples)"
-    from PIL import Image
-    classes = sorted(p.name for p in (Path(data)/'imagenette'/'val').iterdir() if p.is_dir())
-    xs, ys = [], []
-    for i, c in enumerate(classes):
-        for f in sorted((Path(data)/'imagenette'/'val'/c).iterdir())[:n_per_class]:
-            im = Image.open(f).convert('RGB').resize((size, size))
-            xs.append(torch.from_numpy(__import__('numpy').asarray(im).copy()).permute(2, 0, 1).float()/255); ys.append(i)
-    return torch.stack(xs), torch.tensor(ys), classes
-
 # %% ../../nbs/21a_models.efficientnet.ipynb #6dcf7869
 class EfficientNetSelector(nn.Module):
     "EfficientNet-Lite0's ImageNet trunk to stride 16 (frozen by default) and a small 1x1 head on its stride-8 and stride-16 features; τ added to the head's input"

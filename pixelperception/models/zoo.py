@@ -160,7 +160,7 @@ def load_strict(model:nn.Module, # the classifier, head sized for `n_classes`
                 n_classes:int, # the classes the head was built for
                ) -> nn.Module:
     "Load a weights file that must fit `model` tensor for tensor; a head for another number of classes is named as such"
-    fix = f"pass weights of a {name} for {n_classes} classes, or name the classifier they were trained for"
+    fix = f"pass weights of a {name} with {n_classes} classes, or name the classifier they were trained for"
     sd, own = read_state_dict(path, f'{name} weights', fix), model.state_dict()
     head = [k for k, v in own.items() if v.dim() == 2 and v.shape[0] == n_classes and k in sd and sd[k].dim() == 2
             and sd[k].shape[1:] == v.shape[1:] and sd[k].shape[0] != n_classes]

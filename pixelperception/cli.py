@@ -265,7 +265,8 @@ def _parser(cmd:str, func) -> argparse.ArgumentParser:
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
     parser.error = _bad_option
-    if cmd == 'train': parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
+    if cmd == 'train' or cmd in CONFIGS:   # a run again from its config.json
+        parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
     return parser
 
 def _call(cmd:str, func, args:dict, debug:bool) -> int:

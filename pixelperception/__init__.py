@@ -19,12 +19,12 @@ _API = {   # module -> its public names
     'p2p.model': ('P2P',),
     'p2p.runs': ('load_run', 'evaluate_run', 'load_learner'),
     'models.zoo': ('create_classifier', 'create_selector', 'list_classifiers', 'list_selectors', 'register_classifier',
-            'register_selector', 'normalization'),
+            'register_selector', 'normalization', 'input_normalization'),
     'p2p.recipes': ('list_recipes',),
     'data.datasets': ('get_dls', 'get_eval_dl'),
     'data.superpixels': ('slic_groups',),
     'evaluation.metrics': ('ranking_curves',),
-    'explain.run': ('build_model', 'register_explainer', 'list_explainers', 'create_explainer'),
+    'explain.run': ('ExplainConfig', 'register_explainer', 'list_explainers', 'create_explainer'),
 }
 _WHERE = {name: mod for mod, names in _API.items() for name in names}
 __all__ = list(_WHERE)

@@ -7,25 +7,28 @@ Docs: https://pixelperception.github.io/pixelperception/cli.html.md"""
 # %% ../nbs/90_cli.ipynb #39da4a6f
 from __future__ import annotations
 import argparse, importlib, inspect, os, sys, traceback, warnings
+from dataclasses import fields
 from pathlib import Path
+from typing import Annotated, get_type_hints
 from fastcore.script import anno_parser
 from .files import PxpError, os_error_message, read_json
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9', 'data_bam', 'models',
-           'main']
+__all__ = ['COMMANDS', 'CONFIGS', 'OLD_FLAGS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9',
+           'data_bam', 'models', 'main']
 
 # %% ../nbs/90_cli.ipynb #ae30f585
 def data_synthetic(out:Path='data/synthetic', # output folder of the built-in benchmark
                    n_train:int=500, # training images per class
                    n_val:int=100, # validation images per class
-                   size:int=64, # image side in pixels
+                   resolution:int=64, # image side in pixels
                    seed:int=0, # random seed (the same seed gives the same dataset)
                    preview:bool=True, # save a figure of a validation batch with superpixels and masks
+                   progress:bool=True, # show a progress bar
                   ):
     "Build the built-in benchmark (10 scenes x 10 shapes, exact object masks) and preview a batch"
     from pixelperception.data.synthetic import build_synthetic
-    out = build_synthetic(out, n_train=n_train, n_val=n_val, size=size, seed=seed)
+    out = build_synthetic(out, n_train=n_train, n_val=n_val, size=resolution, seed=seed, progress=progress)
     counts = {s: len(list((out/'data'/'obj'/s).rglob('*.png'))) for s in ('train', 'val')}
     print(f"built-in benchmark at {out}: {counts['train']} train and {counts['val']} val images, 10 object and 10 scene classes")
     print(f"  object target: {out/'data'/'obj'}\n  scene target:  {out/'data'/'scene'}")
@@ -57,31 +60,34 @@ def data_coco10(coco:Path=None, # COCO 2017 root (annotations/instances_train201
                 classes:str='paper', # 'paper' (the paper's ten), 'derive' (the seed's rule) or comma-separated names
                 per_class:int=1100, # images per class (val images are drawn until each class has them, or the build says which ran out)
                 n_train:int=1000, # of which the first go to train/ (the rest to val/)
-                size:int=224, # validation crop side
+                resolution:int=224, # validation crop side
+                progress:bool=True, # show a progress bar and print a summary
                ) -> dict:
     "Build COCO-10 (images showing exactly one of ten classes, with merged instance masks) from COCO 2017"
     if coco is None: raise ValueError("--coco is required: the folder holding COCO 2017's annotations/ and train2017 images")
     from pixelperception.data.coco import build_coco10
-    return build_coco10(coco, out, classes=classes, per_class=per_class, n_train=n_train, size=size)
+    return build_coco10(coco, out, classes=classes, per_class=per_class, n_train=n_train, size=resolution, progress=progress)
 
 def data_imagenet9(imagenet:Path='data/imagenet', # ImageNet folder (train/<wnid>/...) the path lists refer to
                    pkl_dir:Path='data/imagenet9', # folder with imagenet9_{train,val}_orig_path.pkl
                    out:Path='data/imagenet9', # output folder (train/, val/ with class folders 0i_<name>)
                    copy:bool=False, # copy files instead of hard-linking them
+                   progress:bool=True, # show a progress bar and print a summary
                   ) -> dict:
     "Build ImageNet-9 from an ImageNet folder and the two path-list pickles"
     from pixelperception.data.imagenet9 import build_imagenet9
-    return build_imagenet9(imagenet, pkl_dir, out, link=not copy)
+    return build_imagenet9(imagenet, pkl_dir, out, link=not copy, progress=progress)
 
 def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ and scene/ (or data/ above them)
              out:Path='data/bam', # output folder (must not exist yet); then `pxp train --dataset bam --data-path` its parent
-             size:int=224, # evaluation size: validation images and their masks are written size x size
+             resolution:int=224, # evaluation side: validation images and their masks are written resolution x resolution
+             progress:bool=True, # show a progress bar
             ) -> Path:
     "Convert the BAM release (obj.tar.gz, scene.tar.gz of google-research-datasets/bam) into the layout --dataset bam reads"
     if bam is None: raise ValueError("--bam is required: the folder holding the unpacked BAM release (obj/ and scene/)")
     from pixelperception.data.bam import convert_bam
-    rep = convert_bam(bam, out, size=size)
-    print(f"BAM at {out} (validation images and masks {size}x{size}; masks in the release: {', '.join(rep['mask_sizes'])}):")
+    rep = convert_bam(bam, out, size=resolution, progress=progress)
+    print(f"BAM at {out} (validation images and masks {resolution}x{resolution}; masks in the release: {', '.join(rep['mask_sizes'])}):")
     for t, r in rep['targets'].items():
         print(f"  {t}: {len(r['classes'])} classes, {r['train']} train and {r['val']} val images, masks from {r['masks']}")
     print(f"  train on it with `pxp train --dataset bam --data-path {Path(out).parent}` (--target object or scene)")
@@ -120,6 +126,9 @@ COMMANDS = {
     'explain-p2p':    ('pixelperception.explain.p2p:explain_p2p', "MoXI on a `pxp train` run's classifier, vs P2P's kept regions"),
 }
 
+CONFIGS = {'explain': 'pixelperception.explain.run:ExplainConfig'}   # commands whose options are the fields of a configuration dataclass
+OLD_FLAGS = {f'data {b}': dict(size='resolution') for b in ('synthetic', 'coco10', 'bam')}   # old option -> new, besides a function's own `renamed`
+
 def _resolve(spec):
     mod, fn = spec.split(':')
     return getattr(importlib.import_module(mod), fn)
@@ -155,12 +164,29 @@ def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd in ('explain', 'explain-p2p'):
         from pixelperception.explain.run import list_explainers
-        return dict(methods=_CommaList(list_explainers()))   # hashable: argparse looks its `type` up in a dict
+        fixed = {f.name: f.metadata['choices'] for f in fields(_resolve(CONFIGS[cmd]))} if cmd in CONFIGS else {}
+        return {**{k: c for k, c in fixed.items() if c is not None}, 'methods': _CommaList(list_explainers())}   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
     from pixelperception.p2p.recipes import option_fields
     from pixelperception.models.zoo import list_selectors
     ch = {k: f.metadata['choices'] for k, f in option_fields().items() if f.metadata.get('choices') is not None}   # the RunConfig's own lists
     return {**{k: c() if callable(c) else c for k, c in ch.items()}, 'selector': list_selectors()}
+
+def _config_parser(cmd:str, # a command of `CONFIGS`
+                   doc:str, # its description
+                  ) -> argparse.ArgumentParser:
+    "The parser of a command whose options are a configuration's fields: one flag per field, typed and documented by its `option`; `data` positional"
+    cls = _resolve(CONFIGS[cmd])
+    hints = get_type_hints(cls)
+    def command(**options): pass   # a stand-in: fastcore's `anno_parser` reads its signature
+    command.__doc__ = doc
+    command.__signature__ = inspect.Signature([inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                                                 annotation=Annotated[hints[f.name], f.metadata['doc']]) for f in fields(cls)])
+    return anno_parser(command, prog=f'pxp {cmd}', pos=['data'])
+
+def _options(cmd:str, func) -> list:
+    "The options `pxp cmd` passes on: its configuration's fields, else its function's parameters"
+    return [f.name for f in fields(_resolve(CONFIGS[cmd]))] if cmd in CONFIGS else list(inspect.signature(inspect.unwrap(func)).parameters)
 
 _PYTHON_ONLY = ('cbs',)   # arguments of the functions behind the commands that only Python can pass
 
@@ -198,11 +224,11 @@ def _config_defaults(parser, argv:list, params) -> list:
 def _renamed_flag(argv:list, # the command's arguments
                   renamed:dict, # old parameter name -> new (`renamed_params` records them on the function)
                  ) -> str: # the error for the first old flag in argv, naming the new one; None if there is none
-    "An old flag (renamed to the name `pxp train` uses) as a one-line error that names the new flag"
+    "An old flag (renamed to the name every `pxp` command uses for the option) as a one-line error that names the new flag"
     flags = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}" for o, n in renamed.items()}
     for a in argv:
         f = a.split('=', 1)[0]
-        if f in flags: return f"{f} is now {flags[f]} (the name `pxp train` uses for it): pass {flags[f]} instead"
+        if f in flags: return f"{f} is now {flags[f]} (one name per option in every pxp command): pass {flags[f]} instead"
     return None
 
 # %% ../nbs/90_cli.ipynb #b1701672
@@ -215,44 +241,42 @@ def _debug(argv) -> tuple:
     "(debug?, argv without --debug): `pxp --debug ...` or PXP_DEBUG=1 show tracebacks"
     return '--debug' in argv or os.environ.get('PXP_DEBUG', '') not in ('', '0'), [a for a in argv if a != '--debug']
 
-def main(argv:list=None # arguments (default: sys.argv[1:])
-        ) -> int: # exit code
-    "Entry point of the `pxp` command"
-    debug, argv = _debug(list(sys.argv[1:] if argv is None else argv))
-    if not argv or argv[0] in ('-h', '--help', 'help'): print(_usage()); return 0
-    if argv[0] == 'data' and (len(argv) == 1 or argv[1] in ('-h', '--help', 'help')): print(_usage('data')); return 0   # `pxp data`: its builders
+def _command(argv:list) -> tuple:
+    "(the command, its arguments) of `pxp` arguments; a `PxpError` naming the commands for an unknown one"
     for n in (2, 1):
-        cmd = ' '.join(argv[:n])
-        if cmd in COMMANDS: break
-    else:
-        print(f"pxp: error: unknown command {' '.join(argv[:2])!r}: use one of {', '.join(COMMANDS)} (`pxp --help` describes them)", file=sys.stderr); return 2
-    if cmd == 'explain' and len(argv) > 1 and (Path(argv[1])/'config.json').is_file():   # a run folder is not an image folder: say which command takes it
-        print(f"pxp: error: {argv[1]} is a `pxp train` run, not a folder of images: explain it with `pxp explain-p2p {argv[1]}` "
-              "(MoXI on its classifier, against P2P's kept regions)", file=sys.stderr); return 2
+        if ' '.join(argv[:n]) in COMMANDS: return ' '.join(argv[:n]), argv[n:]
+    raise PxpError(f"unknown command {' '.join(argv[:2])!r}", f"use one of {', '.join(COMMANDS)} (`pxp --help` describes them)")
+
+def _check_start(cmd:str, args:list, func):
+    "Refuse, in one line, what would go wrong: a run folder given to `pxp explain`, several processes for a one-process command, an old flag"
+    if cmd == 'explain' and args and (Path(args[0])/'config.json').is_file() and not (Path(args[0])/'orders.pt').exists():
+        raise PxpError(f"{args[0]} is a `pxp train` run, not a folder of images",   # each command does one job: say which one takes it
+                       f"explain it with `pxp explain-p2p {args[0]}` (MoXI on its classifier, against P2P's kept regions)")
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and cmd not in DISTRIBUTED:   # each process would redo it all
-        print(f"pxp: error: `pxp {cmd}` does not run in several processes: launch it without torchrun "
-              f"(commands that do: {', '.join(DISTRIBUTED)})", file=sys.stderr); return 2
-    func = _resolve(COMMANDS[cmd][0])
-    old = _renamed_flag(argv[n:], getattr(func, 'renamed', {}))
-    if old: print(f"pxp: error: {old}", file=sys.stderr); return 2
-    func = inspect.unwrap(func)   # the parser reads the function's own signature and comments (not a deprecation wrapper's)
-    parser = _tidy(anno_parser(func, prog=f'pxp {cmd}'), _choices(cmd))
+        raise PxpError(f"`pxp {cmd}` does not run in several processes", f"launch it without torchrun (commands that do: {', '.join(DISTRIBUTED)})")
+    old = _renamed_flag(args, {**getattr(func, 'renamed', {}), **OLD_FLAGS.get(cmd, {})})
+    if old: raise PxpError(old)
+
+def _parser(cmd:str, func) -> argparse.ArgumentParser:
+    "The parser of `pxp cmd`, from its configuration's fields or its function's signature and comments, its help tidied, its errors on one line"
+    if cmd in CONFIGS: parser = _config_parser(cmd, inspect.unwrap(func).__doc__)
+    else: parser = anno_parser(inspect.unwrap(func), prog=f'pxp {cmd}')   # the function's own signature (not a deprecation wrapper's)
+    parser = _tidy(parser, _choices(cmd))
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
     parser.error = _bad_option
-    params = inspect.signature(func).parameters
-    if cmd == 'train': parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
-    try:
-        rest = _config_defaults(parser, argv[n:], params)
-        args = vars(parser.parse_args(rest))
-    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
-    except USER_ERRORS as e: print(f"pxp: error: {_one_line(e)}", file=sys.stderr); return 2
+    if cmd == 'train' or cmd in CONFIGS:   # a run again from its config.json
+        parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
+    return parser
+
+def _call(cmd:str, func, args:dict, debug:bool) -> int:
+    "Run the command: a user error as one line (exit 2), a bug with its traceback (1), Ctrl-C (130); rank 0 prints the output folder"
     rank = int(os.environ.get('RANK', '0'))   # set by torchrun / accelerate launch
     who = f"pxp{f' (rank {rank})' if rank else ''}"
     try:
         with warnings.catch_warnings():   # restores showwarning on the way out
             warnings.showwarning = _warning_line(warnings.showwarning)
-            res = func(**{k: v for k, v in args.items() if k in params})   # anno_parser adds --pdb/--xtra: not ours
+            res = func(**args)
     except USER_ERRORS as e:
         if debug: traceback.print_exc()
         print(f"{who}: error: {_one_line(e)}", file=sys.stderr); return 2
@@ -265,6 +289,22 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
     out = res.get('run_dir') if isinstance(res, dict) else res if isinstance(res, Path) else None
     if out is not None and cmd != 'data synthetic' and not rank: print(f"results: {out}")   # once, from rank 0
     return 0
+
+def main(argv:list=None # arguments (default: sys.argv[1:])
+        ) -> int: # exit code
+    "Entry point of the `pxp` command: the command, its checks, its options, then its function"
+    debug, argv = _debug(list(sys.argv[1:] if argv is None else argv))
+    if not argv or argv[0] in ('-h', '--help', 'help'): print(_usage()); return 0
+    if argv[0] == 'data' and (len(argv) == 1 or argv[1] in ('-h', '--help', 'help')): print(_usage('data')); return 0   # `pxp data`: its builders
+    try:
+        cmd, rest = _command(argv)
+        func = _resolve(COMMANDS[cmd][0])
+        _check_start(cmd, rest, func)
+        parser, options = _parser(cmd, func), _options(cmd, func)
+        args = vars(parser.parse_args(_config_defaults(parser, rest, options)))
+    except SystemExit as e: return e.code   # --help (0) or a bad option (2)
+    except USER_ERRORS as e: print(f"pxp: error: {_one_line(e)}", file=sys.stderr); return 2
+    return _call(cmd, func, {k: v for k, v in args.items() if k in options}, debug)   # anno_parser adds --pdb/--xtra: not ours
 
 # %% ../nbs/90_cli.ipynb #8326f705
 if __name__ == '__main__': sys.exit(main())   # `python -m pixelperception.cli` (the `pxp` script calls `main` directly)

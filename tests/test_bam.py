@@ -17,7 +17,7 @@ def _iou(a, b): return (a & b).sum() / (a | b).sum()
 @pytest.mark.parametrize('masks', ['crops', 40, 32])   # the release's cut-outs; one mask per image at the eval size; at another size
 def test_cli_converts_and_loaders_read_it(tmp_path, masks):
     rel = make_bam(tmp_path/'release', objs=('dog', 'kite', 'zebra'), n_train=2, n_val=2, masks=masks)
-    assert main(['data', 'bam', '--bam', str(rel), '--out', str(tmp_path/'data'/'bam'), '--size', '40']) == 0   # in process: quicker
+    assert main(['data', 'bam', '--bam', str(rel), '--out', str(tmp_path/'data'/'bam'), '--resolution', '40']) == 0   # in process: quicker
     rep = json.loads((tmp_path/'data'/'bam'/'bam.json').read_text())
     assert rep['size'] == 40 and rep['targets']['obj']['masks'] == ('crops' if masks == 'crops' else 'per image')
     assert rep['mask_sizes'] == ['32x32' if masks == 'crops' else f'{masks}x{masks}']

@@ -10,6 +10,28 @@ def test_help_lists_commands():
     r = pxp('--help')
     assert r.returncode == 0 and 'pxp data synthetic' in r.stdout
 
+def test_data_lists_its_builders():
+    for args in (('data',), ('data', '--help')):
+        r = pxp(*args)
+        assert r.returncode == 0 and 'builders:' in r.stdout and all(f'pxp data {b}' in r.stdout for b in ('synthetic', 'coco10', 'imagenet9', 'bam'))
+        assert 'pxp train' not in r.stdout
+
+def test_old_flags_stop_with_the_new_name(tmp_path):
+    "One vocabulary: an old flag is one line naming the new one, exit 2, no traceback, nothing written"
+    for cmd, old, new in (('explain', '--arch', '--classifier'), ('explain', '--target', '--explain-class'), ('explain', '--size', '--resolution'),
+                          ('data synthetic', '--size', '--resolution'), ('data bam', '--size', '--resolution')):
+        r = pxp(*cmd.split(), tmp_path, old, '1', '--experiment', tmp_path/'runs')
+        assert r.returncode == 2 and r.stderr == f"pxp: error: {old} is now {new} (one name per option in every pxp command): pass {new} instead\n", r.stderr
+    assert not (tmp_path/'runs').exists()
+
+def test_one_vocabulary_in_the_help():
+    helps = {c: ' '.join(pxp(*c.split(), '--help').stdout.split()) for c in ('train', 'explain', 'data synthetic', 'data coco10', 'data bam')}
+    for c in ('train', 'explain'): assert '--classifier' in helps[c] and '--model-path' in helps[c] and '--resolution' in helps[c] and '--n-segments' in helps[c]
+    assert '--precision {auto,fp32,fp16,bf16}' in helps['train'] and '--precision {auto,fp32,fp16,bf16}' in helps['explain']
+    assert '(default: 100)' in helps['explain'].split('--n-segments N')[2][:250]   # as train's recipes (usage, then the option's help)
+    for c in ('explain', 'data synthetic', 'data coco10', 'data bam'): assert '--no-progress' in helps[c] and '--resolution' in helps[c], c
+    assert '--explain-class {label,pred}' in helps['explain'] and '--arch' not in helps['explain'] and '--target' not in helps['explain']
+
 def test_data_synthetic_builds_and_reuses(tmp_path):
     r = pxp('data', 'synthetic', '--out', tmp_path/'syn', '--n-train', 3, '--n-val', 2)
     assert r.returncode == 0, r.stderr
@@ -97,7 +119,7 @@ def test_explain_p2p_run(tmp_path):
     c = ranking_curves(model.classifier, x, None, saved['orders']['p2p'], GroupMasker(fill=model.fill, n_groups=m['n_groups']), groups=groups)
     assert abs(c.auc - m['methods']['p2p']['auc']) < 1e-6
     old = pxp('explain-p2p', run, '--delta', '0.9')
-    assert old.returncode == 2 and old.stderr == 'pxp: error: --delta is now --certainty (the name `pxp train` uses for it): pass --certainty instead\n'
+    assert old.returncode == 2 and old.stderr == 'pxp: error: --delta is now --certainty (one name per option in every pxp command): pass --certainty instead\n'
 
 
 def _offline_cifar10(calls):

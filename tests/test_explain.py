@@ -1,5 +1,5 @@
 "Explainers against reference-style (naive, one row at a time) implementations, and the explain() run folder."
-import json
+import json, re
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import timm
@@ -202,3 +202,48 @@ def test_old_names_still_work_with_a_warning(tmp_path):
     assert Path(s['run_dir']).parent == tmp_path/'old'
     with pytest.raises(TypeError, match='pass experiment= only'): explain(tmp_path, out=tmp_path/'a', experiment=tmp_path/'b')
     assert not hasattr(er, 'METHODS') and not hasattr(er, 'CURVE_FREE')   # the old registry names are gone: list_explainers(), explainer_spec()
+
+# ---------- the run's spine: one checked configuration, the run-folder protocol, small functions ----------
+def test_config_is_checked_in_one_place_before_any_work(tmp_path):
+    from pixelperception.explain.run import ExplainConfig, explain_config
+    data = _folder(tmp_path)
+    for bad, msg in ((dict(curve='up'), "unknown curve 'up': choose one of insertion, deletion, both"),
+                     (dict(explain_class='pred2'), "unknown explain_class 'pred2': choose one of label, pred"),
+                     (dict(precision='fp64'), "unknown precision 'fp64': choose one of auto, fp32, fp16, bf16"),
+                     (dict(chunk=0), "chunk must be a whole number >= 1, got 0"),
+                     (dict(classifier='resnet21'), "unknown classifier 'resnet21'"),
+                     (dict(model_path=tmp_path/'none.pth'), "is not a file: pass the classifier's weights file")):
+        with pytest.raises(ValueError, match=re.escape(msg)): explain(data, experiment=tmp_path/'runs', **bad)
+        with pytest.raises(ValueError, match=re.escape(msg)): explain_config(ExplainConfig(data=data), **bad).check()
+    with pytest.raises(TypeError, match=r"no option 'n_image' \(did you mean 'n_images'\?\)"): explain(data, n_image=2)
+    with pytest.raises(ValueError, match='no image folder given'): explain(experiment=tmp_path/'runs')
+    assert not (tmp_path/'runs').exists()   # nothing was made for a run that could not start
+
+def test_run_folder_protocol_never_overwrites(tmp_path):
+    data, kw = _folder(tmp_path), dict(methods='random', n_images=2, grid=4, top_k=1, progress=False, figures=False)
+    first = Path(explain(data, experiment=tmp_path/'runs', **kw)['run_dir'])
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    assert {'status.json', 'config.json', 'orders.pt', 'metrics.json'} <= set(before)
+    assert json.loads(before['status.json'])['state'] == 'complete' and json.loads(before['config.json'])['n_images'] == 2
+    runs = [Path(explain(data, experiment=tmp_path/'runs', **kw)['run_dir']) for _ in range(2)]   # within the same second
+    assert len({first, *runs}) == 3 and {p.name: p.read_bytes() for p in first.iterdir()} == before
+    with pytest.raises(ValueError, match='top_k must be in 1..16'): explain(data, experiment=tmp_path/'runs', **{**kw, 'top_k': 17})
+    assert sorted((tmp_path/'runs').iterdir()) == sorted([first, *runs])   # a failed run leaves no folder
+
+def test_explain_signature_is_small_and_true():
+    import inspect
+    from pixelperception.explain.p2p import explain_p2p
+    ps = inspect.signature(explain).parameters
+    assert list(ps) == ['data', 'config', 'options'] and ps['options'].kind == inspect.Parameter.VAR_KEYWORD
+    assert len(inspect.signature(explain_p2p).parameters) <= 20
+
+def test_functions_are_short():
+    "Every function of explain's modules, the zoo and the CLI fits a screen (40 lines), and no signature takes more than 20 parameters"
+    import ast, pixelperception
+    root = Path(pixelperception.__file__).parent
+    for f in ('explain/run.py', 'explain/p2p.py', 'explain/interop.py', 'models/zoo.py', 'cli.py'):
+        for n in ast.walk(ast.parse((root/f).read_text())):
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            a = n.args
+            assert n.end_lineno - n.lineno + 1 <= 40, f"{f}: {n.name} has {n.end_lineno - n.lineno + 1} lines"
+            assert len(a.posonlyargs + a.args + a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg) <= 20, f"{f}: {n.name}"

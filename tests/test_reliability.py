@@ -168,11 +168,11 @@ def test_truncated_and_foreign_weights(tmp_path, capsys):
     w = weights(tmp_path, resnet20(2))
     (tmp_path/'cut.pth').write_bytes(w.read_bytes()[:3000])
     rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', tmp_path/'cut.pth', '--experiment', tmp_path/'out')
-    one_error(rc, err, 'cut.pth: cannot read ResNet-20 weights, the file is truncated', 'resnet20-cifar10.th')
+    one_error(rc, err, 'cut.pth: cannot read resnet20 weights, the file is truncated', 'pass weights of a resnet20 with 2 classes')
     w32 = weights(tmp_path, CifarResNet(5, 2), 'r32.pth')             # a ResNet-32 checkpoint given as ResNet-20
     rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', w32, '--experiment', tmp_path/'out')
     one_error(rc, err, 'r32.pth does not fit CifarResNet', 'unexpected')
-    rc, _, err = pxp(capsys, 'explain', imgs, '--arch', 'resnet18', '--model-path', w, '--experiment', tmp_path/'out')
+    rc, _, err = pxp(capsys, 'explain', imgs, '--classifier', 'resnet18', '--model-path', w, '--experiment', tmp_path/'out')
     one_error(rc, err, 'w.pth does not fit ResNet', 'pass weights of a resnet18 with 2 classes')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
 
@@ -271,7 +271,7 @@ def test_killed_and_failed_runs_are_named(run_copy, capsys):
 def test_class_count_mismatch_names_the_fix(tmp_path, capsys):
     imgs = folder(tmp_path)
     rc, _, err = pxp(capsys, 'explain', imgs, '--model-path', weights(tmp_path, resnet20(10)), '--experiment', tmp_path/'out')
-    one_error(rc, err, 'the model has 10 classes but', 'has 2 class folders', 'pass the data the model was trained on')
+    one_error(rc, err, 'holds a resnet20 for 10 classes, not the 2 of the data', 'pass the data the model was trained on')
 
 def test_bad_option_syntax_is_one_line(tmp_path, capsys):
     one_error(*pxp(capsys, 'train', '--epochs', 'two')[::2], "argument --epochs: invalid int value: 'two'", 'see `pxp train --help`')

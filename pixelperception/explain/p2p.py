@@ -16,7 +16,7 @@ from ..data.superpixels import group_pool
 from ..data.datasets import get_eval_dl
 from ..models.maskers import GroupMasker
 from .moxi import Ranking, scores_to_order, absent_last
-from .run import create_explainer, renamed_params, seconds_per_evaluation, estimate_costs, cost_table, parse_methods
+from .run import create_explainer, renamed_params, seconds_per_evaluation, estimate_costs, cost_table, method_names
 from ..evaluation.metrics import ranking_curves
 from ..evaluation.plots import plot_curves, show_heatmaps, show_selection
 from ..files import new_run_dir, removed_on_error, atomic_write, check_number, PxpError
@@ -79,44 +79,69 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
     if curve not in ('insertion', 'deletion'): raise ValueError(f"curve must be 'insertion' or 'deletion', got {curve!r}")
     for k, v in dict(n_images=n_images, batch_size=batch_size, n_rounds=n_rounds).items(): check_number(k, v, 1, integer=True)
     model, cfg = load_run(run_dir)
-    delta, names = _one_level(certainty, model), parse_methods(methods, model.classifier)
-    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
-                      compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
-                      mean=model.mean, std=model.std)   # the run's classifier normalisation
-    x, groups, y = (o.as_subclass(Tensor) for o in edl.one_batch()[:3])
+    delta, names = _one_level(certainty, model), method_names(methods, model.classifier)
+    x, groups, y = _eval_batch(model, cfg, n_images)
     N = GroupMasker().n_features(x, groups)
     masker = GroupMasker(fill=model.fill, batch_size=batch_size, n_groups=N)   # one width for every chunk of images
     explainers = {m: create_explainer(m, model.classifier, masker=masker, batch_size=batch_size, n_rounds=n_rounds, seed=seed) for m in names}
     spe = seconds_per_evaluation(model.classifier, masker, x, groups, n=min(batch_size, 64))
     est = estimate_costs(names, N, 1, spe, n_rounds=n_rounds)
     if progress: print(cost_table(est, len(x), spe), flush=True)
+    keep, kept, r = _p2p_order(model, x, groups, delta, masker, N)
+    r = _other_orders(explainers, x, groups, curve, progress, r)
+    curves = {m: ranking_curves(model.classifier, x, None, o, masker, groups=groups, curve=curve, batch_size=batch_size) for m, o in r['orders'].items()}
+    overlap = {m: p2p_overlap(o, kept).nanmean().item() for m, o in r['orders'].items()}
+    if progress:
+        for m in r['orders']: print(f"{m}: {r['secs'][m] / len(x):.3g} s/image, AUC {curves[m].auc:.3f}, overlap with P2P's kept groups {overlap[m]:.3f}")
+    summary = dict(run=str(run_dir), certainty=delta, curve=curve, n_images=len(y), n_groups=N, p2p_kept_groups=kept.sum(1).float().mean().item(),
+                   seconds_per_evaluation=spe, methods=_method_rows(r, curves, overlap, est, len(y)))
+    figs = _p2p_figures(model, cfg, x, groups, y, keep, r['orders'], curves, N)
+    return _write(run_dir, summary, figs, dict(orders=r['orders'], kept=kept, groups=groups, labels=y))
+
+# %% ../../nbs/53_explain.p2p.ipynb #29e713fa
+def _eval_batch(model, cfg:dict, n_images:int) -> tuple:
+    "The first `n_images` evaluation images of a run's dataset, with their superpixels and labels, normalised for its classifier"
+    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
+                      compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
+                      mean=model.mean, std=model.std)   # the run's classifier normalisation
+    return tuple(o.as_subclass(Tensor) for o in edl.one_batch()[:3])
+
+def _p2p_order(model, x, groups, delta:float, masker, N:int) -> tuple:
+    "P2P's own selection at δ and its ranking: (kept pixels, kept groups [B,N], {'orders', 'secs', 'evals'} holding method 'p2p')"
     t0 = time.perf_counter()
     with torch.inference_mode(): p = model.predict(x, groups, [delta])   # at δ (dynamic threshold), or the fixed model's hard mask
     keep = p['keep'][0]
     kept = kept_groups(keep, groups, N)[:, :N]
-    orders = {'p2p': p2p_ranking(p['group_probs'][0][:, :N], kept, masker.present(x, groups)).order}
-    secs, evals = {'p2p': time.perf_counter() - t0}, {'p2p': p['passes'] / len(x)}
-    for m in (progress_bar(names) if progress else names):
+    order = p2p_ranking(p['group_probs'][0][:, :N], kept, masker.present(x, groups)).order
+    return keep, kept, dict(orders={'p2p': order}, secs={'p2p': time.perf_counter() - t0}, evals={'p2p': p['passes'] / len(x)})
+
+def _other_orders(explainers:dict, x, groups, curve:str, progress:bool, r:dict) -> dict:
+    "Each explainer's order of the same superpixels, timed and counted, added to `r`"
+    for m in (progress_bar(list(explainers)) if progress else explainers):
         t0 = time.perf_counter()
-        orders[m] = explainers[m].attribute(x, groups=groups, curve=curve).order
-        secs[m], evals[m] = time.perf_counter() - t0, explainers[m].n_evals / len(x)
-    curves = {m: ranking_curves(model.classifier, x, None, o, masker, groups=groups, curve=curve, batch_size=batch_size) for m, o in orders.items()}
-    overlap = {m: p2p_overlap(o, kept).nanmean().item() for m, o in orders.items()}
-    if progress:
-        for m in orders: print(f"{m}: {secs[m] / len(x):.3g} s/image, AUC {curves[m].auc:.3f}, overlap with P2P's kept groups {overlap[m]:.3f}")
-    summary = dict(run=str(run_dir), certainty=delta, curve=curve, n_images=len(y), n_groups=N, p2p_kept_groups=kept.sum(1).float().mean().item(),
-                   seconds_per_evaluation=spe,
-                   methods={m: dict(auc=curves[m].auc, higher_is_better=curves[m].higher_is_better, overlap=overlap[m], evals_per_image=evals[m],
-                                    seconds_per_image=secs[m] / len(y), estimated_seconds_per_image=est[m]['seconds_per_image'] if m in est else None)
-                            for m in orders})
+        r['orders'][m] = explainers[m].attribute(x, groups=groups, curve=curve).order
+        r['secs'][m], r['evals'][m] = time.perf_counter() - t0, explainers[m].n_evals / len(x)
+    return r
+
+def _method_rows(r:dict, curves:dict, overlap:dict, est:dict, n:int) -> dict:
+    "The summary's row of each method: AUC, overlap, evaluations and seconds per image, measured and estimated"
+    return {m: dict(auc=curves[m].auc, higher_is_better=curves[m].higher_is_better, overlap=overlap[m], evals_per_image=r['evals'][m],
+                    seconds_per_image=r['secs'][m] / n, estimated_seconds_per_image=est[m]['seconds_per_image'] if m in est else None)
+            for m in r['orders']}
+
+def _p2p_figures(model, cfg:dict, x, groups, y, keep, orders:dict, curves:dict, N:int) -> dict:
+    "The curves, the heat maps of the first images with the class explained, and P2P's kept regions"
     imgs = denormalize(x[:6], model.mean, model.std)
     with torch.inference_mode(): pred = model.classifier(x[:6]).argmax(-1)   # the class the explainers explain (target=None)
     class_names = lambda t: [cfg['vocab'][int(i)] for i in t]
-    figs = dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6], labels=class_names(y[:6]), preds=class_names(pred), outline_k=min(5, N)),
+    return dict(curves=plot_curves(curves), heatmaps=show_heatmaps(imgs, {m: o[:6] for m, o in orders.items()}, groups=groups[:6], labels=class_names(y[:6]),
+                                                                   preds=class_names(pred), outline_k=min(5, N)),
                 p2p_kept=show_selection(imgs, groups[:6], keep[:6]))
-    with removed_on_error(new_run_dir(run_dir, 'explain')) as out:   # a failure leaves no half-written folder
-        atomic_write(out/'orders.pt', lambda t: torch.save(dict(orders=orders, kept=kept, groups=groups, labels=y), t))
+
+def _write(run_dir:Path, summary:dict, figs:dict, saved:dict) -> dict:
+    "A new folder inside the run: orders.pt, metrics.json, the figures and report.md (a failure leaves no half-written folder)"
+    with removed_on_error(new_run_dir(run_dir, 'explain')) as out:
+        atomic_write(out/'orders.pt', lambda t: torch.save(saved, t))
         write_report(out, summary, figures=figs, title=f"P2P's own ranking, MoXI and baselines on the classifier of {Path(run_dir).name}", tables=('methods',))
     plt.close('all')
-    summary['run_dir'] = str(out)
-    return summary
+    return {**summary, 'run_dir': str(out)}

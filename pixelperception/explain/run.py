@@ -1,4 +1,4 @@
-"""One function that does a whole explanation run: build the model, load images, rank their features with MoXI and the baselines, score the rankings with insertion/deletion curves, and write orders, curves, AUCs and figures into a new folder. It is what `pxp explain` calls.
+"""An explanation run with the same spine as a training run: one typed configuration (`ExplainConfig`) checked in one place, then data, classifier, features, explainers, orders, curves and results, each a small step, written into a new run folder (`status.json`, `config.json`, orders, curves, AUCs, figures). It is what `pxp explain` calls.
 
 Docs: https://pixelperception.github.io/pixelperception/explain.run.html.md"""
 
@@ -8,46 +8,31 @@ Docs: https://pixelperception.github.io/pixelperception/explain.run.html.md"""
 from __future__ import annotations
 import functools, inspect, json, re, time, warnings
 from typing import Callable
+from types import SimpleNamespace
 from pathlib import Path
+from dataclasses import dataclass, fields, replace, asdict
 import numpy as np, torch
 from torch import Tensor
+from fastcore.basics import patch
 from ..core import Registry, progress_bar
-from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, black_fill, denormalize, load_image_folder
+from ..files import atomic_write, new_run_dir, check_writable, check_number, check_logits, PxpError
+from ..distributed import init_distributed, shard, all_gather, gather_by_index, broadcast_object, is_rank0
+from ..data.datasets import black_fill, denormalize, load_image_folder
 from ..data.superpixels import slic_groups
 from ..models.maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vit_grid, check_precision, autocast_call
+from ..models.zoo import create_classifier, classifier_spec, input_normalization
+from ..evaluation.metrics import ranking_curves
+from ..evaluation.report import markdown_table
+from ..p2p.recipes import option, PRECISIONS
+from ..p2p.run_callbacks import resolve_precision
+from ..p2p.runs import write_status, abandon_run, unknown_options
 from .moxi import MoXI, SelfShapley, SampledShapley, RandomOrder
 from .cam import GradCAM, AttentionRollout
-from ..models.cifar_resnet import resnet20, load_resnet20
-from ..evaluation.metrics import ranking_curves
-from ..files import atomic_write, new_run_dir, removed_on_error, check_writable, read_state_dict, load_matching, check_number, check_logits, PxpError
-from ..models.zoo import normalization
-from ..evaluation.report import markdown_table
-from dataclasses import dataclass, replace
-from ..distributed import init_distributed, shard, all_gather, gather_by_index, broadcast_object, is_rank0
 
 # %% auto #0
-__all__ = ['build_model', 'ExplainerSpec', 'register_explainer', 'list_explainers', 'explainer_spec', 'create_explainer',
-           'explainer_cost', 'input_normalization', 'seconds_per_evaluation', 'estimate_costs', 'cost_table',
-           'renamed_params', 'parse_methods', 'explain']
-
-# %% ../../nbs/52_explain.run.ipynb #80f6abe0
-def build_model(arch:str='resnet20', # "resnet20", a timm model name or a torchvision model builder name
-                weights:Path=None, # weights file (None: random weights)
-                num_classes:int=10, # classes of the head
-                img_size:int=None, # input size for timm models that take one (ViTs)
-               ):
-    "Build a classifier without downloading anything, optionally loading a weights file; eval mode"
-    if weights is not None and not Path(weights).exists(): raise FileNotFoundError(f"weights file {weights} not found")
-    if arch == 'resnet20': return load_resnet20(weights) if weights is not None else resnet20(num_classes).eval()
-    import timm, torchvision
-    if arch in timm.list_models():
-        kw = {} if img_size is None else dict(img_size=img_size)
-        try: model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kw)
-        except TypeError: model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    elif arch in torchvision.models.list_models(): model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    else: raise ValueError(f"unknown arch {arch!r}: use 'resnet20', a timm model name or a torchvision model name")
-    if weights is not None: load_matching(model, read_state_dict(weights, 'model weights', "pass a weights file (state dict) for --arch as --model-path"), str(weights), f"pass weights of a {arch} with {num_classes} classes (the class folders of the data), or the --arch they were trained for")
-    return model.eval()
+__all__ = ['CURVES', 'FEATURES', 'FILLS', 'EXPLAIN_CLASSES', 'REWARDS', 'ExplainerSpec', 'register_explainer', 'list_explainers',
+           'explainer_spec', 'create_explainer', 'explainer_cost', 'seconds_per_evaluation', 'estimate_costs',
+           'cost_table', 'renamed_params', 'ExplainConfig', 'method_names', 'explain_config', 'explain']
 
 # %% ../../nbs/52_explain.run.ipynb #96099134
 @dataclass(frozen=True)
@@ -106,25 +91,6 @@ register_explainer('sampled-shapley', curve_free=True, cost=lambda N, n_rounds=2
 register_explainer('gradcam', curve_free=True, cost=lambda N, **_: 1)(GradCAM)   # one forward and backward pass
 register_explainer('rollout', curve_free=True, cost=lambda N, **_: 1)(AttentionRollout)
 register_explainer('random', curve_free=True, cost=lambda N, **_: 1)(RandomOrder)
-
-# %% ../../nbs/52_explain.run.ipynb #8b9ba69d
-def _channels(v, name):
-    "Three floats from '0.5,0.4,0.3', a number or a sequence"
-    vals = [float(s) for s in v.split(',')] if isinstance(v, str) else [float(v)] if isinstance(v, (int, float)) else [float(s) for s in v]
-    if len(vals) == 1: vals *= 3
-    if len(vals) != 3: raise ValueError(f"{name} must be 3 comma-separated numbers (one per RGB channel) or one number, got {v!r}")
-    return tuple(vals)
-
-def input_normalization(arch:str, # the model's name, as for `build_model`
-                        mean=None, # override: 3 numbers (a string '0.49,0.48,0.45', a sequence) or one
-                        std=None, # override, likewise
-                       ) -> tuple: # (mean, std), each a 3-tuple
-    "The normalisation of the model's inputs: the overrides, else the model's (zoo, timm), else ImageNet's"
-    try: m0, s0 = normalization(arch)
-    except ValueError: m0, s0 = IMAGENET_MEAN, IMAGENET_STD
-    mean, std = (m0 if mean is None else _channels(mean, 'mean')), (s0 if std is None else _channels(std, 'std'))
-    if min(std) <= 0: raise ValueError(f"std must be positive, got {std}")
-    return tuple(mean), tuple(std)
 
 # %% ../../nbs/52_explain.run.ipynb #7ffedc93
 def seconds_per_evaluation(model, # the classifier
@@ -189,134 +155,229 @@ def renamed_params(**renames): # old keyword name -> new name
         return _f
     return _decorate
 
-# %% ../../nbs/52_explain.run.ipynb #f41e7828
-def parse_methods(methods, model):
-    "The registered explainers named in a comma-separated string, checked against the registry and the model"
+# %% ../../nbs/52_explain.run.ipynb #21afe3ca
+CURVES = ('insertion', 'deletion', 'both')             # the curve directions a run scores
+FEATURES = ('patches', 'tokens', 'superpixels')         # what the explainers rank
+FILLS = ('zero', 'black')                               # what hidden pixels become
+EXPLAIN_CLASSES = ('label', 'pred')                     # the class an explanation is for
+REWARDS = ('log-odds', 'log-prob', 'logit')             # the value of a masked image
+
+@dataclass
+class ExplainConfig:
+    "Every option of an explanation run: the images, the classifier, the features, the methods and how they are scored, how the run is carried out"
+    data:Path = option(None, "ImageFolder root (one sub-folder per class), e.g. ../shared/data/cifar10-sample/test")
+    classifier:str = option('resnet20', "classifier name (`pxp models`): resnet20 (CIFAR), resnet18, vit_tiny, ..., a timm (timm/<name>) or torchvision model name")
+    model_path:Path = option(None, "weights file of the classifier, its head for the data's classes (none: random weights, with a warning)")
+    resolution:int = option(None, "resize images to resolution x resolution (none: keep)", lo=1, integer=True, none=True)
+    mean:str = option(None, "input normalisation mean, e.g. '0.49,0.48,0.45' (default: the classifier's, else ImageNet's)")
+    std:str = option(None, "input normalisation std, likewise")
+    methods:str = option('moxi,self-shapley,sampled-shapley,gradcam,random', "comma-separated explainers, by their registered names (`list_explainers`)")
+    explain_class:str = option('label', "the class explained: the image's 'label' (as the MoXI reference) or the model's 'pred'", choices=EXPLAIN_CLASSES)
+    curve:str = option('both', "'insertion', 'deletion' or 'both'", choices=CURVES)
+    n_images:int = option(20, "images to explain, spread evenly over the classes", lo=1, integer=True)
+    features:str = option('patches', "'patches' (grid), 'tokens' (ViT token removal) or 'superpixels' (SLIC)", choices=FEATURES)
+    grid:int = option(8, "patches per side (features='patches')", lo=1, integer=True)
+    n_segments:int = option(100, "SLIC superpixels per image, approximate (features='superpixels'), as in `pxp train`", lo=1, integer=True)
+    fill:str = option('zero', "hidden pixels: 'zero' (0 in the normalised input, as MoXI) or 'black'", choices=FILLS)
+    reward:str = option('log-odds', "the value of a masked image: 'log-odds', 'log-prob' or 'logit'", choices=REWARDS)
+    n_rounds:int = option(200, "rounds of sampled Shapley", lo=1, integer=True)
+    top_k:int = option(4, "report accuracy with top_k features shown (insertion) / removed (deletion)", lo=1, integer=True)
+    only_correct:bool = option(False, "curves over correctly classified images only")
+    batch_size:int = option(256, "masked images per forward pass", lo=1, integer=True)
+    precision:str = option('fp32', "the hiding explainers' arithmetic: 'fp32' (exact), 'auto' (bf16 where the hardware computes it natively, else fp32, as `pxp train`), 'bf16' or 'fp16' (CUDA only)",
+                           choices=PRECISIONS)
+    chunk:int = option(10, "images explained together (the unit of work shared among processes; progress-bar granularity)", lo=1, integer=True)
+    seed:int = option(0, "seed of random orders and Shapley sampling", integer=True)
+    experiment:Path = option('explain_runs', "parent folder of the run folders; each run gets a new one")
+    figures:bool = option(True, "write the PNG figures and report.md")
+    progress:bool = option(True, "print the cost estimate and show a progress bar")
+
+# %% ../../nbs/52_explain.run.ipynb #9e2a8abf
+def method_names(methods:str, # comma-separated registered explainer names
+                 model=None, # the classifier: 'rollout' needs a ViT (None: not checked)
+                ) -> list: # the names, lower-case
+    "The registered explainers named in a comma-separated string, checked against the registry (and the model)"
     names = [m.strip().lower() for m in methods.split(',') if m.strip()]
     bad = [m for m in names if m not in list_explainers()]
     if bad or not names: raise PxpError(f"unknown method(s) {bad or methods!r}", f"choose from {', '.join(list_explainers())} (comma-separated)")
-    if 'rollout' in names and vit_kind(model) is None: raise ValueError("attention rollout needs a ViT: drop 'rollout' from methods for this model")
+    if 'rollout' in names and model is not None and vit_kind(model) is None:
+        raise PxpError("attention rollout needs a ViT", "drop 'rollout' from methods for this model, or explain a ViT (e.g. classifier='vit_tiny')")
     return names
 
-def _masker(features, grid, fill, batch_size, model, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    fillv = black_fill(mean, std) if fill == 'black' else 0. if fill == 'zero' else None
-    if fillv is None: raise ValueError(f"fill must be 'zero' (0 in the normalised input) or 'black', got {fill!r}")
+@patch
+def check(self:ExplainConfig) -> ExplainConfig:
+    "Check every option (choices, ranges, names, files) before anything runs, one line naming the problem and the fix; returns `self`"
+    if self.data is None: raise PxpError("no image folder given", "pass data=FOLDER (`pxp explain FOLDER`): an ImageFolder root, one sub-folder per class")
+    for f in fields(self):
+        v, md = getattr(self, f.name), f.metadata
+        if md['choices'] is not None and v not in md['choices']: raise PxpError(f"unknown {f.name} {v!r}", f"choose one of {', '.join(md['choices'])}")
+        if md['check'] is not None: check_number(f.name, v, **md['check'])
+    classifier_spec(self.classifier)   # an unknown name: the registered ones, timm's and torchvision's
+    method_names(self.methods)
+    input_normalization(self.classifier, self.mean, self.std)
+    if self.model_path is not None and not Path(self.model_path).is_file():
+        raise PxpError(f"model_path {str(self.model_path)!r} is not a file", "pass the classifier's weights file (a state dict), or leave it out for random weights")
+    return self
+
+def explain_config(config:ExplainConfig=None, # a configuration to start from (default: `ExplainConfig()`)
+                   **options, # options by name (fields of `ExplainConfig`), over `config`'s
+                  ) -> ExplainConfig: # a new configuration (not checked yet)
+    "A configuration from another and options by name; a name that is no option is an error naming the closest one"
+    if config is not None and not isinstance(config, ExplainConfig):
+        raise TypeError(f"config must be an ExplainConfig, got {type(config).__name__}: pass the other options by name, e.g. classifier='resnet18'")
+    odd = unknown_options(options, [f.name for f in fields(ExplainConfig)])
+    if odd: raise TypeError(f"explain() has no option {odd}: the options are the fields of ExplainConfig (`pxp explain --help`)")
+    return replace(config or ExplainConfig(), **options)
+
+# %% ../../nbs/52_explain.run.ipynb #f41e7828
+def _masker(features, grid, fill, batch_size, model, mean, std):
+    "How the features are hidden: a patch grid, ViT tokens, or superpixels, filled with 0 (the normalised mean) or black"
+    fillv = black_fill(mean, std) if fill == 'black' else 0.
     if features == 'patches': return PatchMasker(grid, fill=fillv, batch_size=batch_size)
     if features == 'tokens': return TokenMasker(model, batch_size=batch_size)
-    if features == 'superpixels': return GroupMasker(fill=fillv, batch_size=batch_size)
-    raise ValueError(f"features must be 'patches', 'tokens' or 'superpixels', got {features!r}")
+    return GroupMasker(fill=fillv, batch_size=batch_size)
+
+def _curve_list(cfg): return ['insertion', 'deletion'] if cfg.curve == 'both' else [cfg.curve]
+
+def _data(cfg:ExplainConfig) -> SimpleNamespace:
+    "The images to explain (`n_images`, spread over the classes), normalised as the classifier expects: x, y, classes, files, mean, std"
+    mean, std = input_normalization(cfg.classifier, cfg.mean, cfg.std)
+    x, y, classes, files = load_image_folder(cfg.data, n=cfg.n_images, size=cfg.resolution, mean=mean, std=std)
+    return SimpleNamespace(x=x, y=y, classes=classes, files=files, mean=mean, std=std)
+
+def _model(cfg:ExplainConfig, d:SimpleNamespace):
+    "The classifier from the zoo's factory, head sized for the data's classes, its weights loaded strictly; eval mode"
+    model = create_classifier(cfg.classifier, len(d.classes), size=cfg.resolution, model_path=cfg.model_path, strict=True).eval()
+    if cfg.model_path is None and is_rank0():
+        warnings.warn(f"no weights given: this explains a randomly initialised {cfg.classifier}, whose explanations say nothing about a trained "
+                      f"model; pass model_path=FILE (--model-path FILE) to explain yours", UserWarning, stacklevel=2)
+    check_precision(cfg.precision, next(model.parameters()).device)
+    return model
 
 # %% ../../nbs/52_explain.run.ipynb #e9db8553
-@renamed_params(weights='model_path', size='resolution', out='experiment')
-def explain(data:Path, # ImageFolder root (one sub-folder per class), e.g. ../shared/data/cifar10-sample/test
-            arch:str='resnet20', # "resnet20", a timm or a torchvision model name
-            model_path:Path=None, # weights file of the model (None: random weights)
-            methods:str='moxi,self-shapley,sampled-shapley,gradcam,random', # comma-separated explainers, by their registered names
-            curve:str='both', # "insertion", "deletion" or "both"
-            n_images:int=20, # images to explain, spread evenly over the classes
-            features:str='patches', # "patches" (grid), "tokens" (ViT token removal) or "superpixels" (SLIC)
-            grid:int=8, # patches per side (features="patches")
-            n_segments:int=50, # approximate superpixels per image (features="superpixels")
-            fill:str='zero', # hidden pixels: "zero" (0 in the normalised input, as MoXI) or "black"
-            resolution:int=None, # resize images to resolution x resolution (None: keep)
-            target:str='label', # explain the "label" (as the MoXI reference) or the model's "pred"
-            reward:str='log-odds', # "log-odds", "log-prob" or "logit"
-            n_rounds:int=200, # rounds of sampled Shapley
-            top_k:int=4, # report accuracy with top_k features shown (insertion) / removed (deletion)
-            only_correct:bool=False, # curves over correctly classified images only
-            batch_size:int=256, # forward passes per chunk
-            precision:str='fp32', # model arithmetic of the hiding explainers: 'fp32' (exact), 'bf16' (autocast, faster on CPUs with bf16 units) or 'fp16' (GPU)
-            chunk:int=10, # images explained together (the unit of work shared among processes; progress-bar granularity)
-            seed:int=0, # seed of random orders and Shapley sampling
-            mean:str=None, # input normalisation mean, e.g. '0.49,0.48,0.45' (default: the model's, else ImageNet's)
-            std:str=None, # input normalisation std, likewise
-            experiment:Path='explain_runs', # parent folder of the run folders; each run gets a new one
-            figures:bool=True, # write the PNG figures and report.md
-            progress:bool=True, # show a progress bar
+@renamed_params(weights='model_path', size='resolution', out='experiment', arch='classifier', target='explain_class')
+def explain(data:Path=None, # ImageFolder root (one sub-folder per class); None: `config.data`
+            config:ExplainConfig=None, # the run's options (default: `ExplainConfig()`)
+            **options, # any option of `ExplainConfig` by name (e.g. classifier='resnet18', n_images=4), over `config`'s
            ) -> dict: # the summary written to metrics.json (plus 'run_dir')
-    "Explain `n_images` images of `data` with several methods and score them by insertion/deletion curves"
-    if curve not in ('insertion', 'deletion', 'both'): raise ValueError(f"curve must be 'insertion', 'deletion' or 'both', got {curve!r}")
-    if target not in ('label', 'pred'): raise ValueError(f"target must be 'label' or 'pred', got {target!r}")
-    for k, v in dict(n_images=n_images, chunk=chunk, batch_size=batch_size, grid=grid, n_segments=n_segments, n_rounds=n_rounds, top_k=top_k).items():
-        check_number(k, v, 1, integer=True)
-    mean, std = input_normalization(arch, mean, std)
+    "Explain images of `data` with several methods, score them by insertion/deletion curves, and write everything into a new run folder"
+    cfg = explain_config(config, **({} if data is None else dict(data=data)), **options).check()   # every option, before any work
     init_distributed()   # under torchrun: the chunks of images are shared among the processes
-    if is_rank0(): check_writable(experiment)   # before any work: the run folder itself is made once there are results to write
-    x, y, classes, files = load_image_folder(data, n=n_images, size=resolution, mean=mean, std=std)
-    model = build_model(arch, model_path, num_classes=len(classes), img_size=resolution)
-    if model_path is None and is_rank0():
-        warnings.warn(f"no weights given: this explains a randomly initialised {arch}, whose explanations say nothing about a trained "
-                      f"model; pass model_path=FILE (--model-path FILE) to explain yours", UserWarning, stacklevel=2)
-    if model_path is not None:
-        with torch.inference_mode(): C = check_logits(model(x[:1]), 1).shape[-1]
-        if C != len(classes): raise PxpError(f"the model has {C} classes but {data} has {len(classes)} class folders",
-                                             f"pass the data the model was trained on (one folder per class, in the model's class order), or weights for {len(classes)} classes")
-    names = parse_methods(methods, model)
-    check_precision(precision, next(model.parameters()).device)
-    masker = _masker(features, grid, fill, batch_size, model, mean, std)
-    starts = list(range(0, len(x), chunk))
-    mine = shard(len(starts))   # this process's chunks: c % world size == rank
-    sl = lambda c: slice(starts[c], starts[c] + chunk)
-    local = {c: dict(groups=None) for c in mine}
-    if features == 'superpixels':
-        for c in mine:
-            imgs = (denormalize(x[sl(c)], mean, std).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-            local[c]['groups'] = torch.from_numpy(np.stack([slic_groups(im, n_segments) for im in imgs]))
-        # one feature width for all chunks of images, on every process
-        masker.n_groups = max(all_gather(max((int(r['groups'].max()) + 1 for r in local.values()), default=0)))
-    N = masker.n_groups if features == 'superpixels' else masker.n_features(x[:1], model=model)
-    if not 1 <= top_k <= N: raise ValueError(f"top_k must be in 1..{N} (the number of features), got {top_k}")
-    curves = ['insertion', 'deletion'] if curve == 'both' else [curve]
-    explainers = {m: create_explainer(m, model, masker=masker, batch_size=batch_size, n_rounds=n_rounds, seed=seed, reward=reward, precision=precision)
-                  for m in names}
-    estimate = None
-    if is_rank0():   # what each method will cost, before it runs
-        spe = seconds_per_evaluation(model, masker, x, local[mine[0]]['groups'] if mine else None, n=min(batch_size, 64), precision=precision)
-        est = estimate_costs(names, N, len(curves), spe, n_rounds=n_rounds)
-        if progress: print(cost_table(est, len(x), spe), flush=True)
-        estimate = dict(seconds_per_evaluation=spe, **{k: {m: e[k] for m, e in est.items()} for k in ('evals_per_image', 'seconds_per_image')})
-    for c in mine:
-        with torch.inference_mode(): local[c].update(pred=check_logits(model(x[sl(c)])).argmax(-1), orders={m: {} for m in names},
-                                                     evals=dict.fromkeys(names, 0), secs=dict.fromkeys(names, 0.))
-    jobs = [(k, m, c) for k in mine for m in names for c in (curves[:1] if explainer_spec(m).curve_free else curves)]
-    for k, m, c in (progress_bar(jobs) if progress and is_rank0() else jobs):
-        r, e, t0 = local[k], explainers[m], time.perf_counter()
-        n0, tgt = e.n_evals, y[sl(k)] if target == 'label' else local[k]['pred']
-        r['orders'][m][c] = e.attribute(x[sl(k)], target=tgt, groups=r['groups'], curve=c).order.cpu()
-        r['evals'][m] += e.n_evals - n0; r['secs'][m] += time.perf_counter() - t0
-    for k in mine:   # curve-free methods reuse one order; each chunk is scored on its own, so any split gives the same per-image results
-        r = local[k]
-        r['orders'] = {m: {c: r['orders'][m][curves[0] if explainer_spec(m).curve_free else c] for c in curves} for m in names}
-        r['curves'] = {c: {m: ranking_curves(model, x[sl(k)], y[sl(k)], r['orders'][m][c], masker, groups=r['groups'], curve=c,
-                                             batch_size=batch_size, only_correct=only_correct) for m in names} for c in curves}
-    parts = gather_by_index(local, dst=0)   # every chunk, in image order, on rank 0
-    summary = run_dir = None
-    if is_rank0():
-        with removed_on_error(new_run_dir(experiment, f"{arch}-{features}")) as run_dir:   # a failure while writing leaves no half-written folder
-            summary = _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, estimate,
-                                       settings=dict(data=str(data), arch=arch, model_path=None if model_path is None else str(model_path), methods=names,
-                                                     curves=curves, n_images=len(x), features=features, n_features=N, grid=grid if features == 'patches' else None,
-                                                     fill=fill, target=target, reward=reward, precision=precision, n_rounds=n_rounds, top_k=top_k, only_correct=only_correct,
-                                                     seed=seed, mean=list(mean), std=list(std)))
-    summary, run_dir = broadcast_object((summary, run_dir))
-    return {**summary, 'run_dir': str(run_dir)}
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision))   # 'auto' as `pxp train` resolves it; config.json records what ran
+    if is_rank0(): check_writable(cfg.experiment)   # before any work: the run folder itself is made once the inputs are read
+    state = {}
+    try: return _run(cfg, state)
+    except BaseException as e:
+        if state.get('run') is not None and is_rank0(): abandon_run(state['run'], e)   # no half-written folder stays behind
+        raise
 
-def _merge_and_write(parts, run_dir, x, y, classes, files, names, curves, N, figures, masker, model, estimate, settings):
-    "Put the chunks' results together in image order and write orders.pt, metrics.json and the figures (rank 0)"
+def _run(cfg:ExplainConfig, state:dict) -> dict:
+    "The body of `explain` on a checked configuration: data, model, features, explainers, estimate, run folder, orders, curves, results"
+    d = _data(cfg)
+    model = _model(cfg, d)
+    masker, chunks, N = _features(cfg, d, model)
+    explainers = _explainers(cfg, model, masker)
+    estimate = _estimate(cfg, d, model, masker, chunks, list(explainers), N)
+    run = state['run'] = broadcast_object(new_run_dir(cfg.experiment, _run_name(cfg)) if is_rank0() else None)   # one folder, named by rank 0
+    if is_rank0(): _start(run, cfg)
+    _orders(cfg, d, model, chunks, explainers)
+    _curves(cfg, d, model, masker, chunks, list(explainers))
+    parts = gather_by_index(chunks, dst=0)   # every chunk, in image order, on rank 0
+    summary = _finish(run, cfg, d, parts, masker, model, dict(estimate=estimate, n_features=N)) if is_rank0() else None
+    return {**broadcast_object(summary), 'run_dir': str(run)}
+
+# %% ../../nbs/52_explain.run.ipynb #c122eb68
+def _slic(x, n_segments, mean, std) -> Tensor:
+    "SLIC superpixels [B,H,W] of normalised images"
+    imgs = (denormalize(x, mean, std).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return torch.from_numpy(np.stack([slic_groups(im, n_segments) for im in imgs]))
+
+def _features(cfg:ExplainConfig, d:SimpleNamespace, model) -> tuple:
+    "The masker, this process's chunks of images ({chunk: {'sl', 'groups'}}: chunk c goes to process c % world size) and N, the features per image"
+    masker = _masker(cfg.features, cfg.grid, cfg.fill, cfg.batch_size, model, d.mean, d.std)
+    starts = range(0, len(d.x), cfg.chunk)
+    chunks = {c: dict(sl=slice(starts[c], starts[c] + cfg.chunk), groups=None) for c in shard(len(starts))}
+    if cfg.features == 'superpixels':
+        for r in chunks.values(): r['groups'] = _slic(d.x[r['sl']], cfg.n_segments, d.mean, d.std)
+        # one feature width for all chunks of images, on every process
+        masker.n_groups = max(all_gather(max((int(r['groups'].max()) + 1 for r in chunks.values()), default=0)))
+    N = masker.n_groups if cfg.features == 'superpixels' else masker.n_features(d.x[:1], model=model)
+    if not 1 <= cfg.top_k <= N: raise PxpError(f"top_k must be in 1..{N} (the number of features), got {cfg.top_k}", f"pass a top_k of at most {N}")
+    return masker, chunks, N
+
+def _explainers(cfg:ExplainConfig, model, masker) -> dict:
+    "One explainer per method, all from the run's options: {name: explainer}"
+    return {m: create_explainer(m, model, masker=masker, batch_size=cfg.batch_size, n_rounds=cfg.n_rounds, seed=cfg.seed, reward=cfg.reward,
+                                precision=cfg.precision) for m in method_names(cfg.methods, model)}
+
+def _estimate(cfg:ExplainConfig, d, model, masker, chunks:dict, names:list, N:int) -> dict:
+    "Rank 0: what each method will cost (one timed batch times the cost laws), printed before the run; None on the other processes"
+    if not is_rank0(): return None
+    groups = next(iter(chunks.values()))['groups'] if chunks else None
+    spe = seconds_per_evaluation(model, masker, d.x, groups, n=min(cfg.batch_size, 64), precision=cfg.precision)
+    est = estimate_costs(names, N, len(_curve_list(cfg)), spe, n_rounds=cfg.n_rounds)
+    if cfg.progress: print(cost_table(est, len(d.x), spe), flush=True)
+    return dict(seconds_per_evaluation=spe, **{k: {m: e[k] for m, e in est.items()} for k in ('evals_per_image', 'seconds_per_image')})
+
+def _run_name(cfg:ExplainConfig) -> str: return re.sub(r'[^A-Za-z0-9_.-]', '_', f"{cfg.classifier}-{cfg.features}")   # timm/<name>: no '/'
+
+def _start(run:Path, cfg:ExplainConfig):
+    "A new run folder: status `running` and the configuration as it runs (never over an earlier run's)"
+    write_status(run, 'running')
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    atomic_write(run/'config.json', lambda t: Path(t).write_text(json.dumps(config, indent=2) + '\n'), exclusive=True)
+
+# %% ../../nbs/52_explain.run.ipynb #4461c2a8
+def _orders(cfg:ExplainConfig, d, model, chunks:dict, explainers:dict):
+    "Each chunk's predictions, and each method's order of its features per curve direction (curve-free: one, reused), with the evaluations and seconds it took"
+    curves, names = _curve_list(cfg), list(explainers)
+    for r in chunks.values():
+        with torch.inference_mode(): r.update(pred=check_logits(model(d.x[r['sl']])).argmax(-1), orders={m: {} for m in names},
+                                              evals=dict.fromkeys(names, 0), secs=dict.fromkeys(names, 0.))
+    jobs = [(k, m, c) for k in chunks for m in names for c in (curves[:1] if explainer_spec(m).curve_free else curves)]
+    for k, m, c in (progress_bar(jobs) if cfg.progress and is_rank0() else jobs):
+        r, e, t0 = chunks[k], explainers[m], time.perf_counter()
+        n0, target = e.n_evals, d.y[r['sl']] if cfg.explain_class == 'label' else r['pred']
+        r['orders'][m][c] = e.attribute(d.x[r['sl']], target=target, groups=r['groups'], curve=c).order.cpu()
+        r['evals'][m] += e.n_evals - n0; r['secs'][m] += time.perf_counter() - t0
+    for r in chunks.values():   # curve-free methods reuse one order
+        r['orders'] = {m: {c: r['orders'][m][curves[0] if explainer_spec(m).curve_free else c] for c in curves} for m in names}
+
+def _curves(cfg:ExplainConfig, d, model, masker, chunks:dict, names:list):
+    "Each chunk's insertion/deletion curves of every order, scored on their own: any split of the images gives the same per-image results"
+    for r in chunks.values():
+        x, y = d.x[r['sl']], d.y[r['sl']]
+        r['curves'] = {c: {m: ranking_curves(model, x, y, r['orders'][m][c], masker, groups=r['groups'], curve=c, batch_size=cfg.batch_size,
+                                             only_correct=cfg.only_correct) for m in names} for c in _curve_list(cfg)}
+
+# %% ../../nbs/52_explain.run.ipynb #d42d6d7a
+def _merged(parts:list, names:list, curves:list) -> SimpleNamespace:
+    "The chunks' results put together in image order: pred, groups, orders, curve results, evaluations and seconds by method"
     cat = lambda f: torch.cat([f(p) for p in parts])
-    pred = cat(lambda p: p['pred'])
-    groups = cat(lambda p: p['groups']) if parts[0]['groups'] is not None else None
-    orders = {m: {c: cat(lambda p: p['orders'][m][c]) for c in curves} for m in names}
-    res = {c: {m: replace(parts[0]['curves'][c][m], per_image=cat(lambda p: p['curves'][c][m].per_image)) for m in names} for c in curves}
-    evals, secs = ({m: sum(p[k][m] for p in parts) for m in names} for k in ('evals', 'secs'))
-    top_k = settings['top_k']
-    summary = dict(settings=settings, model_accuracy=(pred == y).float().mean().item(), estimate=estimate,
-                   evals_per_image={m: evals[m] / len(x) for m in names}, seconds_per_image={m: secs[m] / len(x) for m in names},
-                   curves={c: {m: {**r.to_dict(), f'accuracy_at_{top_k}': r.curve[top_k - 1].item()} for m, r in res[c].items()} for c in curves})
-    atomic_write(run_dir/'orders.pt', lambda p: torch.save(dict(orders=orders, labels=y, preds=pred, classes=classes,
-                                                                files=[str(f) for f in files], groups=groups), p))
-    atomic_write(run_dir/'metrics.json', lambda p: Path(p).write_text(json.dumps(summary, indent=1)))
-    if figures: _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=[classes[i] for i in y], preds=[classes[i] for i in pred])
+    return SimpleNamespace(pred=cat(lambda p: p['pred']), groups=cat(lambda p: p['groups']) if parts[0]['groups'] is not None else None,
+                           orders={m: {c: cat(lambda p: p['orders'][m][c]) for c in curves} for m in names},
+                           res={c: {m: replace(parts[0]['curves'][c][m], per_image=cat(lambda p: p['curves'][c][m].per_image)) for m in names} for c in curves},
+                           **{k: {m: sum(p[k][m] for p in parts) for m in names} for k in ('evals', 'secs')})
+
+def _settings(cfg:ExplainConfig, d, names:list, N:int) -> dict:
+    "What the run did, for metrics.json and the report"
+    return dict(data=str(cfg.data), classifier=cfg.classifier, model_path=None if cfg.model_path is None else str(cfg.model_path), methods=names,
+                curves=_curve_list(cfg), n_images=len(d.x), features=cfg.features, n_features=N, grid=cfg.grid if cfg.features == 'patches' else None,
+                fill=cfg.fill, explain_class=cfg.explain_class, reward=cfg.reward, precision=cfg.precision, n_rounds=cfg.n_rounds, top_k=cfg.top_k,
+                only_correct=cfg.only_correct, seed=cfg.seed, mean=list(d.mean), std=list(d.std))
+
+def _finish(run:Path, cfg:ExplainConfig, d, parts:list, masker, model, extra:dict) -> dict:
+    "Rank 0: orders.pt, metrics.json, the figures and report.md, then status `complete`; the summary"
+    names, curves, k = list(parts[0]['orders']), _curve_list(cfg), cfg.top_k
+    r, n = _merged(parts, names, curves), len(d.x)
+    summary = dict(settings=_settings(cfg, d, names, extra['n_features']), model_accuracy=(r.pred == d.y).float().mean().item(), estimate=extra['estimate'],
+                   evals_per_image={m: r.evals[m] / n for m in names}, seconds_per_image={m: r.secs[m] / n for m in names},
+                   curves={c: {m: {**v.to_dict(), f'accuracy_at_{k}': v.curve[k - 1].item()} for m, v in r.res[c].items()} for c in curves})
+    atomic_write(run/'orders.pt', lambda p: torch.save(dict(orders=r.orders, labels=d.y, preds=r.pred, classes=d.classes,
+                                                            files=[str(f) for f in d.files], groups=r.groups), p))
+    atomic_write(run/'metrics.json', lambda p: Path(p).write_text(json.dumps(summary, indent=1)))
+    if cfg.figures: _figures(run, d.x, r.orders, r.res, r.groups, masker, model, summary, labels=[d.classes[i] for i in d.y], preds=[d.classes[i] for i in r.pred])
+    write_status(run, 'complete')   # last: a run without it did not finish
     return summary
 
 # %% ../../nbs/52_explain.run.ipynb #d4a27b9d
@@ -332,8 +393,8 @@ def _figures(run_dir, x, orders, res, groups, masker, model, summary, labels=Non
                         labels=labels and labels[:n], preds=preds and preds[:n], outline_k=summary['settings']['top_k'])   # the top-k the accuracy column is measured at
     atomic_write(run_dir/'heatmaps.png', lambda p: fig.savefig(p, format='png', dpi=100)); plt.close(fig)
     k, s = summary['settings']['top_k'], summary['settings']
-    lines = [f"# Explanation run: {s['arch']} on {s['data']}", "",
-             f"{s['n_images']} images, {s['n_features']} {s['features']}, model accuracy {summary['model_accuracy']:.3f}, explained class: {s['target']}.", ""]
+    lines = [f"# Explanation run: {s['classifier']} on {s['data']}", "",
+             f"{s['n_images']} images, {s['n_features']} {s['features']}, model accuracy {summary['model_accuracy']:.3f}, explained class: {s['explain_class']}.", ""]
     for c, r in summary['curves'].items():
         better = 'higher' if c == 'insertion' else 'lower'
         rows = {m: dict(auc=v['auc'], at_k=v[f'accuracy_at_{k}'], evals=summary['evals_per_image'][m], secs=summary['seconds_per_image'][m],

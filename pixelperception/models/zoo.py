@@ -13,14 +13,15 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from ..core import Registry
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from ..files import PxpError, read_state_dict, load_matching
 from .nets import SmallCNN, CNNSelector, LRASPPSelector, load_weights, from_hub, check_num_dims, init_keep
 from .cifar_resnet import CifarResNet
 from .efficientnet import imagenet_indices, restrict_head, efficientnet_lite0, load_lite0, EfficientNetSelector, LITE0_MEAN, LITE0_STD, LITE0_LATE
 
 # %% auto #0
 __all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'ModelSpec', 'register_classifier', 'register_selector', 'list_classifiers',
-           'list_selectors', 'classifier_spec', 'selector_spec', 'create_classifier', 'create_selector',
-           'normalization', 'small_cnn', 'CifarResNetSelector', 'cnn', 'lraspp']
+           'list_selectors', 'classifier_spec', 'selector_spec', 'create_classifier', 'load_strict', 'create_selector',
+           'normalization', 'input_normalization', 'small_cnn', 'CifarResNetSelector', 'cnn', 'lraspp']
 
 # %% ../../nbs/22_models.zoo.ipynb #dd4e40c2
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -40,7 +41,7 @@ class ModelSpec:
     imagenet:bool=False # classifiers: its pretrained weights end in a 1000-way ImageNet-1k head (restricted to a dataset's ImageNet classes)
     load:Callable=None # classifiers: load a local weights file into the model (default `load_weights`)
 
-_CLASSIFIERS = Registry('classifier', "choose one of {names}, or any timm architecture as 'timm/<name>' (`pxp models --timm` lists them)")
+_CLASSIFIERS = Registry('classifier', "choose one of {names}, any timm architecture as 'timm/<name>' (`pxp models --timm` lists them) or a torchvision model builder")
 _SELECTORS = Registry('selector')
 
 def _register(table, name, doc=None, **kw):
@@ -95,6 +96,18 @@ def _timm_build(arch, n_classes, size, pretrained=False, **kwargs):
         kw['img_size'] = size
     return from_hub(lambda: timm.create_model(arch, pretrained=True, **kw), arch) if pretrained else timm.create_model(arch, **kw)
 
+def _torchvision_arch(name:str):
+    "The torchvision model builder behind `torchvision/<name>` or a bare builder name, else None"
+    import torchvision
+    n = name.removeprefix('torchvision/')
+    return n if n in torchvision.models.list_models() else None
+
+def _torchvision_build(arch, n_classes, size, pretrained=False):
+    import torchvision
+    if pretrained: raise ValueError(f"torchvision/{arch} is built without hub weights here: pass model_path=... (a local state dict), "
+                                    "or use a registered torchvision classifier (`pxp models`)")
+    return torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
+
 def list_classifiers(pattern:str='*', # shell-style filter, e.g. 'resnet*'
                      timm_models:bool=False, # also list every timm architecture as 'timm/<name>'
                     ) -> list:
@@ -110,22 +123,25 @@ def list_selectors(pattern:str='*') -> list:
     return _SELECTORS.list(pattern)
 
 def classifier_spec(name:str) -> ModelSpec:
-    "The `ModelSpec` of a classifier name (registered, or any timm architecture)"
+    "The `ModelSpec` of a classifier name: registered, else a timm architecture, else a torchvision model builder"
     if not isinstance(name, str): raise TypeError(f"a classifier name must be a string, got {type(name).__name__}")
-    if name not in _CLASSIFIERS and (arch := _timm_arch(name)): return _timm_spec(name, arch)
-    return _CLASSIFIERS.get(name)
+    if name in _CLASSIFIERS: return _CLASSIFIERS.get(name)
+    if arch := _timm_arch(name): return _timm_spec(name, arch)
+    if arch := _torchvision_arch(name): return ModelSpec(name, partial(_torchvision_build, arch), source='torchvision', doc=f"torchvision's {arch}")
+    return _CLASSIFIERS.get(name)   # an unknown name: the error lists the registered ones
 
 def selector_spec(name:str) -> ModelSpec:
     "The `ModelSpec` of a selector name"
     return _SELECTORS.get(name)
 
 # %% ../../nbs/22_models.zoo.ipynb #ca3f2d0b
-def create_classifier(name:str='small_cnn', # a registered name, or a timm architecture ('timm/<name>')
+def create_classifier(name:str='small_cnn', # a registered name, a timm architecture ('timm/<name>') or a torchvision builder
                       n_classes:int=10, # size of the output head
                       size:int=None, # input resolution (default: the model's native size, else 224)
                       pretrained:bool=False, # download the published weights from the hub (needs internet)
                       model_path:str=None, # local weights file instead of the hub (a head of another size is skipped)
                       classes:list=None, # the dataset's classes: ImageNet ids ('n01440764', ...) restrict a pretrained ImageNet head to them
+                      strict:bool=False, # every tensor of `model_path` must fit, the head included (explaining a trained model), instead of skipping a head of another size
                       **kwargs, # passed to the builder (e.g. SmallCNN's width)
                      ) -> nn.Module:
     "A classifier by name, head sized to `n_classes` (a pretrained ImageNet head restricted to `classes`), optionally with pretrained or local weights"
@@ -135,8 +151,22 @@ def create_classifier(name:str='small_cnn', # a registered name, or a timm archi
     spec = classifier_spec(name)
     idx = imagenet_indices(classes) if spec.imagenet and classes is not None and (pretrained or model_path) else None
     m = spec.build(1000 if idx else n_classes, size or spec.size or 224, pretrained=pretrained and model_path is None, **kwargs)
-    if model_path is not None: (spec.load or load_weights)(m, model_path)
+    if model_path is not None: load_strict(m, model_path, name, n_classes) if strict else (spec.load or load_weights)(m, model_path)
     return restrict_head(m, idx) if idx else m
+
+def load_strict(model:nn.Module, # the classifier, head sized for `n_classes`
+                path, # its weights file
+                name:str, # the classifier's name, for the messages
+                n_classes:int, # the classes the head was built for
+               ) -> nn.Module:
+    "Load a weights file that must fit `model` tensor for tensor; a head for another number of classes is named as such"
+    fix = f"pass weights of a {name} with {n_classes} classes, or name the classifier they were trained for"
+    sd, own = read_state_dict(path, f'{name} weights', fix), model.state_dict()
+    head = [k for k, v in own.items() if v.dim() == 2 and v.shape[0] == n_classes and k in sd and sd[k].dim() == 2
+            and sd[k].shape[1:] == v.shape[1:] and sd[k].shape[0] != n_classes]
+    if head: raise PxpError(f"{path} holds a {name} for {sd[head[-1]].shape[0]} classes, not the {n_classes} of the data",
+                            f"pass the data the model was trained on (its classes, in its order), or weights for {n_classes} classes")
+    return load_matching(model, sd, str(path), fix)
 
 def create_selector(name:str='cnn', # a registered selector name
                     num_dims:int=4, # output channels: keep logit + covariance embedding
@@ -153,6 +183,24 @@ def normalization(name:str, # classifier name
     "The input normalisation a classifier's weights expect"
     s = classifier_spec(name)
     return s.mean, s.std
+
+def _channels(v, name):
+    "Three floats from '0.5,0.4,0.3', a number or a sequence"
+    vals = [float(s) for s in v.split(',')] if isinstance(v, str) else [float(v)] if isinstance(v, (int, float)) else [float(s) for s in v]
+    if len(vals) == 1: vals *= 3
+    if len(vals) != 3: raise ValueError(f"{name} must be 3 comma-separated numbers (one per RGB channel) or one number, got {v!r}")
+    return tuple(vals)
+
+def input_normalization(name:str, # the classifier's name
+                        mean=None, # override: 3 numbers (a string '0.49,0.48,0.45', a sequence) or one
+                        std=None, # override, likewise
+                       ) -> tuple: # (mean, std), each a 3-tuple
+    "The normalisation of a classifier's inputs: the overrides, else the classifier's (`normalization`), else ImageNet's"
+    try: m0, s0 = normalization(name)
+    except ValueError: m0, s0 = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = (m0 if mean is None else _channels(mean, 'mean')), (s0 if std is None else _channels(std, 'std'))
+    if min(std) <= 0: raise ValueError(f"std must be positive, got {std}")
+    return tuple(mean), tuple(std)
 
 # %% ../../nbs/22_models.zoo.ipynb #4d85a461
 def _no_hub(name):

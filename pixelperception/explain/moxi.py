@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import NamedTuple
 import copy, functools, inspect, torch, torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import record_function
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from ..models.maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, grid_shape, present_first, check_precision, autocast_call, is_conv
-from ..files import check_logits
+from ..files import check_logits, NonFiniteError
 from ..core import plain_tensor
 
 # %% auto #0
@@ -58,6 +59,7 @@ class Explainer:
         self.precision = check_precision(precision, model_device(model))
         if self.precision != "fp32" and is_conv(model): model.to(memory_format=torch.channels_last)   # oneDNN/cuDNN's fast layout for low-precision convs
         self.n_evals, self.evals_per_image = 0, 0.
+        self.n_bad = None   # within `attribute`: the count of non-finite masked logits, on the device, checked once at the end
 
     def forward(self, f, *args, **kwargs):
         "f(*args) (the model, or the masker running it) under this explainer's precision; logits come back float32"
@@ -77,8 +79,11 @@ class Explainer:
 
     def value(self, x, keep, target, groups=None):
         "v(S) for every coalition of keep [B,K,N]: (rewards [B,K], logits [B,K,C])"
-        n0 = self.masker.n_evals
-        logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size)
+        n0, late = self.masker.n_evals, self.n_bad is not None and isinstance(self.masker, Masker)
+        with record_function('explainer.value'):   # a profiler label (`benchmarks/profile_step.py`)
+            kw = dict(n_features=keep.shape[-1], check=False) if late else {}   # features counted by `prepare`; finiteness read once, after the loop
+            logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size, **kw)
+            if late: self.n_bad = self.n_bad + (~torch.isfinite(logits)).sum()
         self.n_evals += self.masker.n_evals - n0
         return self.reward(logits, target[:, None].expand(keep.shape[:2])), logits
 
@@ -141,9 +146,12 @@ def attribute_api(f):
             if call.arguments.get('groups') is not None: raise ValueError("pass either groups or feature_mask (captum's name for them), not both")
             call.arguments['groups'] = feature_groups(feature_mask, plain_tensor(x))
         masker, saved, n0 = _call_masker(self, baselines, feature_mask), self.masker, self.n_evals
-        self.masker = masker   # for this call only
-        try: res = f(*call.args, **call.kwargs)
-        finally: self.masker = saved
+        self.masker, self.n_bad = masker, 0   # for this call only
+        try: res, bad = f(*call.args, **call.kwargs), self.n_bad
+        finally: self.masker, self.n_bad = saved, None
+        if isinstance(bad, Tensor) and bad > 0:   # the one read of the loop's values: after it, not in it
+            raise NonFiniteError(f"the model's logits on the masked images: {int(bad)} values are not finite (NaN or inf)",
+                                 "the model or its weights are broken (e.g. training diverged): check the weights file, or retrain with a lower learning rate")
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
         present = masker.present(plain_tensor(x), call.arguments.get('groups')) if hasattr(masker, 'present') else None
         return absent_last(res, present)   # features absent from an image (padding groups) go last
@@ -208,7 +216,7 @@ class MoXI(Explainer):
         for t in self.progress(range(N), B, show_progress):
             Ba = len(active)
             pick, j, cand, v, lg = self.step(x[active], target[active], chosen[active],
-                                             None if groups is None else groups[active], curve)
+                                             None if groups is None else groups[active], curve, n_chosen=t)
             order[active, t], scores[active, pick] = pick, v.gather(1, j)[:, 0].to(scores.dtype)
             chosen[active, pick] = True
             if not stop or t == N - 1: continue
@@ -230,13 +238,16 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
          chosen:Tensor, # bool [B,N]: features already in S (insertion) or D (deletion), the same count per image
          groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
          curve:str="insertion", # "insertion": argmax v(S+i); "deletion": argmin v(N minus (D+i))
+        n_chosen:int=None, # features chosen per image, when the caller knows (None: counted, which makes a GPU wait)
         ) -> tuple: # (pick [B], j [B,1] its position among the candidates, candidates [B,K], values [B,K], logits [B,K,C])
     "One greedy MoXI step: score every candidate not yet chosen and pick the best (lowest index on ties)"
     ins = check_curve(curve)
     B, N = chosen.shape
-    cand = (~chosen).nonzero()[:, 1].view(B, -1)            # candidates, increasing index
-    keep = chosen[:, None].expand(B, cand.shape[1], N).clone()
-    keep.scatter_(2, cand[..., None], True)                 # S + {i} for every candidate i
+    with record_function('moxi.coalitions'):
+        K = N - (int(chosen[0].sum()) if n_chosen is None else n_chosen)
+        cand = chosen.to(torch.uint8).argsort(dim=1, stable=True)[:, :K]   # candidates, increasing index (the unchosen sort first)
+        keep = chosen[:, None].expand(B, K, N).clone()
+        keep.scatter_(2, cand[..., None], True)                 # S + {i} for every candidate i
     v, lg = self.value(x, keep if ins else ~keep, target, groups)
     j = (v.argmax(1) if ins else v.argmin(1))[:, None]      # first optimum = lowest index
     return cand.gather(1, j)[:, 0], j, cand, v, lg

@@ -10,7 +10,8 @@ import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from typing import NamedTuple
 from torch import Tensor
-from torch.distributions import RelaxedBernoulli
+from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
+from torch.profiler import record_function
 from fastcore.basics import patch
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels
@@ -68,7 +69,11 @@ def relaxed_bernoulli(probs:Tensor, # keep probabilities, any shape
                       straight_through:bool=False, # hard 0/1 forward, soft gradient
                      ) -> Tensor:
     "Differentiable keep decisions: a relaxed-Bernoulli (Gumbel-sigmoid) sample, optionally straight-through"
-    soft = RelaxedBernoulli(torch.as_tensor(float(temp), dtype=probs.dtype, device=probs.device), probs=probs).rsample()
+    # RelaxedBernoulli(temp, probs).rsample() without its argument check (which reads probs: a device wait per step, and
+    # `validate_args=False` does not reach its base distribution): the same draw, then its clipped sigmoid
+    z = LogitRelaxedBernoulli(torch.as_tensor(float(temp), dtype=probs.dtype, device=probs.device), probs=probs, validate_args=False).rsample()
+    fi = torch.finfo(z.dtype)
+    soft = torch.sigmoid(z).clamp(min=fi.tiny, max=1. - fi.eps)
     if not straight_through: return soft
     return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
 
@@ -212,11 +217,18 @@ def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
            n_groups:int=None, # pool to at least this many groups (a batch's G, for subsets of it)
           ) -> dict: # mu, group_probs [B,G]; decisions [B,G,S]; cov [B,G,G] and log_prob [B,S] (training) or None
     "The selector's group distribution and keep decisions: sampled in training, hard (sigmoid(μ) > 0.5) in evaluation"
-    if feats is None: feats = self.selector.encode(x)
     rank = self.tau_mode == 'rank' and self.dynamic
-    out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
+    with record_function('p2p.selector'):   # profiler labels (`benchmarks/profile_step.py`): nothing happens without a profiler
+        if feats is None: feats = self.selector.encode(x)
+        out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
+    with record_function('p2p.groups'): return _sample(self, out, groups, tau, temp, n_groups, rank)
+
+def _sample(self:P2P, out, groups, tau, temp, n_groups, rank):
+    "`select` after the selector: pool its output per group, then the keep decisions (hard in evaluation, sampled in training)"
     mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
-    if not torch.isfinite(mu).all():
+    # Evaluation only: reading the scores' finiteness makes the device wait. In training a non-finite score makes the loss
+    # non-finite, which `FiniteLoss` (train's learner) stops with its own message, once per step it checks anyway.
+    if not self.training and not torch.isfinite(mu).all():
         raise FloatingPointError("the selector's group scores are not finite (NaN or inf): training diverged; "
                                  "lower the learning rate, or train in precision='fp32'")
     if rank:
@@ -243,8 +255,10 @@ def classify(self:P2P, x:Tensor, # normalised images [B,3,H,W]
              decisions:Tensor, # [B,G,S] keep decisions (`select`)
             ) -> tuple: # logits [B,C], pixel masks [S,B,H,W], class probabilities per mask [S,B,C]
     "Mask the images with each of the S decisions and classify them: the Monte-Carlo-averaged logits"
-    m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
-    logits, probs = mc_logits(self.classifier, mask_input(x, m, self.fill), samples=True)
+    with record_function('p2p.mask'):
+        m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
+        xs = mask_input(x, m, self.fill)
+    with record_function('p2p.classifier'): logits, probs = mc_logits(self.classifier, xs, samples=True)
     return logits, m, probs
 
 @patch

@@ -4,7 +4,7 @@ On a CPU nothing waits, so the ops that *would* wait are counted: every read of 
 (`item`, `bool(t)`, `int(t)`, `float(t)`, `repeat_interleave` with tensor repeats: `aten::_local_scalar_dense`), ops
 whose output size depends on values (`nonzero`, boolean indexing, `masked_select`, `unique`), seen by `torch.profiler`
 (it also sees ops under `inference_mode`), plus the Python-level `tolist`/`numpy`/`cpu` calls, which dispatch nothing
-on a CPU tensor and are patched for the block. Each is attributed to the innermost `pixelperception` frame."""
+on a CPU tensor and are patched for the block. Each is attributed to the innermost Python frame outside torch."""
 import collections, contextlib, re
 import torch
 from torch.profiler import profile, ProfilerActivity
@@ -15,15 +15,16 @@ PY_METHODS = ('tolist', 'numpy', 'cpu')
 _FRAME = re.compile(r'(\S+\.py)\((\d+)\): (\S+)')
 
 def _place(evt):
-    "The innermost pixelperception frame above a profiler event ('file:line function'), else the innermost other library's"
-    e, other = evt.cpu_parent, None
+    "The innermost Python frame above a profiler event outside torch and fastai's tensor wrappers ('file:line function', paths from the package root)"
+    e = evt.cpu_parent
     while e is not None:
         m = _FRAME.match(e.name)
-        if m and 'pixelperception/' in m.group(1): return f"{m.group(1).split('pixelperception/')[-1]}:{m.group(2)} {m.group(3)}"
-        if m and other is None and not any(s in m.group(1) for s in ('torch/', '_syncs.py', 'contextlib')):
-            other = f"{m.group(1).split('site-packages/')[-1]}:{m.group(2)} {m.group(3)}"
+        if m and not any(s in m.group(1) for s in ('torch/', 'fastai/torch_core.py', '_syncs.py', 'contextlib')):   # fastai's tensor wrappers: their caller
+            f = m.group(1)
+            f = f.split('pixelperception/', 1)[-1] if 'pixelperception/' in f else f.split('site-packages/')[-1]
+            return f"{f}:{m.group(2)} {m.group(3)}"
         e = e.cpu_parent
-    return other or 'elsewhere'
+    return 'elsewhere'
 
 def _nested(evt):
     "True when a sync op runs inside another (nonzero inside unique): counted once, at the outer one"

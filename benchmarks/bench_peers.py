@@ -61,15 +61,17 @@ def shapley(model, x, y, grid, R, bs, reps):
     from captum.attr import ShapleyValueSampling
     fm, masker = patch_ids(grid, *x.shape[-2:]), PatchMasker(grid)
     ours = SampledShapley(model, masker, reward='logit', n_rounds=R, batch_size=bs)
+    perm = SampledShapley(model, masker, reward='logit', n_rounds=R, batch_size=bs, sampler='permutations')
     sv = ShapleyValueSampling(model)
     ppe = max(1, bs // len(x))   # captum evaluates len(x)·ppe masked images per forward: about our chunk
     def theirs(seed):
         torch.manual_seed(seed)
         a = sv.attribute(x, target=y, baselines=0., feature_mask=fm, n_samples=R, perturbations_per_eval=ppe)
         return masker.pool(a[:, 0], x)   # [B,N]: every pixel of a patch holds its value
-    (r_ours, phi_c), (t_ours, t_c) = best_of(reps, lambda: ours.attribute(x, target=y), lambda: theirs(0))
-    return dict(t_ours=t_ours, t_theirs=t_c, corr=pearson(r_ours.scores, phi_c), noise=pearson(theirs(1), phi_c),
-                evals_ours=ours.evals_per_image, evals_theirs=R * (grid * grid + 1) + 1), r_ours
+    (r_ours, r_perm, phi_c), (t_ours, t_perm, t_c) = best_of(reps, lambda: ours.attribute(x, target=y), lambda: perm.attribute(x, target=y), lambda: theirs(0))
+    noise = pearson(theirs(1), phi_c)
+    return (dict(t_ours=t_ours, t_theirs=t_c, corr=pearson(r_ours.scores, phi_c), noise=noise, evals_ours=ours.evals_per_image),
+            dict(t_ours=t_perm, t_theirs=t_c, corr=pearson(r_perm.scores, phi_c), noise=noise, evals_ours=perm.evals_per_image), r_ours)
 
 def gradcam(model, x, y, reps):
     "Ours vs pytorch-grad-cam on the same layer: times and the largest difference of the scaled maps"
@@ -85,12 +87,13 @@ def gradcam(model, x, y, reps):
     same = scale_cam_image(scale_cam_image(ours.heatmap(x, y).numpy(), (W, H)))   # our raw map through their scaling (per layer, then of the layers' mean)
     return dict(t_ours=t_o, t_theirs=t_t, maxdiff=float(np.abs(same - m_t).max()), layer=type(layer).__name__)
 
-def curves(model, x, y, order, grid, bs, reps):
-    "Our deletion curve vs Quantus' pixel flipping on the same orders: times and the largest difference of the target logits"
+def curves(model, x, y, order, grid, bs, reps, peer_order=None):
+    "Our deletion curve vs Quantus' pixel flipping on the same orders (`peer_order`: another one for Quantus, to see the check fail)"
     import quantus
     from pixelperception.explain.moxi import Ranking
     masker, (H, W), N = PatchMasker(grid, batch_size=bs), x.shape[-2:], grid * grid
-    a = Ranking(order, order.float()).to_attribution(masker, size=(H, W)).numpy()   # distinct value per patch: (N - rank)/N
+    po = order if peer_order is None else peer_order
+    a = Ranking(po, po.float()).to_attribution(masker, size=(H, W)).numpy()   # distinct value per patch: (N - rank)/N
     # Quantus spreads a [B,1,H,W] map over the channels and flips `features_in_step` of the 3·H·W values per step (it asks that
     # step to divide H·W): with one patch's pixels per step, a patch takes 3 steps, and its every third point is ours.
     pf = quantus.PixelFlipping(features_in_step=(H // grid) * (W // grid), perturb_baseline=0., normalise=False,
@@ -122,11 +125,14 @@ def main(argv=None):
     line = machine_line()
     model, x, y, what = images(a.data, a.weights, a.n)
     print(line); print(f"{what}: {a.n} images, {a.grid}x{a.grid} patches, fp32")
-    s, r = shapley(model, x, y, a.grid, a.rounds, a.batch_size, a.reps)
+    s, sp, r = shapley(model, x, y, a.grid, a.rounds, a.batch_size, a.reps)
     g = gradcam(model, x, y, a.reps)
     c = curves(model, x, y, r.order, a.grid, a.batch_size, a.reps)
     n = len(x)
-    rows = [("Shapley sampling", "captum ShapleyValueSampling", s, f"r = {s['corr'].mean():.3f} (min {s['corr'].min():.3f}); captum vs captum: {s['noise'].mean():.3f}; evaluations/image {s['evals_ours']:.0f} vs {s['evals_theirs']}"),
+    N = a.grid ** 2
+    def agree(d): return f"r = {d['corr'].mean():.3f} (min {d['corr'].min():.3f}); captum vs captum (seeds 0, 1): {d['noise'].mean():.3f}; our evaluations/image {d['evals_ours']:.0f}, captum's {a.rounds * N + 1}"
+    rows = [("Shapley sampling (ours: coalitions, the default)", "captum ShapleyValueSampling", s, agree(s)),
+            ("Shapley sampling (ours: sampler='permutations')", "captum ShapleyValueSampling", sp, agree(sp)),
             ("Grad-CAM", "pytorch-grad-cam GradCAM", g, f"max |Δ| of the scaled maps {g['maxdiff']:.1e} ({g['layer']})"),
             ("deletion curve", "Quantus PixelFlipping", c, f"max |Δ| of the target logits {c['maxdiff']:.1e} over {c['steps']} steps (Quantus: {3*c['steps']} forwards, a patch in 3 steps)")]
     out = [f"{line}", "", f"{what}: {n} images, {a.grid}x{a.grid} patches, fp32, R = {a.rounds}, best of {a.reps}", "",
@@ -134,6 +140,6 @@ def main(argv=None):
     out += [f"| {m} | {peer} | {d['t_ours']/n:.3f} | {d['t_theirs']/n:.3f} | {d['t_ours']/d['t_theirs']:.2f} | {agree} |" for m, peer, d, agree in rows]
     print("\n".join(out[2:]))
     if a.out: a.out.parent.mkdir(parents=True, exist_ok=True); a.out.write_text("\n".join(out) + "\n")
-    return dict(shapley=s, gradcam=g, curves=c)
+    return dict(shapley=s, shapley_permutations=sp, gradcam=g, curves=c)
 
 if __name__ == '__main__': main()

@@ -17,8 +17,8 @@ from ..files import check_logits, NonFiniteError
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups', 'attribute_api',
-           'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'SAMPLERS', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups',
+           'attribute_api', 'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
 
 # %% ../../nbs/50_explain.moxi.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -253,6 +253,8 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
     return cand.gather(1, j)[:, 0], j, cand, v, lg
 
 # %% ../../nbs/50_explain.moxi.ipynb #3c43bd13
+SAMPLERS = ('coalitions', 'permutations')   # how `SampledShapley` draws its coalitions
+
 class SampledShapley(Explainer):
     "Monte-Carlo Shapley values over random coalitions of random size (the paper's 'full Shapley')"
     @delegates(Explainer.__init__)   # reward, batch_size, precision: as every explainer takes them
@@ -260,10 +262,12 @@ class SampledShapley(Explainer):
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
                  *, n_rounds:int=200, # rounds of N marginal contributions each
                  seed:int=0, # seed of the coalition sampler
+                 sampler:str='coalitions', # 'coalitions': a random S per feature, 2N evaluations a round (the paper's); 'permutations': N-1
                  **kwargs):
         super().__init__(model, masker, **kwargs)
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
-        self.n_rounds, self.seed = n_rounds, seed
+        if sampler not in SAMPLERS: raise ValueError(f"sampler must be 'coalitions' or 'permutations', got {sampler!r}")
+        self.n_rounds, self.seed, self.sampler = n_rounds, seed, sampler
 
     @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
@@ -278,6 +282,7 @@ class SampledShapley(Explainer):
         x, groups, target, _, N = self.prepare(x, target, groups)
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         B, dev = x.shape[0], x.device
+        if self.sampler == 'permutations': return _permutation_shapley(self, x, target, groups, g, N, show_progress)
         eye = torch.eye(N, dtype=torch.bool)
         phi = torch.zeros(B, N, device=dev)
         for _ in self.progress(range(self.n_rounds), B, show_progress):
@@ -288,6 +293,20 @@ class SampledShapley(Explainer):
             phi += (v[:, :N] - v[:, N:]).float()
         phi /= self.n_rounds
         return Ranking(scores_to_order(phi), phi)
+
+def _permutation_shapley(self:SampledShapley, x, target, groups, g, N, show_progress):
+    "Shapley values by random orders: each round adds the features of a random permutation one by one, φ_i += v(P+i) − v(P)"
+    B, dev = x.shape[0], x.device
+    ends = self.value(x, torch.arange(2, device=dev).bool()[None, :, None].expand(B, 2, N), target, groups)[0]   # v(∅), v(N): the same every round
+    phi, sizes = torch.zeros(B, N, device=dev), torch.arange(1, N, device=dev)
+    for _ in self.progress(range(self.n_rounds), B, show_progress):
+        perm = torch.rand(B, N, generator=g).argsort(-1).to(dev)                             # one order per image
+        rank = torch.empty_like(perm).scatter_(1, perm, torch.arange(N, device=dev).expand(B, N))
+        v = self.value(x, rank[:, None, :] < sizes[None, :, None], target, groups)[0] if N > 1 else ends[:, :0]   # prefixes of 1..N-1 features
+        v = torch.cat([ends[:, :1], v, ends[:, 1:]], 1).float()                              # sizes 0..N
+        phi.scatter_add_(1, perm, v.diff(dim=1))                                              # the k-th feature of the order gets v(P_k) − v(P_k−1)
+    phi /= self.n_rounds
+    return Ranking(scores_to_order(phi), phi)
 
 # %% ../../nbs/50_explain.moxi.ipynb #1d2fa194
 class RandomOrder(Explainer):

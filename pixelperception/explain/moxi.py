@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import NamedTuple
 import copy, functools, inspect, torch, torch.nn.functional as F
 from torch import Tensor
-from torch.profiler import record_function
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from ..models.maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, grid_shape, present_first, check_precision, autocast_call, is_conv
 from ..files import check_logits, NonFiniteError
-from ..core import plain_tensor
+from ..core import plain_tensor, profile_label
 
 # %% auto #0
 __all__ = ['CURVES', 'SAMPLERS', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups',
@@ -80,7 +79,7 @@ class Explainer:
     def value(self, x, keep, target, groups=None):
         "v(S) for every coalition of keep [B,K,N]: (rewards [B,K], logits [B,K,C])"
         n0, late = self.masker.n_evals, self.n_bad is not None and isinstance(self.masker, Masker)
-        with record_function('explainer.value'):   # a profiler label (`benchmarks/profile_step.py`)
+        with profile_label('explainer.value'):   # a profiler label (`benchmarks/profile_step.py`)
             kw = dict(n_features=keep.shape[-1], check=False) if late else {}   # features counted by `prepare`; finiteness read once, after the loop
             logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size, **kw)
             if late: self.n_bad = self.n_bad + (~torch.isfinite(logits)).sum()
@@ -243,7 +242,7 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
     "One greedy MoXI step: score every candidate not yet chosen and pick the best (lowest index on ties)"
     ins = check_curve(curve)
     B, N = chosen.shape
-    with record_function('moxi.coalitions'):
+    with profile_label('moxi.coalitions'):
         K = N - (int(chosen[0].sum()) if n_chosen is None else n_chosen)
         cand = chosen.to(torch.uint8).argsort(dim=1, stable=True)[:, :K]   # candidates, increasing index (the unchosen sort first)
         keep = chosen[:, None].expand(B, K, N).clone()

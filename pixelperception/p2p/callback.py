@@ -7,7 +7,7 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.callback.html.md"""
 # %% ../../nbs/42_p2p.callback.ipynb #72faa847
 from __future__ import annotations
 import torch
-from torch.profiler import record_function
+from ..core import profile_label
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 from .model import sample_tau, P2POutput
@@ -97,7 +97,7 @@ class SparsityCallback(Callback):
 
     def after_loss(self):
         if not self.training: return
-        with record_function('p2p.penalties'):
+        with profile_label('p2p.penalties'):
             out = p2p_output(self.learn)
             kept = kept_fraction(out.group_probs, self.xb[1])
             tau = out.tau if out.tau is not None else self.reg_threshold

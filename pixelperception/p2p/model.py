@@ -11,11 +11,10 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from typing import NamedTuple
 from torch import Tensor
 from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
-from torch.profiler import record_function
 from fastcore.basics import patch
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels
-from ..core import plain_tensor, evaluating
+from ..core import plain_tensor, evaluating, profile_label
 
 # %% auto #0
 __all__ = ['TAU_MODES', 'ESTIMATORS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli',
@@ -218,10 +217,10 @@ def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
           ) -> dict: # mu, group_probs [B,G]; decisions [B,G,S]; cov [B,G,G] and log_prob [B,S] (training) or None
     "The selector's group distribution and keep decisions: sampled in training, hard (sigmoid(μ) > 0.5) in evaluation"
     rank = self.tau_mode == 'rank' and self.dynamic
-    with record_function('p2p.selector'):   # profiler labels (`benchmarks/profile_step.py`): nothing happens without a profiler
+    with profile_label('p2p.selector'):   # profiler labels (`benchmarks/profile_step.py`): free without a profiler
         if feats is None: feats = self.selector.encode(x)
         out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
-    with record_function('p2p.groups'): return _sample(self, out, groups, tau, temp, n_groups, rank)
+    with profile_label('p2p.groups'): return _sample(self, out, groups, tau, temp, n_groups, rank)
 
 def _sample(self:P2P, out, groups, tau, temp, n_groups, rank):
     "`select` after the selector: pool its output per group, then the keep decisions (hard in evaluation, sampled in training)"
@@ -255,10 +254,10 @@ def classify(self:P2P, x:Tensor, # normalised images [B,3,H,W]
              decisions:Tensor, # [B,G,S] keep decisions (`select`)
             ) -> tuple: # logits [B,C], pixel masks [S,B,H,W], class probabilities per mask [S,B,C]
     "Mask the images with each of the S decisions and classify them: the Monte-Carlo-averaged logits"
-    with record_function('p2p.mask'):
+    with profile_label('p2p.mask'):
         m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
         xs = mask_input(x, m, self.fill)
-    with record_function('p2p.classifier'): logits, probs = mc_logits(self.classifier, xs, samples=True)
+    with profile_label('p2p.classifier'): logits, probs = mc_logits(self.classifier, xs, samples=True)
     return logits, m, probs
 
 @patch

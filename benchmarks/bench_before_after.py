@@ -79,25 +79,31 @@ def main(argv=None):
     p.add_argument('--n', type=int, default=2, help='moxi: images')
     p.add_argument('--data', default='/work/shared/data/cifar10/test')
     p.add_argument('--weights', default='/work/shared/weights/resnet20-cifar10.th')
+    p.add_argument('--out', type=Path, help='also append what it prints to this file (a new one, or one this script started)')
     a = p.parse_args(argv)
+    lines = []
+    def say(t): print(t); lines.append(t)
     sys.path.insert(0, str(BENCH))
     from _machine import machine_line
     torch.set_num_threads(a.threads)
-    print(machine_line())
+    say(machine_line())
     subs = dict(THREADS=a.threads, STEPS=a.steps) if a.task == 'p2p' else dict(THREADS=a.threads, N=a.n, DATA=a.data, WEIGHTS=a.weights)
     runs = {'old': [], 'new': []}
     for _ in range(a.reps):
         for k in ('old', 'new'): runs[k].append(child(P2P if a.task == 'p2p' else MOXI, getattr(a, k), **subs))
     def best(k, prec): return min(r[prec] if a.task == 'p2p' else r[prec]['s'] for r in runs[k])
     unit = 's/step' if a.task == 'p2p' else 's/image (insertion + deletion)'
-    print(f"{a.task}: {unit}, best of {a.reps} alternating runs, {a.threads} threads; old = {a.old}, new = {a.new}")
-    print("| precision | old | new | new/old |\n|---|---:|---:|---:|")
-    for prec in ('fp32', 'bf16'): print(f"| {prec} | {best('old', prec):.3f} | {best('new', prec):.3f} | {best('new', prec)/best('old', prec):.2f} |")
-    print(f"bf16 speed-up (fp32/bf16): old {best('old', 'fp32')/best('old', 'bf16'):.2f}, new {best('new', 'fp32')/best('new', 'bf16'):.2f}")
+    say(f"\n{a.task}: {unit}, best of {a.reps} alternating runs, {a.threads} threads; old = {a.old}, new = {a.new}\n")
+    say("| precision | old | new | new/old |\n|---|---:|---:|---:|")
+    for prec in ('fp32', 'bf16'): say(f"| {prec} | {best('old', prec):.3f} | {best('new', prec):.3f} | {best('new', prec)/best('old', prec):.2f} |")
+    say(f"\nbf16 speed-up (fp32/bf16): old {best('old', 'fp32')/best('old', 'bf16'):.2f}, new {best('new', 'fp32')/best('new', 'bf16'):.2f}")
     if a.task == 'moxi':
         for prec in ('fp32', 'bf16'):
             same = all(r[prec]['orders'] == runs['old'][0][prec]['orders'] for k in runs for r in runs[k])
-            print(f"{prec}: old and new give the same insertion and deletion orders: {same}")
+            say(f"{prec}: old and new give the same insertion and deletion orders: {same}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.out, 'a') as f: f.write("\n".join(lines) + "\n\n")
     return runs
 
 if __name__ == '__main__': main()

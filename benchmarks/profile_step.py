@@ -6,7 +6,7 @@
 
 The P2P step runs through the fastai Learner as `pxp train` builds it (`run_learner` with the recipe's callbacks and
 precision) on synthetic tensors (square superpixels), one warm-up batch first; the MoXI arm explains a small batch of
-images with the insertion curve. Per step: the aten ops (leaf ops: on a GPU each is at least one kernel launch), the
+images with the insertion curve. Per step: the aten ops (leaf ops: on a GPU most launch a kernel, views none), the
 would-be host-device synchronisations (`_syncs.count_syncs`: value reads and value-sized outputs, by place), and the
 share of the step under each `torch.profiler.record_function` label: the library labels the selector, the group pooling
 and sampling, the masking and the classifier in `P2P.select`/`P2P.classify`, the penalties in `SparsityCallback`; this

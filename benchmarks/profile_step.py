@@ -16,6 +16,7 @@ import argparse, contextlib, math, sys, time
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.profiler import profile, ProfilerActivity, record_function
+from torch.autograd import DeviceType
 from fastai.callback.core import Callback, CancelValidException
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
@@ -30,13 +31,13 @@ def square_groups(size:int, n_segments:int) -> torch.Tensor:
     r = torch.arange(size) // s
     return r[:, None] * side + r[None, :]
 
-def synthetic_dls(n_batches:int, bs:int, size:int, n_classes:int=10, n_segments:int=100, seed:int=0) -> DataLoaders:
+def synthetic_dls(n_batches:int, bs:int, size:int, n_classes:int=10, n_segments:int=100, seed:int=0, device='cpu') -> DataLoaders:
     "DataLoaders of (x, groups, y) batches of random images with square superpixels, as `get_dls` returns them"
     g, n = torch.Generator().manual_seed(seed), n_batches * bs
     x = torch.randn(n, 3, size, size, generator=g)
     groups, y = square_groups(size, n_segments), torch.randint(0, n_classes, (n,), generator=g)
     ds = [(x[i], groups.clone(), y[i]) for i in range(n)]
-    dls = DataLoaders(DataLoader(ds, bs=bs, drop_last=True), DataLoader(ds[:bs], bs=bs), device='cpu')
+    dls = DataLoaders(DataLoader(ds, bs=bs, drop_last=True), DataLoader(ds[:bs], bs=bs), device=device)
     dls.c, dls.n_segments, dls.size = n_classes, n_segments, size
     return dls
 
@@ -68,12 +69,12 @@ class _Phases(Callback):
     def after_batch(self):
         if self.opener.stack is not None: self.opener.stack.close(); self.opener.stack = None
 
-def p2p_step(ctx, recipe='cpu', classifier=None, size=64, bs=16, precision='fp32', n_classes=10, **over):
+def p2p_step(ctx, recipe='cpu', classifier=None, size=64, bs=16, precision='fp32', n_classes=10, device='cpu', **over):
     "Run one warm-up and one measured training step of `pxp train`'s Learner under `ctx()`; returns what ctx yielded"
     from pixelperception.p2p.recipes import recipe_config
     from pixelperception.p2p.train import run_learner
     cfg = recipe_config(recipe, classifier=classifier).updated(precision=precision, resolution=size, batch_size=bs, seed=0, **over)
-    dls = synthetic_dls(2, bs, size, n_classes, cfg.data.n_segments)
+    dls = synthetic_dls(2, bs, size, n_classes, cfg.data.n_segments, device=device)
     learn = run_learner(dls, cfg)
     opener = _Open(1, ctx)
     learn.add_cbs([opener, _Phases(opener)])
@@ -86,14 +87,14 @@ class Labelled(nn.Module):
     def forward(self, x):
         with record_function('classifier'): return self.m(x)
 
-def moxi_batch(ctx, n=4, size=32, grid=4, precision='fp32'):
+def moxi_batch(ctx, n=4, size=32, grid=4, precision='fp32', device='cpu'):
     "One MoXI insertion batch (n images, a grid x grid PatchMasker) on a CIFAR ResNet-20 (random weights) under ctx()"
     from pixelperception.explain.moxi import MoXI
     from pixelperception.models.maskers import PatchMasker
     from pixelperception.models.zoo import create_classifier
     torch.manual_seed(0)
-    model = Labelled(create_classifier('resnet20', 10).eval())
-    x = torch.randn(n, 3, size, size)
+    model = Labelled(create_classifier('resnet20', 10).eval()).to(device)
+    x = torch.randn(n, 3, size, size, device=device)
     e = MoXI(model, PatchMasker(grid), precision=precision)
     e.attribute(x[:1])   # warm-up
     with ctx() as r:
@@ -107,7 +108,8 @@ MOXI_LABELS = ('moxi.coalitions', 'explainer.value', 'classifier')
 def timed():
     "The profiler without stacks (timings), yielding a dict filled with its events"
     out = {}
-    with profile(activities=[ProfilerActivity.CPU]) as prof: yield out
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof: yield out
     out['events'] = prof.events()
 
 def summarize(events, labels) -> dict:
@@ -117,7 +119,8 @@ def summarize(events, labels) -> dict:
     inside = [e for e in events if lo <= e.time_range.start and e.time_range.end <= hi]
     leaves = [e for e in inside if e.name.startswith('aten::') and not any(c.name.startswith('aten::') for c in e.cpu_children)]
     share = {l: sum(e.cpu_time_total for e in inside if e.name == l) / step.cpu_time_total for l in labels}
-    return dict(ms=step.cpu_time_total / 1e3, ops=len(leaves), share=share)
+    kernels = sum(1 for e in events if e.device_type == DeviceType.CUDA)   # the GPU's kernels (the profiler records one step)
+    return dict(ms=step.cpu_time_total / 1e3, ops=len(leaves), kernels=kernels, share=share)
 
 def arm(name, run, labels):
     "Time (profiler without stacks) and count syncs (a second run with stacks) of one arm"
@@ -130,15 +133,18 @@ def arm(name, run, labels):
 def table(rows) -> str:
     "The profile table (markdown)"
     cols = ('selector', 'pool+sample', 'mask', 'classifier', 'loss', 'backward', 'optimiser')
-    out = ["| step | ms | aten ops | syncs | " + " | ".join(cols) + " | other |", "|---|" + "---:|" * (len(cols) + 4)]
+    gpu = any(r.get('kernels') for r in rows)
+    out = [f"| step | {'host ' if gpu else ''}ms | aten ops |{' GPU kernels |' if gpu else ''} syncs | " + " | ".join(cols) + " | other |",
+           "|---|" + "---:|" * (len(cols) + 4 + gpu)]
     for r in rows:
         sh = r['share']
         if 'p2p.selector' in sh:
             v = [sh['p2p.selector'], sh['p2p.groups'], sh['p2p.mask'], sh['p2p.classifier'], sh['loss'], sh['backward'], sh['optimiser']]
         else:   # MoXI: coalitions are the selector's analogue; masking = value - classifier
-            v = [sh['moxi.coalitions'], None, sh['explainer.value'] - sh['classifier'], sh['classifier'], None, None, None]
+            v = [sh['moxi.coalitions'], None, max(sh['explainer.value'] - sh['classifier'], 0.), sh['classifier'], None, None, None]
         other = 1 - sum(x for x in v if x is not None)
-        out.append(f"| {r['name']} | {r['ms']:.0f} | {r['ops']} | {r['syncs']} | " + " | ".join('–' if x is None else f"{100*x:.0f} %" for x in v) + f" | {100*other:.0f} % |")
+        k = f" {r['kernels']} |" if gpu else ''
+        out.append(f"| {r['name']} | {r['ms']:.0f} | {r['ops']} |{k} {r['syncs']} | " + " | ".join('–' if x is None else f"{100*x:.0f} %" for x in v) + f" | {100*other:.0f} % |")
     return "\n".join(out)
 
 def main(argv=None):

@@ -201,7 +201,7 @@ def sample_tau(n:int, # how many budgets
                power:float=1., # τ = lo + (hi - lo)·u^power, u ~ U(0,1): 1 is uniform (the paper), > 1 favours small τ
                like:Tensor=None, # tensor whose device and dtype τ takes
               ) -> Tensor: # [n]
-    "Random budgets τ for training: the one place they are drawn (the model, `SparsityCallback` and `recalibrate_bn` share it)"
+    "Random budgets τ for training: the one place they are drawn (`SparsityCallback` and `recalibrate_bn` share it)"
     if not power > 0: raise ValueError(f"tau power must be > 0, got {power!r}")
     u = torch.rand(n) if like is None else like.new_empty(n).uniform_()
     return lo + (hi - lo)*u**power
@@ -263,7 +263,7 @@ def classify(self:P2P, x:Tensor, # normalised images [B,3,H,W]
 @patch
 def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             groups:Tensor, # [B,H,W] superpixel ids
-            tau:Tensor=None, # [B] or a number: thresholds τ of a dynamic model; None: drawn in training, searched at `delta` in evaluation
+            tau:Tensor=None, # [B] or a number: thresholds τ of a dynamic model (needed in training); None in evaluation: searched at `delta`
             temp:float=1., # relaxed-Bernoulli temperature T of the training masks (unused in evaluation: hard masks)
            ) -> P2POutput:
     "Select groups, mask, classify: the logits and the masks behind them"
@@ -271,7 +271,8 @@ def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))   # a number: the same τ for every image
     tau = plain_tensor(tau, 'tau', none=True)
     if self.dynamic and tau is None:
-        if self.training: tau = sample_tau(x.shape[0], self.min_tau, self.max_tau, like=x)
+        if self.training: raise ValueError("a dynamic P2P model trains on given thresholds τ: pass tau=[B] (e.g. sample_tau(len(x), model.min_tau, model.max_tau, like=x)), "
+                                           "or train it with SparsityCallback, which draws them as the recipe says (its τ power and warm-up)")
         else:
             r = self.find_tau(x, groups, [self.delta])
             return P2POutput(r['logits'][0], r['keep'][0].float(), r['group_probs'][0], r['tau'][0])

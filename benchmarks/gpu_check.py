@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py            # on a CUDA machine: the GPU checks (budgeted to end within 8 min on one H100)
     python benchmarks/gpu_check.py --smoke    # the CPU smoke version (tiny sizes), also on a GPU machine
+    python benchmarks/gpu_check.py --dry-run  # the checks and their sizes, nothing run
     OUT=DIR python benchmarks/gpu_check.py    # the table also goes to DIR/gpu_check.{md,json} (else --out, default gpu_check_out/)
 
 Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured figure, seconds):
@@ -13,11 +14,18 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
      budget, else the steps done), and the bf16 speed-up on the steps both precisions ran.
   3. `pxp train` on the built-in data (64 px, 50+10 images per class, 1 classifier epoch + 2 P2P epochs) in fp32,
      bf16 and fp16: accuracy and kept fraction at certainty δ = 0.9 and training images/s from the run's metrics.json.
-  4. nbdev's runner: `nbdev-test --flags cuda` runs a `#| cuda` cell (a throw-away notebook), then one row per
+  4. The profile of one P2P training step (the paper's recipe: LR-ASPP selector, the classifier of check 1, its size
+     and batch; bf16 on a GPU) and one MoXI batch: `benchmarks/profile_step.py`'s table (host time, aten ops, GPU
+     kernels, host-device synchronisations by place, the share of each stage) after the main table.
+  5. `pxp train` on real CIFAR-10: a subset (500 + 50 images per class on a GPU) copied from --real-data (default
+     ../shared/data/cifar10, or shared/data/cifar10 inside the checkout as a device machine receives it), fine-tuning
+     the real ResNet-20 (--real-weights) for 3 epochs in bf16: accuracy and kept fraction at δ = 0.9 that mean
+     something. Skipped, saying what to pass, where the data or the weights are absent.
+  6. nbdev's runner: `nbdev-test --flags cuda` runs a `#| cuda` cell (a throw-away notebook), then one row per
      notebook of nbs/ holding `#| cuda` cells, run with that flag. Notebooks whose cuda cells need downloads
      (pretrained weights, external datasets) are skipped: GPU machines here are offline (--all-notebooks runs them).
 Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU (ViT-Tiny at 64 px, P2P at 64 px batch
-4, `pxp train` at 32 px in fp32 only), in under 2 minutes on 2 cores. Each check has a time budget and catches its own
+4, `pxp train` at 32 px in fp32 only, the real-data run on 60 images), in about 3 minutes on 2 cores. Each check has a time budget and catches its own
 errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
 Nothing is downloaded: random weights, and the built-in data generated offline into a temporary folder.
 
@@ -44,11 +52,13 @@ GPU = dict(budget_s=440, precisions=('fp32', 'bf16', 'fp16'),
            p2p=dict(selector='lraspp', classifier='resnet18', size=224, bs=64, steps=20, budget_s=40),
            moxi=dict(arch='vit_base', size=224, n_images=2, budget_s=60),
            train=dict(resolution=64, n_train=50, n_val=10, batch_size=64, classifier_epochs=1, epochs=2, timeout_s=150),
+           real=dict(per_class_train=500, per_class_test=50, epochs=3, batch_size=128, precision='bf16', timeout_s=200),
            nb_timeout_s=200)
-SMOKE = dict(budget_s=110, precisions=('fp32', 'bf16', 'fp16'),
+SMOKE = dict(budget_s=200, precisions=('fp32', 'bf16', 'fp16'),
              p2p=dict(selector='lraspp', classifier='resnet18', size=64, bs=4, steps=2, budget_s=15),
              moxi=dict(arch='vit_tiny', size=64, n_images=2, budget_s=15),
              train=dict(resolution=32, n_train=5, n_val=2, batch_size=25, classifier_epochs=1, epochs=1, timeout_s=80),
+             real=dict(per_class_train=4, per_class_test=2, epochs=1, batch_size=20, precision='fp32', timeout_s=100),
              nb_timeout_s=60)
 
 class Skip(Exception): "A check that cannot run here: its row reads 'skipped: <message>'"
@@ -113,7 +123,7 @@ class Checks:
     "Runs checks one at a time against a global deadline; one row each; keeps the tracebacks of the failures"
     def __init__(self, header:dict, out:Path, budget_s:float):
         self.header, self.out, self.t0 = header, out, time.time()
-        self.deadline, self.rows, self.errors = self.t0 + budget_s, [], []
+        self.deadline, self.rows, self.errors, self.extra = self.t0 + budget_s, [], [], []   # extra: markdown after the table
 
     def left(self): return self.deadline - time.time()
 
@@ -142,7 +152,7 @@ class Checks:
         lines += [f"| {esc(r['check'])} | {esc(r['status'])} | {esc(r['figure'])} | {r['seconds']:.1f} |" for r in self.rows]
         n_fail = len(self.failed())
         lines += ['', f"{len(self.rows)} checks, {n_fail} failed, wall time {time.time() - self.t0:.0f} s"]
-        return '\n'.join(lines)
+        return '\n'.join(lines + [x for e in self.extra for x in ('', e)])
 
     def save(self):
         "Write the table so far (a run killed from outside still leaves what it checked)"
@@ -251,6 +261,11 @@ def pxp_train(c, precision, gpu, work, env, threads, timeout):
            '--epochs', c['epochs'], '--certainty', '0.9', '--data-path', work/'data', '--experiment', exp, '--no-show']
     if threads: cmd += ['--threads', threads]
     _run(cmd, timeout, env)
+    figure, v = _read_run(exp, precision)
+    return f"{figure} ({c['n_train']*10} imgs, {c['resolution']} px)", v
+
+def _read_run(exp:Path, precision:str):
+    "(figure, values) of the one run folder `pxp train` wrote under `exp`: accuracy and kept fraction at δ = 0.9, training images/s"
     runs = sorted(exp.glob('train-*'))
     if len(runs) != 1: raise CheckFailed(f"expected one run folder in {exp}, found {[r.name for r in runs]}")
     run = runs[0]
@@ -261,8 +276,50 @@ def pxp_train(c, precision, gpu, work, env, threads, timeout):
     ev, t = m['evaluation']['0.9'], m['timing']
     v = dict(accuracy=ev['accuracy'], kept=ev['kept'], tau=ev['tau'], train_images_per_s=t['train_images_per_s'],
              train_s=t['train_s'], total_s=t['total_s'], epochs=t['epochs_run'])
-    return (f"acc@δ0.9 {ev['accuracy']:.2f}, kept {ev['kept']:.2f}; train {t['train_images_per_s']:.0f} img/s "
-            f"({c['n_train']*10} imgs, {c['resolution']} px)"), v
+    return f"acc@δ0.9 {ev['accuracy']:.2f}, kept {ev['kept']:.2f}; train {t['train_images_per_s']:.0f} img/s", v
+
+def copy_subset(src:Path, # a CIFAR-10 in ImageFolder layout: train/<class>/*, test/<class>/*
+                dst:Path, # where the copy goes (dst/train, dst/test)
+                n_train:int, n_test:int, # images per class copied from each split (the first by name)
+               ) -> int: # images copied
+    "Copy the first images of each class of a real dataset, so a run on a GPU machine reads a small local folder"
+    n = 0
+    for split, k in (('train', n_train), ('test', n_test)):
+        for d in sorted(x for x in (src/split).iterdir() if x.is_dir()):
+            (dst/split/d.name).mkdir(parents=True, exist_ok=True)
+            for f in sorted(d.iterdir())[:k]: shutil.copy2(f, dst/split/d.name/f.name); n += 1
+    return n
+
+def pxp_train_real(c, gpu, work, env, threads, timeout, src, weights):
+    "`pxp train` on real CIFAR-10 (a subset copied from `src`) fine-tuning the real ResNet-20: the `cpu` recipe's CIFAR branch, fewer epochs"
+    if src is None or not (Path(src)/'train').is_dir() or not (Path(src)/'test').is_dir():
+        raise Skip(f"no real CIFAR-10 at {src}: pass --real-data DIR holding train/ and test/ class folders (e.g. shared/data/cifar10)")
+    if weights is None or not Path(weights).is_file(): raise Skip(f"no ResNet-20 weights at {weights}: pass --real-weights FILE (e.g. shared/weights/resnet20-cifar10.th)")
+    n = copy_subset(Path(src), work/'real'/'cifar10', c['per_class_train'], c['per_class_test'])
+    exp = work/'runs-real'
+    cmd = [sys.executable, '-m', 'pixelperception.cli', 'train', '--dataset', 'cifar10', '--data-path', work/'real', '--classifier', 'resnet20',
+           '--model-path', weights, '--precision', c['precision'], '--epochs', c['epochs'], '--batch-size', c['batch_size'],
+           '--certainty', '0.9', '--experiment', exp, '--no-show']
+    if threads: cmd += ['--threads', threads]
+    _run(cmd, timeout, env)
+    figure, v = _read_run(exp, c['precision'])
+    return f"{figure} ({n} real images copied, {c['epochs']} epochs)", dict(v, images=n)
+
+# ---------------------------------------------------------------- 5. the profile of one step
+def profile(c, precision, device, checks):
+    "benchmarks/profile_step.py's table for a P2P training step (the paper's recipe: LR-ASPP selector, the check's classifier) and a MoXI batch"
+    sys.path.insert(0, str(ROOT/'benchmarks'))
+    import profile_step as ps
+    dev = str(device)
+    arms = [(f"P2P paper recipe, {c['selector']}+{c['classifier']}, {c['size']} px, batch {c['bs']}, {precision}",
+             lambda ctx: ps.p2p_step(ctx, recipe='paper', classifier=c['classifier'], size=c['size'], bs=c['bs'], precision=precision, device=dev),
+             ps.P2P_LABELS),
+            (f"MoXI insertion, ResNet-20, 4 images, 4x4 patches, {precision}", lambda ctx: ps.moxi_batch(ctx, precision=precision, device=dev), ps.MOXI_LABELS)]
+    rows = [ps.arm(name, run, labels) for name, run, labels in arms]
+    places = "\n".join(f"- {r['name']}: " + ("; ".join(f"{v} x {k}" for k, v in r['places'].most_common()) or "none") for r in rows)
+    checks.extra.append(f"### One step, profiled (benchmarks/profile_step.py)\n\n{ps.table(rows)}\n\nSyncs by place:\n\n{places}")
+    figure = "; ".join(f"{r['syncs']} syncs, {r['kernels'] or r['ops']} {'kernels' if r['kernels'] else 'aten ops'}, {r['ms']:.0f} ms host" for r in rows)
+    return figure, dict(rows=[dict({k: v for k, v in r.items() if k != 'places'}, places=dict(r['places'])) for r in rows])
 
 # ---------------------------------------------------------------- 4. notebooks with `#| cuda` cells
 def cuda_cells(nb:Path) -> list:
@@ -332,10 +389,16 @@ def main(argv=None):
     ap.add_argument('--out', type=Path, default=Path(os.environ.get('OUT') or 'gpu_check_out'),
                     help='folder for gpu_check.md and gpu_check.json (default: $OUT if set, else gpu_check_out/)')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: 1 in the smoke run: tiny tensors, often a shared CPU; else torch\'s)')
-    ap.add_argument('--budget', type=float, default=None, help='seconds for all checks (default: 440 GPU, 110 smoke)')
+    ap.add_argument('--budget', type=float, default=None, help='seconds for all checks (default: 440 GPU, 200 smoke)')
     ap.add_argument('--all-notebooks', action='store_true', help='also run notebooks whose cuda cells need downloads or external data')
     ap.add_argument('--keep', action='store_true', help='keep the temporary folder with the data and runs')
+    ap.add_argument('--real-data', type=Path, default=ROOT.parent/'shared'/'data'/'cifar10',
+                    help="real CIFAR-10 (train/ and test/ class folders) for the real-data `pxp train` check; a subset is copied (default: ../shared/data/cifar10)")
+    ap.add_argument('--real-weights', type=Path, default=ROOT.parent/'shared'/'weights'/'resnet20-cifar10.th', help='the ResNet-20 weights it fine-tunes')
+    ap.add_argument('--dry-run', action='store_true', help='list the checks with their sizes and exit (nothing runs)')
     a = ap.parse_args(argv)
+    for alt in (ROOT/'shared'/'data'/'cifar10', ):   # a device machine gets the checkout's shared/ inside it
+        if not a.real_data.is_dir() and alt.is_dir(): a.real_data, a.real_weights = alt, ROOT/'shared'/'weights'/a.real_weights.name
     gpu = torch.cuda.is_available() and not a.smoke
     smoke = not gpu
     cfg = GPU if gpu else SMOKE
@@ -345,6 +408,10 @@ def main(argv=None):
         a.threads = a.threads or 1
     if a.threads: torch.set_num_threads(a.threads)
     device = torch.device('cuda', torch.cuda.current_device()) if gpu else torch.device('cpu')
+    if a.dry_run:
+        print(json.dumps(dict(mode='gpu' if gpu else 'cpu smoke', budget_s=a.budget or cfg['budget_s'], real_data=str(a.real_data),
+                              real_weights=str(a.real_weights), checks={k: v for k, v in cfg.items() if isinstance(v, dict)}), indent=1, default=str))
+        return 0
     header = dict(mode='gpu' if gpu else 'cpu smoke', **machine(device), torch_threads=torch.get_num_threads())
     checks = Checks(header, a.out, a.budget or cfg['budget_s'])
     env = _env(smoke, a.threads)
@@ -359,6 +426,11 @@ def main(argv=None):
         name = f"MoXI token mode {m['arch']} {m['size']}px, {m['n_images']} images"
         ref = checks(f"{name} fp32", 20, lambda: moxi_steps(capped(m), 'fp32', device))
         checks(f"{name} bf16 autocast", 20, lambda: moxi_steps(capped(m), 'bf16', device, ref=ref or None))
+        prec = 'bf16' if gpu else 'fp32'
+        checks(f"profile of one step ({prec})", 20, lambda: profile(p, prec, device, checks))
+        rd = cfg['real']   # the run whose accuracy means something goes before the synthetic ones
+        checks(f"pxp train on real CIFAR-10, ResNet-20 fine-tuned, {rd['precision']}", 30,
+               lambda: pxp_train_real(rd, gpu, work, env, a.threads, min(rd['timeout_s'], checks.left()), a.real_data, a.real_weights))
         for prec in cfg['precisions']:
             checks(f"pxp train {prec}", 20, lambda: pxp_train(tr, prec, gpu, work, env, a.threads, min(tr['timeout_s'], checks.left())))
         checks("nbdev-test --flags cuda runs #| cuda cells", 5,

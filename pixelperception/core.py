@@ -8,14 +8,15 @@ Docs: https://pixelperception.github.io/pixelperception/core.html.md"""
 from __future__ import annotations
 import sys, time
 import difflib, fnmatch
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 from torch import Tensor
 from .files import PxpError
 
 # %% auto #0
-__all__ = ['plain_tensor', 'evaluating', 'RegistryError', 'Registry', 'bars_shown', 'LineProgress', 'progress_bar']
+__all__ = ['plain_tensor', 'evaluating', 'RegistryError', 'Registry', 'bars_shown', 'LineProgress', 'progress_bar',
+           'profile_label']
 
 # %% ../nbs/01_core.ipynb #1623bb3f
 def plain_tensor(t, # a tensor (any subclass), numpy array, list or number
@@ -127,3 +128,9 @@ def progress_bar(gen, # the loop's iterable
     from fastprogress.fastprogress import progress_bar as bar
     b = bar(gen, total=total, leave=leave); b.comment = comment
     return b
+
+# %% ../nbs/01_core.ipynb #1f8ab497
+def profile_label(name:str, # the name the profiler shows for the block
+                 ):
+    "A `torch.profiler.record_function` label while a profiler records; a no-op context otherwise"
+    return torch.profiler.record_function(name) if torch.autograd._profiler_enabled() else nullcontext()

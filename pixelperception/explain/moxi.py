@@ -12,12 +12,12 @@ from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from ..models.maskers import Masker, PatchMasker, GroupMasker, TokenMasker, get_reward, check_target, as_classifier, vit_kind, vit_grid, grid_shape, present_first, check_precision, autocast_call, is_conv
-from ..files import check_logits
-from ..core import plain_tensor
+from ..files import check_logits, NonFiniteError
+from ..core import plain_tensor, profile_label
 
 # %% auto #0
-__all__ = ['CURVES', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups', 'attribute_api',
-           'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
+__all__ = ['CURVES', 'SAMPLERS', 'Ranking', 'scores_to_order', 'check_curve', 'model_device', 'Explainer', 'feature_groups',
+           'attribute_api', 'absent_last', 'SelfShapley', 'MoXI', 'SampledShapley', 'RandomOrder']
 
 # %% ../../nbs/50_explain.moxi.ipynb #4e42b465
 class Ranking(NamedTuple):
@@ -58,6 +58,7 @@ class Explainer:
         self.precision = check_precision(precision, model_device(model))
         if self.precision != "fp32" and is_conv(model): model.to(memory_format=torch.channels_last)   # oneDNN/cuDNN's fast layout for low-precision convs
         self.n_evals, self.evals_per_image = 0, 0.
+        self.n_bad = None   # within `attribute`: the count of non-finite masked logits, on the device, checked once at the end
 
     def forward(self, f, *args, **kwargs):
         "f(*args) (the model, or the masker running it) under this explainer's precision; logits come back float32"
@@ -77,8 +78,11 @@ class Explainer:
 
     def value(self, x, keep, target, groups=None):
         "v(S) for every coalition of keep [B,K,N]: (rewards [B,K], logits [B,K,C])"
-        n0 = self.masker.n_evals
-        logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size)
+        n0, late = self.masker.n_evals, self.n_bad is not None and isinstance(self.masker, Masker)
+        with profile_label('explainer.value'):   # a profiler label (`benchmarks/profile_step.py`)
+            kw = dict(n_features=keep.shape[-1], check=False) if late else {}   # features counted by `prepare`; finiteness read once, after the loop
+            logits = self.forward(self.masker, self.model, x, keep, groups, batch_size=self.batch_size, **kw)
+            if late: self.n_bad = self.n_bad + (~torch.isfinite(logits)).sum()
         self.n_evals += self.masker.n_evals - n0
         return self.reward(logits, target[:, None].expand(keep.shape[:2])), logits
 
@@ -141,9 +145,12 @@ def attribute_api(f):
             if call.arguments.get('groups') is not None: raise ValueError("pass either groups or feature_mask (captum's name for them), not both")
             call.arguments['groups'] = feature_groups(feature_mask, plain_tensor(x))
         masker, saved, n0 = _call_masker(self, baselines, feature_mask), self.masker, self.n_evals
-        self.masker = masker   # for this call only
-        try: res = f(*call.args, **call.kwargs)
-        finally: self.masker = saved
+        self.masker, self.n_bad = masker, 0   # for this call only
+        try: res, bad = f(*call.args, **call.kwargs), self.n_bad
+        finally: self.masker, self.n_bad = saved, None
+        if isinstance(bad, Tensor) and bad > 0:   # the one read of the loop's values: after it, not in it
+            raise NonFiniteError(f"the model's logits on the masked images: {int(bad)} values are not finite (NaN or inf)",
+                                 "the model or its weights are broken (e.g. training diverged): check the weights file, or retrain with a lower learning rate")
         self.evals_per_image = (self.n_evals - n0) / max(len(x), 1)
         present = masker.present(plain_tensor(x), call.arguments.get('groups')) if hasattr(masker, 'present') else None
         return absent_last(res, present)   # features absent from an image (padding groups) go last
@@ -208,7 +215,7 @@ class MoXI(Explainer):
         for t in self.progress(range(N), B, show_progress):
             Ba = len(active)
             pick, j, cand, v, lg = self.step(x[active], target[active], chosen[active],
-                                             None if groups is None else groups[active], curve)
+                                             None if groups is None else groups[active], curve, n_chosen=t)
             order[active, t], scores[active, pick] = pick, v.gather(1, j)[:, 0].to(scores.dtype)
             chosen[active, pick] = True
             if not stop or t == N - 1: continue
@@ -230,18 +237,23 @@ def step(self:MoXI, x:Tensor, # [B,3,H,W] images
          chosen:Tensor, # bool [B,N]: features already in S (insertion) or D (deletion), the same count per image
          groups:Tensor=None, # [B,H,W] superpixels (GroupMasker)
          curve:str="insertion", # "insertion": argmax v(S+i); "deletion": argmin v(N minus (D+i))
+        n_chosen:int=None, # features chosen per image, when the caller knows (None: counted, which makes a GPU wait)
         ) -> tuple: # (pick [B], j [B,1] its position among the candidates, candidates [B,K], values [B,K], logits [B,K,C])
     "One greedy MoXI step: score every candidate not yet chosen and pick the best (lowest index on ties)"
     ins = check_curve(curve)
     B, N = chosen.shape
-    cand = (~chosen).nonzero()[:, 1].view(B, -1)            # candidates, increasing index
-    keep = chosen[:, None].expand(B, cand.shape[1], N).clone()
-    keep.scatter_(2, cand[..., None], True)                 # S + {i} for every candidate i
+    with profile_label('moxi.coalitions'):
+        K = N - (int(chosen[0].sum()) if n_chosen is None else n_chosen)
+        cand = chosen.to(torch.uint8).argsort(dim=1, stable=True)[:, :K]   # candidates, increasing index (the unchosen sort first)
+        keep = chosen[:, None].expand(B, K, N).clone()
+        keep.scatter_(2, cand[..., None], True)                 # S + {i} for every candidate i
     v, lg = self.value(x, keep if ins else ~keep, target, groups)
     j = (v.argmax(1) if ins else v.argmin(1))[:, None]      # first optimum = lowest index
     return cand.gather(1, j)[:, 0], j, cand, v, lg
 
 # %% ../../nbs/50_explain.moxi.ipynb #3c43bd13
+SAMPLERS = ('coalitions', 'permutations')   # how `SampledShapley` draws its coalitions
+
 class SampledShapley(Explainer):
     "Monte-Carlo Shapley values over random coalitions of random size (the paper's 'full Shapley')"
     @delegates(Explainer.__init__)   # reward, batch_size, precision: as every explainer takes them
@@ -249,10 +261,12 @@ class SampledShapley(Explainer):
                  masker:Masker=None, # how features are hidden (default: TokenMasker for ViTs)
                  *, n_rounds:int=200, # rounds of N marginal contributions each
                  seed:int=0, # seed of the coalition sampler
+                 sampler:str='coalitions', # 'coalitions': a random S per feature, 2N evaluations a round (the paper's); 'permutations': N-1
                  **kwargs):
         super().__init__(model, masker, **kwargs)
         if n_rounds < 1: raise ValueError(f"n_rounds must be >= 1, got {n_rounds}")
-        self.n_rounds, self.seed = n_rounds, seed
+        if sampler not in SAMPLERS: raise ValueError(f"sampler must be 'coalitions' or 'permutations', got {sampler!r}")
+        self.n_rounds, self.seed, self.sampler = n_rounds, seed, sampler
 
     @attribute_api
     def attribute(self, x:Tensor, # [B,3,H,W] images
@@ -267,6 +281,7 @@ class SampledShapley(Explainer):
         x, groups, target, _, N = self.prepare(x, target, groups)
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         B, dev = x.shape[0], x.device
+        if self.sampler == 'permutations': return _permutation_shapley(self, x, target, groups, g, N, show_progress)
         eye = torch.eye(N, dtype=torch.bool)
         phi = torch.zeros(B, N, device=dev)
         for _ in self.progress(range(self.n_rounds), B, show_progress):
@@ -277,6 +292,20 @@ class SampledShapley(Explainer):
             phi += (v[:, :N] - v[:, N:]).float()
         phi /= self.n_rounds
         return Ranking(scores_to_order(phi), phi)
+
+def _permutation_shapley(self:SampledShapley, x, target, groups, g, N, show_progress):
+    "Shapley values by random orders: each round adds the features of a random permutation one by one, φ_i += v(P+i) − v(P)"
+    B, dev = x.shape[0], x.device
+    ends = self.value(x, torch.arange(2, device=dev).bool()[None, :, None].expand(B, 2, N), target, groups)[0]   # v(∅), v(N): the same every round
+    phi, sizes = torch.zeros(B, N, device=dev), torch.arange(1, N, device=dev)
+    for _ in self.progress(range(self.n_rounds), B, show_progress):
+        perm = torch.rand(B, N, generator=g).argsort(-1).to(dev)                             # one order per image
+        rank = torch.empty_like(perm).scatter_(1, perm, torch.arange(N, device=dev).expand(B, N))
+        v = self.value(x, rank[:, None, :] < sizes[None, :, None], target, groups)[0] if N > 1 else ends[:, :0]   # prefixes of 1..N-1 features
+        v = torch.cat([ends[:, :1], v, ends[:, 1:]], 1).float()                              # sizes 0..N
+        phi.scatter_add_(1, perm, v.diff(dim=1))                                              # the k-th feature of the order gets v(P_k) − v(P_k−1)
+    phi /= self.n_rounds
+    return Ranking(scores_to_order(phi), phi)
 
 # %% ../../nbs/50_explain.moxi.ipynb #1d2fa194
 class RandomOrder(Explainer):

@@ -8,7 +8,7 @@ Docs: https://pixelperception.github.io/pixelperception/models.maskers.html.md""
 from __future__ import annotations
 import sys, numpy as np, torch, torch.nn.functional as F
 from torch import Tensor
-from ..data.superpixels import to_pixels, group_pool, group_sizes, hide_pixels
+from ..data.superpixels import group_pool, group_sizes, hide_pixels
 from ..files import check_logits
 from ..core import plain_tensor
 
@@ -23,7 +23,7 @@ def log_odds(logits:Tensor, # [..., C] logits
             ) -> Tensor: # [...]: z_y - logsumexp_{j!=y} z_j
     "Log-odds log(p_y/(1-p_y)) of class `target`, stable: z_y - logsumexp of the other logits"
     zy = logits.gather(-1, target[..., None])[..., 0]
-    others = logits.masked_fill(F.one_hot(target, logits.shape[-1]).bool(), float('-inf'))
+    others = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, target[..., None], True), float('-inf'))   # one_hot would read the ids' range: a device wait
     return zy - others.logsumexp(-1)
 
 def log_prob(logits, target): 
@@ -59,6 +59,11 @@ def check_target(target, # None, an int, or [B] class indices
     return t
 
 # %% ../../nbs/23_models.maskers.ipynb #6eb5ca67
+def _rows_logits(out, n, check):
+    "`out` checked as logits [n,C]: finite too when `check` (reading finiteness makes the device wait)"
+    if check or not (isinstance(out, Tensor) and out.dim() == 2 and out.shape[0] == n): return check_logits(out, n)
+    return out
+
 class Masker:
     "Base class: run a model on images with only some features visible, in chunks, counting evaluations"
     def __init__(self, batch_size:int=256): # forward passes per chunk
@@ -76,12 +81,14 @@ class Masker:
                  keep:Tensor, # bool [B,K,N]: K coalitions per image, True = feature visible
                  groups:Tensor=None, # [B,H,W] superpixel ids (GroupMasker only)
                  batch_size:int=None, # forward passes per chunk (default: self.batch_size)
+                 n_features:int=None, # N when the caller has counted (and so checked) the features of x already
+                 check:bool=True, # check the logits are finite (False: the caller checks them once, after its loop)
                 ) -> Tensor: # logits [B,K,C]
         "Logits of `model` on every coalition of `keep`, in chunks of `batch_size` forward passes"
         x = plain_tensor(x)
         if x.dim() != 4: raise ValueError(f"x must be a batch of images [B,3,H,W], got shape {tuple(x.shape)}")
         if groups is not None: groups = plain_tensor(groups).to(x.device)
-        N = self.n_features(x, groups, model=model)
+        N = n_features or self.n_features(x, groups, model=model)   # counting superpixels reads their ids: a device wait per call
         keep = plain_tensor(keep).to(x.device)
         if keep.dtype != torch.bool: raise TypeError(f"keep must be a bool tensor [B,K,N] (True = visible), got {keep.dtype}")
         if keep.dim() != 3 or keep.shape[0] != x.shape[0] or keep.shape[2] != N:
@@ -92,7 +99,7 @@ class Masker:
         with torch.inference_mode():
             state = self.prepare(model, x, groups)
             flat, b = keep.reshape(B * K, N), torch.arange(B, device=x.device).repeat_interleave(K)
-            out = torch.cat([check_logits(self.forward_rows(model, x, groups, b[i:i+bs], flat[i:i+bs], state), len(b[i:i+bs]))
+            out = torch.cat([_rows_logits(self.forward_rows(model, x, groups, b[i:i+bs], flat[i:i+bs], state), len(b[i:i+bs]), check)
                              for i in range(0, B * K, bs)])   # NaN, a tuple: one clear error, never a ranking
         self.n_evals += B * K
         return out.view(B, K, -1)
@@ -163,8 +170,8 @@ class GroupMasker(Masker):
         "Groups with at least one pixel in each image, bool [B,N]: with `n_groups` padding, or images of fewer superpixels, the rest are absent"
         return group_sizes(plain_tensor(groups), self.n_features(x, groups)) > 0
     def forward_rows(self, model, x, groups, b, keep, state):
-        m = to_pixels(keep, groups[b])
-        return model(hide_pixels(x, m, self.fill, b))
+        g = groups[b]   # checked by n_features; `to_pixels` would check the ids again per chunk (a device wait each)
+        return model(hide_pixels(x, keep.gather(1, g.flatten(1)).view_as(g), self.fill, b))
     def pool(self, heat, x, groups=None):
         "Average a per-pixel (or coarser) map over each group: [B,G]"
         N = self.n_features(x, groups)

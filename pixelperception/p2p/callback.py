@@ -6,6 +6,8 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.callback.html.md"""
 
 # %% ../../nbs/42_p2p.callback.ipynb #72faa847
 from __future__ import annotations
+import torch
+from ..core import profile_label
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 from .model import sample_tau, P2POutput
@@ -34,6 +36,8 @@ def p2p_output(learn) -> P2POutput:
     return out
 
 # %% ../../nbs/42_p2p.callback.ipynb #f721cfd6
+_LOGGED = ('sparsity', 'cov', 'score', 'kept', 'loss')   # the tensors `SparsityCallback` logs per batch
+
 class SparsityCallback(Callback):
     "P2P's regulariser: temperature and penalty-weight schedules, τ sampling (both passed to the model), sparsity + covariance penalties on `loss_grad`"
     def __init__(self, reg_variant:str="kl", # sparsity penalty: "kl" or "l1"
@@ -59,6 +63,19 @@ class SparsityCallback(Callback):
         self.tau_warmup, self.score_weight, self.tau_power = tau_warmup, score_weight, tau_power
         self.w, self.cur_temp, self.history, self.draw_tau = 0., 1., [], False
 
+    # Per batch, the penalties stay tensors on the device (`_rows`); `history` turns them into numbers when it is read,
+    # so a training step never waits for the device to log them.
+    @property
+    def history(self) -> list: # one dict per training batch: epoch, iter, w, temp, sparsity, cov, score, kept, loss
+        "The per-batch log of the penalties (numbers)"
+        if self._rows:
+            vals = torch.stack([v for _, v in self._rows]).tolist()
+            self._history += [dict(**meta, **dict(zip(_LOGGED, v))) for (meta, _), v in zip(self._rows, vals)]
+            self._rows = []
+        return self._history
+    @history.setter
+    def history(self, h): self._history, self._rows = list(h), []
+
     def before_fit(self):
         if not any(isinstance(cb, P2POutputCallback) for cb in self.learn.cbs):
             raise ValueError("SparsityCallback reads the model's output from `learn.p2p_out`: add `P2POutputCallback()` to the learner's callbacks (`p2p_learner` does)")
@@ -80,14 +97,15 @@ class SparsityCallback(Callback):
 
     def after_loss(self):
         if not self.training: return
-        out = p2p_output(self.learn)
-        kept = kept_fraction(out.group_probs, self.xb[1])
-        tau = out.tau if out.tau is not None else self.reg_threshold
-        sp, cp = sparsity_penalty(kept, tau, self.reg_variant), cov_penalty(out.cov).to(kept)
-        sf = score_function_loss(out.sample_probs, out.log_prob, self.yb[0]) if out.log_prob is not None else kept.new_zeros(())
-        self.learn.loss_grad = self.loss_grad + self.w*sp + self.cov_weight*cp + self.score_weight*sf
-        self.history.append(dict(epoch=self.epoch, iter=self.iter, w=self.w, temp=self.cur_temp, sparsity=sp.item(),
-                                 cov=cp.item(), score=sf.item(), kept=kept.mean().item(), loss=self.loss.item()))
+        with profile_label('p2p.penalties'):
+            out = p2p_output(self.learn)
+            kept = kept_fraction(out.group_probs, self.xb[1])
+            tau = out.tau if out.tau is not None else self.reg_threshold
+            sp, cp = sparsity_penalty(kept, tau, self.reg_variant), cov_penalty(out.cov).to(kept)
+            sf = score_function_loss(out.sample_probs, out.log_prob, self.yb[0]) if out.log_prob is not None else kept.new_zeros(())
+            self.learn.loss_grad = self.loss_grad + self.w*sp + self.cov_weight*cp + self.score_weight*sf
+            row = torch.stack([t.detach().float() for t in (sp, cp, sf, kept.mean(), self.loss)])   # logged as numbers when `history` is read
+            self._rows.append((dict(epoch=self.epoch, iter=self.iter, w=self.w, temp=self.cur_temp), row))
 
 # %% ../../nbs/42_p2p.callback.ipynb #52912073
 class _OutputMean(Metric):

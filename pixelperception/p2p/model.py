@@ -10,11 +10,11 @@ import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from typing import NamedTuple
 from torch import Tensor
-from torch.distributions import RelaxedBernoulli
+from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
 from fastcore.basics import patch
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels
-from ..core import plain_tensor, evaluating
+from ..core import plain_tensor, evaluating, profile_label
 
 # %% auto #0
 __all__ = ['TAU_MODES', 'ESTIMATORS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli',
@@ -68,7 +68,11 @@ def relaxed_bernoulli(probs:Tensor, # keep probabilities, any shape
                       straight_through:bool=False, # hard 0/1 forward, soft gradient
                      ) -> Tensor:
     "Differentiable keep decisions: a relaxed-Bernoulli (Gumbel-sigmoid) sample, optionally straight-through"
-    soft = RelaxedBernoulli(torch.as_tensor(float(temp), dtype=probs.dtype, device=probs.device), probs=probs).rsample()
+    # RelaxedBernoulli(temp, probs).rsample() without its argument check (which reads probs: a device wait per step, and
+    # `validate_args=False` does not reach its base distribution): the same draw, then its clipped sigmoid
+    z = LogitRelaxedBernoulli(torch.as_tensor(float(temp), dtype=probs.dtype, device=probs.device), probs=probs, validate_args=False).rsample()
+    fi = torch.finfo(z.dtype)
+    soft = torch.sigmoid(z).clamp(min=fi.tiny, max=1. - fi.eps)
     if not straight_through: return soft
     return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
 
@@ -197,7 +201,7 @@ def sample_tau(n:int, # how many budgets
                power:float=1., # τ = lo + (hi - lo)·u^power, u ~ U(0,1): 1 is uniform (the paper), > 1 favours small τ
                like:Tensor=None, # tensor whose device and dtype τ takes
               ) -> Tensor: # [n]
-    "Random budgets τ for training: the one place they are drawn (the model, `SparsityCallback` and `recalibrate_bn` share it)"
+    "Random budgets τ for training: the one place they are drawn (`SparsityCallback` and `recalibrate_bn` share it)"
     if not power > 0: raise ValueError(f"tau power must be > 0, got {power!r}")
     u = torch.rand(n) if like is None else like.new_empty(n).uniform_()
     return lo + (hi - lo)*u**power
@@ -212,11 +216,18 @@ def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
            n_groups:int=None, # pool to at least this many groups (a batch's G, for subsets of it)
           ) -> dict: # mu, group_probs [B,G]; decisions [B,G,S]; cov [B,G,G] and log_prob [B,S] (training) or None
     "The selector's group distribution and keep decisions: sampled in training, hard (sigmoid(μ) > 0.5) in evaluation"
-    if feats is None: feats = self.selector.encode(x)
     rank = self.tau_mode == 'rank' and self.dynamic
-    out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
+    with profile_label('p2p.selector'):   # profiler labels (`benchmarks/profile_step.py`): free without a profiler
+        if feats is None: feats = self.selector.encode(x)
+        out = decode_fp32(self.selector, feats, tau if self.dynamic and not rank else None, x.shape[-2:])
+    with profile_label('p2p.groups'): return _sample(self, out, groups, tau, temp, n_groups, rank)
+
+def _sample(self:P2P, out, groups, tau, temp, n_groups, rank):
+    "`select` after the selector: pool its output per group, then the keep decisions (hard in evaluation, sampled in training)"
     mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
-    if not torch.isfinite(mu).all():
+    # Evaluation only: reading the scores' finiteness makes the device wait. In training a non-finite score makes the loss
+    # non-finite, which `FiniteLoss` (train's learner) stops with its own message, once per step it checks anyway.
+    if not self.training and not torch.isfinite(mu).all():
         raise FloatingPointError("the selector's group scores are not finite (NaN or inf): training diverged; "
                                  "lower the learning rate, or train in precision='fp32'")
     if rank:
@@ -243,14 +254,16 @@ def classify(self:P2P, x:Tensor, # normalised images [B,3,H,W]
              decisions:Tensor, # [B,G,S] keep decisions (`select`)
             ) -> tuple: # logits [B,C], pixel masks [S,B,H,W], class probabilities per mask [S,B,C]
     "Mask the images with each of the S decisions and classify them: the Monte-Carlo-averaged logits"
-    m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
-    logits, probs = mc_logits(self.classifier, mask_input(x, m, self.fill), samples=True)
+    with profile_label('p2p.mask'):
+        m = to_pixels(decisions, groups).movedim(-1, 0)               # [S,B,H,W]
+        xs = mask_input(x, m, self.fill)
+    with profile_label('p2p.classifier'): logits, probs = mc_logits(self.classifier, xs, samples=True)
     return logits, m, probs
 
 @patch
 def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             groups:Tensor, # [B,H,W] superpixel ids
-            tau:Tensor=None, # [B] or a number: thresholds τ of a dynamic model; None: drawn in training, searched at `delta` in evaluation
+            tau:Tensor=None, # [B] or a number: thresholds τ of a dynamic model (needed in training); None in evaluation: searched at `delta`
             temp:float=1., # relaxed-Bernoulli temperature T of the training masks (unused in evaluation: hard masks)
            ) -> P2POutput:
     "Select groups, mask, classify: the logits and the masks behind them"
@@ -258,7 +271,8 @@ def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))   # a number: the same τ for every image
     tau = plain_tensor(tau, 'tau', none=True)
     if self.dynamic and tau is None:
-        if self.training: tau = sample_tau(x.shape[0], self.min_tau, self.max_tau, like=x)
+        if self.training: raise ValueError("a dynamic P2P model trains on given thresholds τ: pass tau=[B] (e.g. sample_tau(len(x), model.min_tau, model.max_tau, like=x)), "
+                                           "or train it with SparsityCallback, which draws them as the recipe says (its τ power and warm-up)")
         else:
             r = self.find_tau(x, groups, [self.delta])
             return P2POutput(r['logits'][0], r['keep'][0].float(), r['group_probs'][0], r['tau'][0])

@@ -151,16 +151,21 @@ class _CommaList(tuple):
         if bad or not names: raise argparse.ArgumentTypeError(f"unknown name(s) {bad or [v]}: choose from {', '.join(self)} (comma-separated)")
         return v
 
+def _train_flags(train):
+    "A stand-in for `train` whose signature is the run's options (`option_parameters`): what `anno_parser` makes `pxp train`'s flags from"
+    from pixelperception.p2p.recipes import option_parameters
+    def flags(**options): pass
+    flags.__doc__, flags.__module__, flags.__signature__ = train.__doc__.split('\n')[0], train.__module__, inspect.Signature(option_parameters())
+    return flags
+
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd in ('explain', 'explain-p2p'):
         from pixelperception.explain.run import list_explainers
         return dict(methods=_CommaList(list_explainers()))   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
-    from pixelperception.p2p.recipes import option_fields
-    from pixelperception.models.zoo import list_selectors
-    ch = {k: f.metadata['choices'] for k, f in option_fields().items() if f.metadata.get('choices') is not None}   # the RunConfig's own lists
-    return {**{k: c() if callable(c) else c for k, c in ch.items()}, 'selector': list_selectors()}
+    from pixelperception.p2p.recipes import option_choices
+    return option_choices()   # the RunConfig's lists, registries resolved
 
 _PYTHON_ONLY = ('cbs',)   # arguments of the functions behind the commands that only Python can pass
 
@@ -236,11 +241,12 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
     old = _renamed_flag(argv[n:], getattr(func, 'renamed', {}))
     if old: print(f"pxp: error: {old}", file=sys.stderr); return 2
     func = inspect.unwrap(func)   # the parser reads the function's own signature and comments (not a deprecation wrapper's)
-    parser = _tidy(anno_parser(func, prog=f'pxp {cmd}'), _choices(cmd))
+    flags = _train_flags(func) if cmd == 'train' else func   # train's options come from its config, not its signature
+    parser = _tidy(anno_parser(flags, prog=f'pxp {cmd}'), _choices(cmd))
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
     parser.error = _bad_option
-    params = inspect.signature(func).parameters
+    params = inspect.signature(flags).parameters
     if cmd == 'train': parser.add_argument('--config', metavar='FILE', help="a run's config.json (or any JSON object of these options) as the defaults; flags given here override it")
     try:
         rest = _config_defaults(parser, argv[n:], params)

@@ -21,13 +21,14 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
 from ..core import Registry, progress_bar
+from ..config import LABEL_KINDS
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS', 'black_fill',
-           'denormalize', 'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
+           'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
            'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'SuperpixelDL', 'DatasetSpec',
            'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items', 'image_items',
            'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
@@ -288,13 +289,18 @@ def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel ca
 
 class SuperpixelDL(TfmdDL):
     "A fastai `TfmdDL` whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
+    def __init__(self, dataset, # the items (a fastai `Datasets` of (image, superpixels, label[, mask]))
+                 bs:int=64, # images per batch
+                 shuffle:bool=False, # a new order every epoch (training)
+                 num_workers:int=None, # worker processes (None: fastai's default)
+                 **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
+        super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):
         if ctxs is None and show: ctxs = get_grid(min(max_n, len(self.dataset), self.bs), nrows=nrows, ncols=ncols, figsize=figsize)
         return super().show_batch(b, max_n=max_n, ctxs=ctxs, show=show, unique=unique, **kwargs)
 
 # %% ../../nbs/15_data.datasets.ipynb #98fcf21d
-TARGETS = ('object', 'scene')   # the built-in benchmark's and BAM's labels
 SPLITS = ('train', 'val', 'test')
 
 class DatasetSpec:
@@ -433,7 +439,7 @@ def dataset_items(dataset:str='synthetic', # a registered dataset (`list_dataset
     "Items and transform policy of one split of a named dataset"
     spec = dataset_spec(dataset)
     if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
+    if target not in LABEL_KINDS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
     items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
     return items, spec.transform_policy(size, split)
 

@@ -217,6 +217,7 @@ def require_wandb():
 class WandbLogger(Callback):
     "Log to the current W&B run: the training loss and learning rates per batch, the validation metrics per epoch"
     order = Recorder.order + 1   # after the recorder has computed the epoch's metrics
+    def __init__(self): super().__init__()   # nothing to set: it logs into the current W&B run
     # not fastai's WandbCallback: its config gathering walks the datasets down to every image path (and fails on them)
     def before_fit(self):
         self.run = not hasattr(self.learn, 'lr_finder') and rank_distrib() == 0   # fastai sets it back to True after the fit

@@ -29,7 +29,7 @@ ghapi and python-fasthtml (fastprogress imports it) with theirs (54 wheels, 13.6
 root: `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PWD
 PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu_check.py`. Measured on an H100: benchmarks/results/gpu_check_h100.md.
 """
-import argparse, contextlib, importlib.util, inspect, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
+import argparse, contextlib, importlib.util, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # nothing here needs the hub: fail fast rather than wait for a network

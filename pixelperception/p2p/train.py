@@ -1,4 +1,4 @@
-"""`train(...)`: train P2P on a dataset with every option as a plain keyword argument, evaluate it with the dynamic threshold, and write a new run folder (configuration, metrics, model, figures). `evaluate_run` and `load_run` read a run back.
+"""`train(config, **options)`: train P2P on a dataset from a `RunConfig` or a recipe, any option changed as a plain keyword argument, evaluate it with the dynamic threshold, and write a new run folder (configuration, metrics, model, figures). `evaluate_run` and `load_run` read a run back.
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.train.html.md"""
 

@@ -191,7 +191,7 @@ def check_precision(precision:str, # "fp32", "bf16" or "fp16" (`PRECISIONS`); wi
     if precision not in names: raise PxpError(f"precision must be one of {', '.join(names)}, got {precision!r}", "pass one of them (e.g. --precision fp32)")
     if precision == "fp16" and torch.device(device or 'cpu').type != 'cuda':
         raise PxpError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32)",
-                       "use precision='bf16' or 'fp32' on a CPU, or move the model to a GPU")
+                       "use precision='bf16' on CPU (or 'fp32'), or move the model to a GPU")
     return precision
 
 def is_conv(model):

@@ -151,11 +151,12 @@ class _CommaList(tuple):
         if bad or not names: raise argparse.ArgumentTypeError(f"unknown name(s) {bad or [v]}: choose from {', '.join(self)} (comma-separated)")
         return v
 
-def _train_flags(train):
-    "A stand-in for `train` whose signature is the run's options (`option_parameters`): what `anno_parser` makes `pxp train`'s flags from"
+def _flags(cmd, func):
+    "What `anno_parser` makes `pxp cmd`'s flags from: the function itself, or for `train` a stand-in whose signature is the run's options (`option_parameters`)"
+    if cmd != 'train': return func
     from pixelperception.p2p.recipes import option_parameters
     def flags(**options): pass
-    flags.__doc__, flags.__module__, flags.__signature__ = train.__doc__.split('\n')[0], train.__module__, inspect.Signature(option_parameters())
+    flags.__doc__, flags.__module__, flags.__signature__ = func.__doc__.split('\n')[0], func.__module__, inspect.Signature(option_parameters())
     return flags
 
 def _choices(cmd) -> dict:
@@ -241,8 +242,7 @@ def main(argv:list=None # arguments (default: sys.argv[1:])
     old = _renamed_flag(argv[n:], getattr(func, 'renamed', {}))
     if old: print(f"pxp: error: {old}", file=sys.stderr); return 2
     func = inspect.unwrap(func)   # the parser reads the function's own signature and comments (not a deprecation wrapper's)
-    flags = _train_flags(func) if cmd == 'train' else func   # train's options come from its config, not its signature
-    parser = _tidy(anno_parser(flags, prog=f'pxp {cmd}'), _choices(cmd))
+    parser = _tidy(anno_parser(flags := _flags(cmd, func), prog=f'pxp {cmd}'), _choices(cmd))   # train's options: from its config
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)
     parser.error = _bad_option

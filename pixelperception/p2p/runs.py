@@ -15,7 +15,7 @@ from torch import Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import load_learner as fastai_load_learner
 from ..data.datasets import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
-from ..config import RunConfig, ModelConfig, option_fields, renamed_options
+from ..config import RunConfig, ModelConfig, RENAMED_OPTIONS, option_fields, renamed_options
 from .recipes import parse_deltas
 from .learner import p2p_learner, p2p_model, P2PLearner
 from ..files import new_run_dir
@@ -46,6 +46,7 @@ def unknown_options(keys, # the keys of a JSON object of options (a `--config` f
     "The keys that are no option, each named with the closest valid one: one phrase for an error or a warning"
     options = list(options)
     def named(k):
+        if RENAMED_OPTIONS.get(k) in options: return f"{k!r} (now {RENAMED_OPTIONS[k]!r})"   # an option's old name
         close = difflib.get_close_matches(k, options, n=1)
         return f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
     return ', '.join(named(k) for k in keys if k not in options and k not in also)

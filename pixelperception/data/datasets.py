@@ -330,7 +330,7 @@ def register_dataset(name:str, # the name `get_dls`, `train` and `pxp train --da
                      size:int=224, # default image side
                      splits:tuple=('train', 'val'), # splits it has ('test' falls back to 'val' unless listed)
                     ):
-    "Decorator: register `f(data_path, split, **opts) -> Items` as dataset `name` (opts: target, size, n_train, n_val, seed, download)"
+    "Decorator: register `f(data_path, split, **opts) -> Items` as dataset `name` (opts: label_kind, size, n_train, n_val, seed, download)"
     if not isinstance(name, str) or not name or any(c.isspace() for c in name): raise ValueError(f"a dataset name must be a non-empty word, got {name!r}")
     if isinstance(policy, str) and policy not in POLICIES: raise ValueError(f"unknown transform policy {policy!r} for dataset {name!r}: choose one of {POLICIES}")
     check_number('size', size, 1, integer=True)
@@ -359,21 +359,21 @@ def _synthetic_root(data_path, n_train, n_val, size, seed, build=True):
                        f"`pxp data synthetic --out {root} --n-train {n_train} --n-val {n_val} --size {size} --seed {seed}`")
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
-def _target_dir(target): return 'obj' if target == 'object' else 'scene'
+def _label_dir(label_kind): return 'obj' if label_kind == 'object' else 'scene'
 
 @register_dataset('synthetic', policy='synthetic', size=64)
-def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
+def _synthetic_items(dp, split, label_kind='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
     "The built-in benchmark (10 shapes on 10 scenes, exact masks), built on first use"
-    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_target_dir(target)
+    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_label_dir(label_kind)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('bam')
-def _bam_items(dp, split, target='object', **kw):
+def _bam_items(dp, split, label_kind='object', **kw):
     "BAM (COCO objects on MiniPlaces scenes), converted by `pxp data bam`"
     if not (dp/'bam').is_dir():
         raise FileNotFoundError(f"{dp/'bam'} not found: convert the BAM release with `pxp data bam --bam BAM_DIR --out {dp/'bam'}` "
                                 f"(expected an ImageFolder layout {dp/'bam'}/data/{{obj,scene}}/{{train,val}}/<class>/ with val_mask/<class>/<stem>.npy)")
-    root = dp/'bam'/'data'/_target_dir(target)
+    root = dp/'bam'/'data'/_label_dir(label_kind)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('cifar10', policy=lambda size, split: 'pad-crop' if (size or 32) <= 32 else 'resize-crop', size=32)
@@ -430,7 +430,7 @@ def dataset_policy(dataset:str, # a registered dataset (`list_datasets()`)
 def dataset_items(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
                   data_path:Path='data', # folder holding the datasets
                   split:str='train', # 'train', 'val' or 'test' (the val split where a dataset has no test split)
-                  target:str='object', # BAM/synthetic: 'object' or 'scene'
+                  label_kind:str='object', # BAM/synthetic: what the labels name, 'object' or 'scene'
                   size:int=None, # synthetic: image side at build time
                   n_train:int=500, n_val:int=100, seed:int=0, # synthetic: build parameters
                   download:bool=False, # cifar10: download with torchvision
@@ -439,8 +439,8 @@ def dataset_items(dataset:str='synthetic', # a registered dataset (`list_dataset
     "Items and transform policy of one split of a named dataset"
     spec = dataset_spec(dataset)
     if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if target not in LABEL_KINDS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
-    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
+    if label_kind not in LABEL_KINDS: raise ValueError(f"label_kind must be 'object' or 'scene', got {label_kind!r}")
+    items = spec.items(data_path, split, label_kind=label_kind, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
     return items, spec.transform_policy(size, split)
 
 # %% ../../nbs/15_data.datasets.ipynb #5ad726d8
@@ -556,7 +556,7 @@ def superpixel_cache_dir(data_path:Path, # folder holding the datasets
 
 def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
-            target:str='object', # BAM/synthetic: 'object' or 'scene'
+            label_kind:str='object', # BAM/synthetic: what the labels name, 'object' or 'scene'
             size:int=None, # image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
             bs:int=64, # batch size
             n_segments:int=100, compactness:float=20., # SLIC parameters
@@ -574,7 +574,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)   # 0 is not 'the default'
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    kw = dict(dataset=dataset, data_path=data_path, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
+    kw = dict(dataset=dataset, data_path=data_path, label_kind=label_kind, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
     tr, policy = dataset_items(split='train', **kw)
     va, _ = dataset_items(split='val', **kw)
     if tr.vocab != va.vocab: raise ValueError(f"train classes {tr.vocab} differ from validation classes {va.vocab}")
@@ -595,7 +595,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     return dls
 
 # %% ../../nbs/15_data.datasets.ipynb #3e924b42
-def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='object', size:int=None, bs:int=64,
+def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='object', size:int=None, bs:int=64,
                 split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set)
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
@@ -605,7 +605,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed, build=build)
+    items, policy = dataset_items(dataset, data_path, split, label_kind, size, n_train, n_val, seed, build=build)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

@@ -121,7 +121,7 @@ if __name__ == '__main__':
         if a.plain_epochs is None and c.get('classifier_epochs'):   # the run's whole training time, at its classifier phase's pace
             a.plain_epochs = max(1, round((t['classifier_s'] + t['train_s']) / (t['classifier_s'] / c['classifier_epochs'])))
             print(f"plain classifier: {a.plain_epochs} epochs ≈ the run's {t['classifier_s'] + t['train_s']:.0f} s of training")
-        dkw = dict(dataset=c['dataset'], data_path=c['data_path'], target=c['target'], size=c['size'], n_segments=c['n_segments'],
+        dkw = dict(dataset=c['dataset'], data_path=c['data_path'], label_kind=c['label_kind'], size=c['size'], n_segments=c['n_segments'],
                    n_train=c['n_train'], n_val=c['n_val'], seed=c['seed'])
     elif not a.skip_search:
         dkw = dict(data_path=a.data_path)

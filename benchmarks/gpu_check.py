@@ -37,7 +37,7 @@ ghapi and python-fasthtml (fastprogress imports it) with theirs (54 wheels, 13.6
 root: `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PWD
 PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu_check.py`. Measured on an H100: benchmarks/results/gpu_check_h100.md.
 """
-import argparse, contextlib, importlib.util, inspect, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
+import argparse, contextlib, importlib.util, io, json, math, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # nothing here needs the hub: fail fast rather than wait for a network
@@ -177,12 +177,13 @@ def p2p_batch(size, bs, device, data_path):
 def p2p_steps(c, precision, device, data_path, ref=None):
     "Optimiser steps of a P2P model (the `cpu` recipe's model and losses): images/s"
     from pixelperception.p2p.learner import p2p_model
+    from pixelperception.config import ModelConfig
     from pixelperception.p2p.loss import kept_fraction, sparsity_penalty, score_function_loss
     from pixelperception.p2p.recipes import recipe_options
     x, groups, y, n_classes = p2p_batch(c['size'], c['bs'], device, data_path)
     d = recipe_options('cpu', 'synthetic', c['classifier'])   # `pxp train`'s recipe for the model and the losses
-    mkw = {k: d[k] for k in inspect.signature(p2p_model).parameters if k in d and k not in ('n_classes', 'size')}
-    mkw.update(selector=c['selector'], classifier=c['classifier'], dynamic=True, pretrained=False)
+    mkw = {k: d[k] for k in (*ModelConfig.__dataclass_fields__, 'n_segments') if k in d}   # the model's options, and the superpixels' count
+    mkw.update(selector=c['selector'], classifier=c['classifier'], use_dynamic_threshold=True, pretrained=False)
     torch.manual_seed(0)
     model = p2p_model(n_classes, size=c['size'], **mkw).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)

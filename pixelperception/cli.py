@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, get_type_hints
 from fastcore.script import anno_parser
 from .files import PxpError, os_error_message, read_json
+from .config import renamed_options
 
 # %% auto #0
 __all__ = ['COMMANDS', 'CONFIGS', 'OLD_FLAGS', 'DISTRIBUTED', 'USER_ERRORS', 'data_synthetic', 'data_coco10', 'data_imagenet9',
@@ -90,7 +91,7 @@ def data_bam(bam:Path=None, # the unpacked BAM release: the folder holding obj/ 
     print(f"BAM at {out} (validation images and masks {resolution}x{resolution}; masks in the release: {', '.join(rep['mask_sizes'])}):")
     for t, r in rep['targets'].items():
         print(f"  {t}: {len(r['classes'])} classes, {r['train']} train and {r['val']} val images, masks from {r['masks']}")
-    print(f"  train on it with `pxp train --dataset bam --data-path {Path(out).parent}` (--target object or scene)")
+    print(f"  train on it with `pxp train --dataset bam --data-path {Path(out).parent}` (--label-kind object or scene)")
     return Path(out)
 
 # %% ../nbs/90_cli.ipynb #fdae6c65
@@ -160,6 +161,14 @@ class _CommaList(tuple):
         if bad or not names: raise argparse.ArgumentTypeError(f"unknown name(s) {bad or [v]}: choose from {', '.join(self)} (comma-separated)")
         return v
 
+def _flags(cmd, func):
+    "What `anno_parser` makes `pxp cmd`'s flags from: the function itself, or for `train` a stand-in whose signature is the run's options (`option_parameters`)"
+    if cmd != 'train': return func
+    from pixelperception.p2p.recipes import option_parameters
+    def flags(**options): pass
+    flags.__doc__, flags.__module__, flags.__signature__ = func.__doc__.split('\n')[0], func.__module__, inspect.Signature(option_parameters())
+    return flags
+
 def _choices(cmd) -> dict:
     "The options of `pxp cmd` whose values come from a fixed list or a registry: argparse then lists and enforces them"
     if cmd in ('explain', 'explain-p2p'):
@@ -167,10 +176,8 @@ def _choices(cmd) -> dict:
         fixed = {f.name: f.metadata['choices'] for f in fields(_resolve(CONFIGS[cmd]))} if cmd in CONFIGS else {}
         return {**{k: c for k, c in fixed.items() if c is not None}, 'methods': _CommaList(list_explainers())}   # hashable: argparse looks its `type` up in a dict
     if cmd != 'train': return {}
-    from pixelperception.p2p.recipes import option_fields
-    from pixelperception.models.zoo import list_selectors
-    ch = {k: f.metadata['choices'] for k, f in option_fields().items() if f.metadata.get('choices') is not None}   # the RunConfig's own lists
-    return {**{k: c() if callable(c) else c for k, c in ch.items()}, 'selector': list_selectors()}
+    from pixelperception.p2p.recipes import option_choices
+    return option_choices()   # the RunConfig's lists, registries resolved
 
 def _config_parser(cmd:str, # a command of `CONFIGS`
                    doc:str, # its description
@@ -186,7 +193,7 @@ def _config_parser(cmd:str, # a command of `CONFIGS`
 
 def _options(cmd:str, func) -> list:
     "The options `pxp cmd` passes on: its configuration's fields, else its function's parameters"
-    return [f.name for f in fields(_resolve(CONFIGS[cmd]))] if cmd in CONFIGS else list(inspect.signature(inspect.unwrap(func)).parameters)
+    return [f.name for f in fields(_resolve(CONFIGS[cmd]))] if cmd in CONFIGS else list(inspect.signature(_flags(cmd, inspect.unwrap(func))).parameters)
 
 _PYTHON_ONLY = ('cbs',)   # arguments of the functions behind the commands that only Python can pass
 
@@ -212,6 +219,7 @@ def _config_defaults(parser, argv:list, params) -> list:
     if i + 1 >= len(argv): raise PxpError("--config needs a file", "pass a JSON file of options, e.g. --config runs/train-.../config.json")
     cfg = read_json(argv[i + 1], 'options for --config', "pass a JSON object of options, e.g. a run's config.json")
     if not isinstance(cfg, dict): raise PxpError(f"{argv[i + 1]} holds a {type(cfg).__name__}, not a JSON object of options", "pass a JSON object, e.g. a run's config.json")
+    if 'label_kind' in params: cfg = renamed_options(cfg)   # a train run's config.json from before an option was renamed
     from pixelperception.p2p.runs import unknown_options, RUN_RECORD
     options = [k for k in params if k not in _PYTHON_ONLY]
     odd = unknown_options(cfg, options, RUN_RECORD)   # a run's config.json also records what the run added: accepted, not used
@@ -260,7 +268,7 @@ def _check_start(cmd:str, args:list, func):
 def _parser(cmd:str, func) -> argparse.ArgumentParser:
     "The parser of `pxp cmd`, from its configuration's fields or its function's signature and comments, its help tidied, its errors on one line"
     if cmd in CONFIGS: parser = _config_parser(cmd, inspect.unwrap(func).__doc__)
-    else: parser = anno_parser(inspect.unwrap(func), prog=f'pxp {cmd}')   # the function's own signature (not a deprecation wrapper's)
+    else: parser = anno_parser(_flags(cmd, inspect.unwrap(func)), prog=f'pxp {cmd}')   # the function's own signature (not a deprecation wrapper's); train's: its options
     parser = _tidy(parser, _choices(cmd))
     def _bad_option(msg):   # argparse's own errors (an unknown option, `--epochs x`) as one line too
         print(f"pxp: error: {msg}: see `pxp {cmd} --help` for the options", file=sys.stderr); sys.exit(2)

@@ -22,13 +22,13 @@ def test_cli_converts_and_loaders_read_it(tmp_path, masks):
     assert rep['size'] == 40 and rep['targets']['obj']['masks'] == ('crops' if masks == 'crops' else 'per image')
     assert rep['mask_sizes'] == ['32x32' if masks == 'crops' else f'{masks}x{masks}']
     for target, classes in (('object', ['dog', 'kite', 'zebra']), ('scene', ['bamboo_forest', 'bedroom'])):
-        va, policy = dataset_items('bam', tmp_path/'data', 'val', target=target)
-        tr, _ = dataset_items('bam', tmp_path/'data', 'train', target=target)
+        va, policy = dataset_items('bam', tmp_path/'data', 'val', label_kind=target)
+        tr, _ = dataset_items('bam', tmp_path/'data', 'train', label_kind=target)
         assert (va.vocab, tr.vocab, len(va), len(tr), policy) == (classes, classes, 12, 12, 'imagenet')
         for k in range(len(va)):
             m, img = va.mask(k), va.image(k)
             assert m.shape == img.shape[:2] == (40, 40) and _iou(m, _red(img)) > 0.7
-    dls = get_dls('bam', data_path=tmp_path/'data', target='scene', size=32, bs=4, device='cpu', n_segments=20)
+    dls = get_dls('bam', data_path=tmp_path/'data', label_kind='scene', size=32, bs=4, device='cpu', n_segments=20)
     assert dls.one_batch()[0].shape == (4, 3, 32, 32) and dls.c == 2
     x, g, y, m = get_eval_dl('bam', data_path=tmp_path/'data', size=32, bs=12, device='cpu', n_segments=20).one_batch()
     assert m.shape == (12, 32, 32) and m.dtype == torch.bool and y.tolist() == [0]*4 + [1]*4 + [2]*4

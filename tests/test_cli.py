@@ -111,7 +111,7 @@ def test_explain_p2p_run(tmp_path):
     from pixelperception.models.maskers import GroupMasker
     from pixelperception.evaluation.metrics import ranking_curves
     model, cfg = load_run(run)
-    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], 3, n_segments=cfg['n_segments'], compactness=cfg['compactness'],
+    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['label_kind'], cfg['size'], 3, n_segments=cfg['n_segments'], compactness=cfg['compactness'],
                       seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu', mean=model.mean, std=model.std)
     x, groups = (o.as_subclass(torch.Tensor) for o in edl.one_batch()[:2])
     saved = torch.load(out/'orders.pt', weights_only=False)

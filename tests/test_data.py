@@ -15,7 +15,7 @@ def _bam(root, classes=('bamboo_forest', 'bedroom'), n=3, size=40):
 
 def test_bam_layout_with_masks(tmp_path):
     _bam(tmp_path)
-    dls = get_dls('bam', data_path=tmp_path, target='scene', size=32, bs=4, device='cpu', n_segments=20)
+    dls = get_dls('bam', data_path=tmp_path, label_kind='scene', size=32, bs=4, device='cpu', n_segments=20)
     x, g, y = dls.one_batch()
     assert x.shape == (4, 3, 32, 32) and g.shape == (4, 32, 32) and dls.vocab == ['bamboo_forest', 'bedroom']
     xb, gb, yb, mb = get_eval_dl('bam', data_path=tmp_path, size=32, bs=6, device='cpu', n_segments=20).one_batch()
@@ -90,6 +90,6 @@ def test_corrupt_image_and_mask_mismatch(tmp_path):
 def test_bad_values(tmp_path):
     with pytest.raises(ValueError, match='n_segments'): slic_groups(np.zeros((8, 8, 3), np.uint8), n_segments=0)
     with pytest.raises(ValueError, match='unknown dataset'): dataset_items('mnist', tmp_path)
-    with pytest.raises(ValueError, match="target must be"): dataset_items('bam', tmp_path, target='both')
+    with pytest.raises(ValueError, match="label_kind must be"): dataset_items('bam', tmp_path, label_kind='both')
     with pytest.raises(FileNotFoundError, match='download=True'): cifar10_items(tmp_path)
     with pytest.raises(ValueError, match='color_aug'): get_dls('synthetic', data_path=tmp_path, n_train=2, n_val=1, color_aug=2.)

@@ -394,7 +394,7 @@ def test_config_file_unknown_keys(tmp_path, capsys, cfg):
 def test_a_runs_config_is_a_valid_config_file(ckrun):
     "Every key `train` writes into config.json is an option or a recorded fact (`RUN_RECORD`): --config accepts a run's own file"
     from pixelperception.p2p.runs import unknown_options, RUN_RECORD
-    from pixelperception.p2p.recipes import option_fields
+    from pixelperception.config import option_fields
     assert unknown_options(json.loads((ckrun[1]/'config.json').read_text()), option_fields(), RUN_RECORD) == ''
 
 def test_old_run_config_keys_warn(run_copy):

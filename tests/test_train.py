@@ -82,7 +82,7 @@ def test_missing_run(tmp_path):
 
 # ---------------------------------------------------------------- one typed config per run
 def test_config_json_reads_back_into_the_run_config(tiny):
-    from pixelperception.p2p.recipes import RunConfig, option_fields
+    from pixelperception.config import RunConfig, option_fields
     from pixelperception.p2p.runs import run_config
     kw, run = tiny
     cfg = json.loads((run/'config.json').read_text())

@@ -143,7 +143,7 @@ def convert_bam(bam:Path, # the unpacked release (the folder holding obj/ and sc
                 progress:bool=True, # show a progress bar
                ) -> dict: # targets, counts, mask format and sizes
     "Convert the BAM release into the layout `dataset_items('bam', ...)` reads; validates everything first, writes atomically"
-    if not isinstance(size, int) or size < 1: raise PxpError(f"size must be a whole number >= 1, got {size!r}", "pass the evaluation side in pixels, e.g. --size 224")
+    if not isinstance(size, int) or size < 1: raise PxpError(f"size must be a whole number >= 1, got {size!r}", "pass the evaluation side in pixels, e.g. --resolution 224")
     base, out = find_bam(bam), Path(out)
     if out.exists(): raise PxpError(f"{out} already exists", "pass a new --out folder (a conversion never overwrites an earlier one)")
     ts = {t: read_bam_target(base/t) for t in BAM_TARGETS if (base/t).is_dir()}

@@ -278,6 +278,21 @@ def _warn_short(counts:dict, n_train:int, n_val:int, min_area:float, max_area:fl
                   + ". Expected on a small COCO slice; the paper builds 1,000 + 100 per class from the full COCO 2017 train set.")
 
 # %% ../../nbs/12_data.coco.ipynb #32ba9a4f
+def _build_items(api, imgs:Path, out:Path, by_class:dict, n_train:int, n_val:int, crop:tuple, progress:bool) -> tuple:
+    "Build every class's train images (their own positions) and val images (the next images until one is built); (counts, problems, written, reused)"
+    counts = {c: dict(images=len(v), train=0, val=0, skipped=0, missing=0, unreadable=0) for c, v in by_class.items()}
+    problems, written, reused = [], 0, 0
+    pools = {c: iter(v[n_train:]) for c, v in by_class.items()}   # val draws from the images after the training positions
+    slots = [s for c, v in by_class.items() for s in [(c, 'train', [i]) for i in v[:n_train]] + [(c, 'val', pools[c])] * n_val]   # class by class
+    for c, split, draws in (progress_bar(slots) if progress else slots):
+        for i in draws:   # train: its own position; val: the next images until one is built
+            what, why, wrote = _build_item(api, imgs, out, c, i, split, *crop)
+            counts[c][what] += 1
+            if why: problems.append(dict(cls=c, file=str(imgs/api.imgs[i]['file_name']), reason=why))
+            if what == split:
+                written, reused = written + wrote, reused + (not wrote); break
+    return counts, problems, written, reused
+
 def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017/` or `train2017/`)
                  out:Path, # output folder (created; rerun with the same settings to complete an interrupted build)
                  classes:str='paper', # 'paper', 'derive' (the seed's rule), or comma-separated category names
@@ -301,17 +316,7 @@ def build_coco10(coco:Path, # COCO 2017 root (`annotations/` + `images/train2017
     _check_manifest(out, params, coco)
     n_temps = remove_temps(out)
     n_val = per_class - n_train
-    counts = {c: dict(images=len(v), train=0, val=0, skipped=0, missing=0, unreadable=0) for c, v in by_class.items()}
-    problems, written, reused = [], 0, 0
-    pools = {c: iter(v[n_train:]) for c, v in by_class.items()}   # val draws from the images after the training positions
-    slots = [s for c, v in by_class.items() for s in [(c, 'train', [i]) for i in v[:n_train]] + [(c, 'val', pools[c])] * n_val]   # class by class
-    for c, split, draws in (progress_bar(slots) if progress else slots):
-        for i in draws:   # train: its own position; val: the next images until one is built
-            what, why, wrote = _build_item(api, imgs, out, c, i, split, size, min_area, max_area)
-            counts[c][what] += 1
-            if why: problems.append(dict(cls=c, file=str(imgs/api.imgs[i]['file_name']), reason=why))
-            if what == split:
-                written, reused = written + wrote, reused + (not wrote); break
+    counts, problems, written, reused = _build_items(api, imgs, out, by_class, n_train, n_val, (size, min_area, max_area), progress)
     _warn_short(counts, n_train, n_val, min_area, max_area)
     total = {k: sum(v[k] for v in counts.values()) for k in ('images', 'train', 'val', 'skipped', 'missing', 'unreadable')}
     res = dict(classes=names, counts=counts, total=total, written=written, reused=reused, removed_temps=n_temps, problems=problems)

@@ -21,13 +21,14 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
 from fastai.vision.data import get_grid
 from ..core import Registry, progress_bar
+from ..config import LABEL_KINDS
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
 from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'TARGETS', 'SPLITS', 'black_fill',
-           'denormalize', 'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
+           'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
            'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'SuperpixelDL', 'DatasetSpec',
            'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items', 'image_items',
            'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
@@ -165,7 +166,7 @@ def load_image_folder(path, # ImageFolder root: one sub-folder of images per cla
     if len(sizes) > 1:
         ex = {tuple(t.shape[1:]): f for t, (_, f) in zip(imgs, items)}
         raise PxpError(f"the images under {path} have {len(sizes)} different sizes (e.g. " + ', '.join(f"{f.name} {w}x{h}" for (h, w), f in list(ex.items())[:2]) + ")",
-                       "pass size=N (--size N) to resize them all to N x N")
+                       "pass size=N (--resolution N) to resize them all to N x N")
     x = (torch.stack(imgs) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]
 
@@ -288,13 +289,18 @@ def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel ca
 
 class SuperpixelDL(TfmdDL):
     "A fastai `TfmdDL` whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
+    def __init__(self, dataset, # the items (a fastai `Datasets` of (image, superpixels, label[, mask]))
+                 bs:int=64, # images per batch
+                 shuffle:bool=False, # a new order every epoch (training)
+                 num_workers:int=None, # worker processes (None: fastai's default)
+                 **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
+        super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):
         if ctxs is None and show: ctxs = get_grid(min(max_n, len(self.dataset), self.bs), nrows=nrows, ncols=ncols, figsize=figsize)
         return super().show_batch(b, max_n=max_n, ctxs=ctxs, show=show, unique=unique, **kwargs)
 
 # %% ../../nbs/15_data.datasets.ipynb #98fcf21d
-TARGETS = ('object', 'scene')   # the built-in benchmark's and BAM's labels
 SPLITS = ('train', 'val', 'test')
 
 class DatasetSpec:
@@ -324,7 +330,7 @@ def register_dataset(name:str, # the name `get_dls`, `train` and `pxp train --da
                      size:int=224, # default image side
                      splits:tuple=('train', 'val'), # splits it has ('test' falls back to 'val' unless listed)
                     ):
-    "Decorator: register `f(data_path, split, **opts) -> Items` as dataset `name` (opts: target, size, n_train, n_val, seed, download)"
+    "Decorator: register `f(data_path, split, **opts) -> Items` as dataset `name` (opts: label_kind, size, n_train, n_val, seed, download)"
     if not isinstance(name, str) or not name or any(c.isspace() for c in name): raise ValueError(f"a dataset name must be a non-empty word, got {name!r}")
     if isinstance(policy, str) and policy not in POLICIES: raise ValueError(f"unknown transform policy {policy!r} for dataset {name!r}: choose one of {POLICIES}")
     check_number('size', size, 1, integer=True)
@@ -350,24 +356,24 @@ def _synthetic_root(data_path, n_train, n_val, size, seed, build=True):
     root = Path(data_path)/('synthetic' if default else f'synthetic-n{n_train}-v{n_val}-s{size}-seed{seed}')
     if not build and not (root/'synthetic.json').is_file():
         raise PxpError(f"no built-in benchmark in {data_path} (expected {root})", f"pass the data_path that holds it, or build it with "
-                       f"`pxp data synthetic --out {root} --n-train {n_train} --n-val {n_val} --size {size} --seed {seed}`")
+                       f"`pxp data synthetic --out {root} --n-train {n_train} --n-val {n_val} --resolution {size} --seed {seed}`")
     return build_synthetic(root, n_train=n_train, n_val=n_val, size=size, seed=seed)
 
-def _target_dir(target): return 'obj' if target == 'object' else 'scene'
+def _label_dir(label_kind): return 'obj' if label_kind == 'object' else 'scene'
 
 @register_dataset('synthetic', policy='synthetic', size=64)
-def _synthetic_items(dp, split, target='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
+def _synthetic_items(dp, split, label_kind='object', size=None, n_train=500, n_val=100, seed=0, build=True, **kw):
     "The built-in benchmark (10 shapes on 10 scenes, exact masks), built on first use"
-    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_target_dir(target)
+    root = _synthetic_root(dp, n_train, n_val, size or 64, seed, build)/'data'/_label_dir(label_kind)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('bam')
-def _bam_items(dp, split, target='object', **kw):
+def _bam_items(dp, split, label_kind='object', **kw):
     "BAM (COCO objects on MiniPlaces scenes), converted by `pxp data bam`"
     if not (dp/'bam').is_dir():
         raise FileNotFoundError(f"{dp/'bam'} not found: convert the BAM release with `pxp data bam --bam BAM_DIR --out {dp/'bam'}` "
                                 f"(expected an ImageFolder layout {dp/'bam'}/data/{{obj,scene}}/{{train,val}}/<class>/ with val_mask/<class>/<stem>.npy)")
-    root = dp/'bam'/'data'/_target_dir(target)
+    root = dp/'bam'/'data'/_label_dir(label_kind)
     return folder_items(root/split, root/'val_mask' if split == 'val' else None)
 
 @register_dataset('cifar10', policy=lambda size, split: 'pad-crop' if (size or 32) <= 32 else 'resize-crop', size=32)
@@ -424,7 +430,7 @@ def dataset_policy(dataset:str, # a registered dataset (`list_datasets()`)
 def dataset_items(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
                   data_path:Path='data', # folder holding the datasets
                   split:str='train', # 'train', 'val' or 'test' (the val split where a dataset has no test split)
-                  target:str='object', # BAM/synthetic: 'object' or 'scene'
+                  label_kind:str='object', # BAM/synthetic: what the labels name, 'object' or 'scene'
                   size:int=None, # synthetic: image side at build time
                   n_train:int=500, n_val:int=100, seed:int=0, # synthetic: build parameters
                   download:bool=False, # cifar10: download with torchvision
@@ -433,8 +439,8 @@ def dataset_items(dataset:str='synthetic', # a registered dataset (`list_dataset
     "Items and transform policy of one split of a named dataset"
     spec = dataset_spec(dataset)
     if split not in SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if target not in TARGETS: raise ValueError(f"target must be 'object' or 'scene', got {target!r}")
-    items = spec.items(data_path, split, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
+    if label_kind not in LABEL_KINDS: raise ValueError(f"label_kind must be 'object' or 'scene', got {label_kind!r}")
+    items = spec.items(data_path, split, label_kind=label_kind, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download, build=build)
     return items, spec.transform_policy(size, split)
 
 # %% ../../nbs/15_data.datasets.ipynb #5ad726d8
@@ -446,7 +452,7 @@ def _check_coco10_build(root:Path):
     if d.get('complete', 'report' in d): return   # builds from before the 'complete' flag recorded their report at the end
     p = d.get('params', {})
     cmd = (f"pxp data coco10 --coco {shlex.quote(d.get('coco', 'COCO_DIR'))} --out {shlex.quote(str(root))} --classes {shlex.quote(','.join(p.get('classes', [])))} "
-           f"--per-class {p.get('per_class')} --n-train {p.get('n_train')} --size {p.get('size')}")
+           f"--per-class {p.get('per_class')} --n-train {p.get('n_train')} --resolution {p.get('size')}")
     raise PxpError(f"the COCO-10 build in {root} is incomplete: it was interrupted before it finished", f"finish it with `{cmd}` (images already built are kept)")
 
 def _complete_imagenet9(imagenet:Path, root:Path, build:bool=True):
@@ -550,7 +556,7 @@ def superpixel_cache_dir(data_path:Path, # folder holding the datasets
 
 def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
-            target:str='object', # BAM/synthetic: 'object' or 'scene'
+            label_kind:str='object', # BAM/synthetic: what the labels name, 'object' or 'scene'
             size:int=None, # image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)
             bs:int=64, # batch size
             n_segments:int=100, compactness:float=20., # SLIC parameters
@@ -568,7 +574,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)   # 0 is not 'the default'
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    kw = dict(dataset=dataset, data_path=data_path, target=target, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
+    kw = dict(dataset=dataset, data_path=data_path, label_kind=label_kind, size=size, n_train=n_train, n_val=n_val, seed=seed, download=download)
     tr, policy = dataset_items(split='train', **kw)
     va, _ = dataset_items(split='val', **kw)
     if tr.vocab != va.vocab: raise ValueError(f"train classes {tr.vocab} differ from validation classes {va.vocab}")
@@ -589,7 +595,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     return dls
 
 # %% ../../nbs/15_data.datasets.ipynb #3e924b42
-def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='object', size:int=None, bs:int=64,
+def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='object', size:int=None, bs:int=64,
                 split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set)
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
@@ -599,7 +605,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', target:str='obje
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    items, policy = dataset_items(dataset, data_path, split, target, size, n_train, n_val, seed, build=build)
+    items, policy = dataset_items(dataset, data_path, split, label_kind, size, n_train, n_val, seed, build=build)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

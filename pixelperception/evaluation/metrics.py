@@ -348,6 +348,25 @@ def ranking_keep(orders:Tensor, # [B,N] feature ids, most important first
     shown = rank[:, None, :] < (steps[None] if steps.dim() == 1 else steps)[..., None]
     return shown if curve == 'insertion' else ~shown
 
+def _check_steps(steps, N:int) -> Tensor:
+    "The numbers of features k a curve is evaluated at: 1..N by default, else increasing numbers in 0..N"
+    ks = torch.arange(1, N + 1) if steps is None else torch.as_tensor(list(steps) if not isinstance(steps, Tensor) else steps).long().flatten()
+    if ks.numel() == 0 or ks.min() < 0 or ks.max() > N or (ks.diff() <= 0).any():
+        raise ValueError(f"steps must be increasing numbers of features in 0..{N}, got {ks.tolist()}")
+    return ks
+
+def _masked_hits(model, masker, x, groups, keep, sel, target, batch_size, precision) -> Tensor:
+    "[B',K] bool: is the model right about images `sel` seeing only the features `keep` [B',K,N] shows? At most `batch_size` masked images per call"
+    Bs, K = keep.shape[:2]
+    bi, kc = max(1, batch_size // K), min(K, batch_size)                  # images x subsets per call <= batch_size
+    hit = torch.empty(Bs, K, dtype=torch.bool, device=x.device)
+    for i in range(0, Bs, bi):
+        rows = sel[i:i + bi]
+        for j in range(0, K, kc):
+            logits = autocast_call(precision, x.device, masker, model, x[rows], keep[i:i + bi, j:j + kc], None if groups is None else groups[rows])
+            hit[i:i + bi, j:j + kc] = logits.argmax(-1) == target[rows, None]
+    return hit
+
 def ranking_curves(model, # classifier called by the masker
                    x:Tensor, # [B,3,H,W] images
                    target:Tensor, # [B] labels, or None for the model's prediction on the full image
@@ -371,9 +390,7 @@ def ranking_curves(model, # classifier called by the masker
     if B == 0: raise ValueError("empty set (B=0): nothing to score")
     orders = _check_orders(orders, B, N).to(x.device)
     present = masker.present(x, groups) if hasattr(masker, 'present') else None   # features each image has (superpixels: padding groups are absent)
-    ks = torch.arange(1, N + 1) if steps is None else torch.as_tensor(list(steps) if not isinstance(steps, Tensor) else steps).long().flatten()
-    if ks.numel() == 0 or ks.min() < 0 or ks.max() > N or (ks.diff() <= 0).any():
-        raise ValueError(f"steps must be increasing numbers of features in 0..{N}, got {ks.tolist()}")
+    ks = _check_steps(steps, N)
     with torch.inference_mode():
         full = autocast_call(precision, x.device, masker, model, x, torch.ones(B, 1, N, dtype=torch.bool, device=x.device), groups)[:, 0].argmax(-1)
         target = full if target is None else plain_tensor(target, 'target').to(x.device)
@@ -382,12 +399,5 @@ def ranking_curves(model, # classifier called by the masker
         kb = _own_steps(ks.to(x.device), N, present, B)                      # [B,K] each image's own k at x = k/N
         if present is not None: orders = present_first(orders, present)
         keep = ranking_keep(orders[sel], kb[sel], curve)                       # [B',K,N]
-        Bs, K = keep.shape[:2]
-        bi, kc = max(1, batch_size // K), min(K, batch_size)                  # images x subsets per call <= batch_size
-        hit = torch.empty(Bs, K, dtype=torch.bool, device=x.device)
-        for i in range(0, Bs, bi):
-            rows = sel[i:i + bi]
-            for j in range(0, K, kc):
-                logits = autocast_call(precision, x.device, masker, model, x[rows], keep[i:i + bi, j:j + kc], None if groups is None else groups[rows])
-                hit[i:i + bi, j:j + kc] = logits.argmax(-1) == target[rows, None]
+        hit = _masked_hits(model, masker, x, groups, keep, sel, target, batch_size, precision)
     return Curves(ks.float() / N, hit.float().cpu(), curve, higher_is_better=curve == 'insertion', metric='accuracy', steps=ks)

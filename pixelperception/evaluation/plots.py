@@ -155,6 +155,19 @@ def _outline(ax, mask, color='white', lw=1.5):
     m = np.asarray(mask, dtype=float)
     if 0 < m.sum() < m.size: ax.contour(np.pad(m, 1), levels=[.5], colors=color, linewidths=lw, extent=(-1, m.shape[1], -1, m.shape[0]))   # padded cells sit at -1 and H, W
 
+def _heat_maps(orders:dict, B:int, hw:tuple, groups, grid, top_k:int, outline_k:int) -> tuple:
+    "({method: [B,H,W] ranking heat map}, {method: [B,H,W] bool, its top outline_k features}) at pixel resolution"
+    heats, tops = {}, {}
+    for name, o in orders.items():
+        hm = heat_to_pixels(ranking_heat(o, top_k), hw, groups=groups, grid=grid)
+        if hm.shape[0] != B: raise ValueError(f"orders[{name!r}] has {hm.shape[0]} rows but there are {B} images")
+        heats[name] = hm
+        if outline_k is not None:
+            rank = _ranks(o)
+            if not 1 <= outline_k <= rank.shape[1]: raise ValueError(f"outline_k must be in 1..{rank.shape[1]} (the number of features), got {outline_k}")
+            tops[name] = heat_to_pixels((rank < outline_k).float(), hw, groups=groups, grid=grid) > .5
+    return heats, tops
+
 def show_heatmaps(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
                   orders:dict, # method name -> [B,N] feature ids, most important first
                   groups:Tensor=None, # [B,H,W] group ids (superpixel features)
@@ -173,15 +186,7 @@ def show_heatmaps(imgs:Tensor, # [B,3,H,W] un-normalised images in [0,1]
     if not isinstance(orders, dict) or not orders: raise ValueError("orders must be a non-empty dict {method name: [B,N] orders}")
     B, H, W = imgs.shape[0], *imgs.shape[2:]
     labels, preds = _names(labels, B, 'labels'), _names(preds, B, 'preds')
-    heats, tops = {}, {}
-    for name, o in orders.items():
-        hm = heat_to_pixels(ranking_heat(o, top_k), (H, W), groups=groups, grid=grid)
-        if hm.shape[0] != B: raise ValueError(f"orders[{name!r}] has {hm.shape[0]} rows but there are {B} images")
-        heats[name] = hm
-        if outline_k is not None:
-            rank = _ranks(o)
-            if not 1 <= outline_k <= rank.shape[1]: raise ValueError(f"outline_k must be in 1..{rank.shape[1]} (the number of features), got {outline_k}")
-            tops[name] = heat_to_pixels((rank < outline_k).float(), (H, W), groups=groups, grid=grid) > .5
+    heats, tops = _heat_maps(orders, B, (H, W), groups, grid, top_k, outline_k)
     ncol = 1 + len(heats)
     fig, axs = plt.subplots(B, ncol, figsize=(size * ncol + (.6 if colorbar else 0), size * B + .3), squeeze=False, layout='constrained')
     for b in range(B):

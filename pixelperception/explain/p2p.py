@@ -101,7 +101,7 @@ def explain_p2p(run_dir:Path, # a folder written by `pxp train`
 # %% ../../nbs/53_explain.p2p.ipynb #29e713fa
 def _eval_batch(model, cfg:dict, n_images:int) -> tuple:
     "The first `n_images` evaluation images of a run's dataset, with their superpixels and labels, normalised for its classifier"
-    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['target'], cfg['size'], n_images, n_segments=cfg['n_segments'],
+    edl = get_eval_dl(cfg['dataset'], cfg['data_path'], cfg['label_kind'], cfg['size'], n_images, n_segments=cfg['n_segments'],
                       compactness=cfg['compactness'], seed=cfg['seed'], n_train=cfg['n_train'], n_val=cfg['n_val'], device='cpu',
                       mean=model.mean, std=model.std)   # the run's classifier normalisation
     return tuple(o.as_subclass(Tensor) for o in edl.one_batch()[:3])

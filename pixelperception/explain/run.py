@@ -23,7 +23,7 @@ from ..models.maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vi
 from ..models.zoo import create_classifier, classifier_spec, input_normalization
 from ..evaluation.metrics import ranking_curves
 from ..evaluation.report import markdown_table
-from ..p2p.recipes import option, PRECISIONS
+from ..config import option, PRECISIONS
 from ..p2p.run_callbacks import resolve_precision
 from ..p2p.runs import write_status, abandon_run, unknown_options
 from .moxi import MoXI, SelfShapley, SampledShapley, RandomOrder

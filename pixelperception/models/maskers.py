@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys, numpy as np, torch, torch.nn.functional as F
 from torch import Tensor
 from ..data.superpixels import group_pool, group_sizes, hide_pixels
-from ..files import check_logits
+from ..files import check_logits, PxpError
+from ..config import PRECISIONS
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['REWARDS', 'PRECISIONS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'grid_shape',
-           'PatchMasker', 'GroupMasker', 'present_first', 'check_precision', 'is_conv', 'autocast_call', 'hf_vit',
-           'HFClassifier', 'as_classifier', 'vit_parts', 'vit_kind', 'vit_grid', 'TokenMasker']
+__all__ = ['REWARDS', 'log_odds', 'log_prob', 'logit', 'get_reward', 'check_target', 'Masker', 'grid_shape', 'PatchMasker',
+           'GroupMasker', 'present_first', 'check_precision', 'is_conv', 'autocast_call', 'hf_vit', 'HFClassifier',
+           'as_classifier', 'vit_parts', 'vit_kind', 'vit_grid', 'TokenMasker']
 
 # %% ../../nbs/23_models.maskers.ipynb #ae5d7ad4
 def log_odds(logits:Tensor, # [..., C] logits
@@ -188,14 +189,16 @@ def present_first(orders:Tensor, # [B,N] feature ids, most important first
     return orders.gather(1, idx)
 
 # %% ../../nbs/23_models.maskers.ipynb #08c1dfbb
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-def check_precision(precision:str, # "fp32", "bf16" or "fp16"
+def check_precision(precision:str, # "fp32", "bf16" or "fp16" (`PRECISIONS`); with `auto`, also 'auto'
                     device=None, # where the model runs (fp16 autocast needs CUDA)
+                    auto:bool=False, # accept 'auto' (resolved later on the machine that runs, `resolve_precision`)
                    ) -> str:
-    "Validate a `precision` option: the name, and fp16 only on a GPU"
-    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    "Validate a `precision` option: the name, and fp16 only on a CUDA GPU (the one check, for training and explaining)"
+    names = [k for k, v in PRECISIONS.items() if v is not None or auto]
+    if precision not in names: raise PxpError(f"precision must be one of {', '.join(names)}, got {precision!r}", "pass one of them (e.g. --precision fp32)")
     if precision == "fp16" and torch.device(device or 'cpu').type != 'cuda':
-        raise ValueError("precision='fp16' needs a CUDA model (CPU autocast has no fast fp16): use precision='bf16' on CPU, or move the model to a GPU")
+        raise PxpError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32)",
+                       "use precision='bf16' on CPU (or 'fp32'), or move the model to a GPU")
     return precision
 
 def is_conv(model):

@@ -6,7 +6,6 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.learner.html.md"""
 
 # %% ../../nbs/44_p2p.learner.ipynb #43aeef99
 from __future__ import annotations
-import inspect
 from functools import partial
 from pathlib import Path
 import torch, torch.nn as nn
@@ -34,6 +33,7 @@ from fastai.learner import save_model
 from fastai.torch_core import rank_distrib
 from fastcore.xtras import join_path_file
 from ..files import atomic_write, PxpError
+from ..config import ModelConfig, TrainConfig, CLASSIFIER_LAYERS, configured
 from typing import NamedTuple
 from fastai.data.transforms import Category
 from fastai.interpret import plot_top_losses
@@ -41,55 +41,40 @@ from fastai.torch_core import TensorCategory
 
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CLASSIFIER_LAYERS', 'signature_defaults', 'p2p_model', 'freeze_classifier', 'P2PLearner',
-           'AtomicSaveModel', 'ProgressLines', 'p2p_learner', 'require_wandb', 'WandbLogger', 'WholeImage',
-           'classifier_learner', 'P2PPrediction']
+__all__ = ['OPTIMIZERS', 'LEARNER_ALIASES', 'p2p_model', 'freeze_classifier', 'P2PLearner', 'AtomicSaveModel', 'ProgressLines',
+           'p2p_learner', 'require_wandb', 'WandbLogger', 'WholeImage', 'classifier_learner', 'P2PPrediction']
 
 # %% ../../nbs/44_p2p.learner.ipynb #75ecabc0
-def signature_defaults(f) -> dict:
-    "The default of every parameter of `f` that has one"
-    return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
-_P2P, _SPARSITY = signature_defaults(P2P), signature_defaults(SparsityCallback)   # the defaults p2p_model and p2p_learner pass on: written once, in those classes
+def _selector(c:ModelConfig) -> nn.Module:
+    "The selector a `ModelConfig` names (a CIFAR ResNet trunk starts from the classifier's weights unless `selector_path` is given)"
+    skw = dict(norm=c.norm, width=c.selector_width, tau_prior=c.tau_prior and c.tau_mode == 'input') if c.selector == 'cnn' else {}
+    path = c.model_path if c.selector_path is None and selector_spec(c.selector).init_from_classifier else c.selector_path
+    return create_selector(c.selector, c.num_dims, pretrained=c.pretrained, model_path=path, keep_init=c.keep_init, **skw)
+
+def _classifier(c:ModelConfig, n_classes:int, size:int, classes:list=None) -> nn.Module:
+    "The classifier a `ModelConfig` names, with `n_classes` outputs for `size`-pixel images"
+    ckw = dict(norm=c.norm, width=c.width, stem_stride=c.stem_stride or (2 if size >= 64 else 1)) if c.classifier == 'small_cnn' else {}
+    return create_classifier(c.classifier, n_classes, size, pretrained=c.pretrained, model_path=c.model_path, classes=classes, **ckw)
 
 def p2p_model(n_classes:int, # classes of the dataset
-              selector:str='cnn', # a selector name (`list_selectors()`): 'cnn', 'lraspp', 'resnet20', ...
-              classifier:str='small_cnn', # a classifier name (`list_classifiers()`), e.g. 'small_cnn', 'resnet20', 'resnet18', 'timm/<name>'
+              config:ModelConfig=None, # the model's options, each documented in `ModelConfig` (default: `ModelConfig()`)
+              *,
               size:int=64, # image side (a ViT needs a multiple of 16)
-              num_dims:int=4, # selector channels: keep logit + covariance embedding
-              use_cov:bool=_P2P['use_cov'], # correlated group logits N(μ, EᵀE)
-              num_monte_carlo:int=_P2P['num_monte_carlo'], # masks sampled per image in training
-              straight_through:bool=_P2P['straight_through'], # hard masks forward, soft gradients
-              dynamic:bool=True, # τ is an input of the selector
-              delta:float=_P2P['delta'], # certainty level for validation of a dynamic model
-              n_segments:int=_P2P['n_segments'], # G is at least this
-              pretrained:bool=False, # hub weights for the classifier (and an LR-ASPP selector)
-              model_path:str=None, # local classifier weights
-              selector_path:str=None, # local selector weights (default for CIFAR ResNet trunks: `model_path`)
-              keep_init:float=3., # initial keep-logit bias of the selector (3: keep ~all)
-              norm:str='batch', # normalisation of the small CNNs: 'batch', 'group' or 'none'
-              width:int=24, # width of the small CNN classifier
-              stem_stride:int=None, # small CNN classifier's first stride (default: 2 from 64 px up, else 1)
-              selector_width:int=16, # width of the small CNN selector
-              tau_prior:bool=True, # small CNN selector: add a·logit(τ) to the keep logit ('input' mode)
-              tau_mode:str=_P2P['tau_mode'], # 'input': τ into the selector heads (paper); 'rank': keep the best groups covering τ
-              estimator:str=_P2P['estimator'], # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE, hard masks)
-              rank_scale:float=_P2P['rank_scale'], # 'rank': logit units per standard deviation of the group scores
-              min_tau:float=_P2P['min_tau'], # smallest τ drawn in training (and the step of the dynamic-threshold search unless `tau_step` is given)
-              tau_step:float=_P2P['tau_step'], # step of the dynamic-threshold search at evaluation (None: `min_tau`)
+              n_segments:int=None, # G is at least this (default: `P2P`'s)
+              delta:float=None, # certainty level for validation of a dynamic model (default: `P2P`'s)
               mean:tuple=None, std:tuple=None, # input normalisation (default: the classifier's, from the zoo)
               classes:list=None, # the dataset's classes: ImageNet ids restrict a pretrained ImageNet head to them (`create_classifier`)
+              **overrides, # fields of `ModelConfig` to change, by name (e.g. selector='lraspp', use_cov=False)
              ) -> P2P:
-    "A P2P module from names and options"
+    "A P2P module from a `ModelConfig`: selector and classifier by name from the zoo, and the method's options"
     if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-    skw = dict(norm=norm, width=selector_width, tau_prior=tau_prior and tau_mode == 'input') if selector == 'cnn' else {}
-    if selector_path is None and selector_spec(selector).init_from_classifier: selector_path = model_path
-    sel = create_selector(selector, num_dims, pretrained=pretrained, model_path=selector_path, keep_init=keep_init, **skw)
-    ckw = dict(norm=norm, width=width, stem_stride=stem_stride or (2 if size >= 64 else 1)) if classifier == 'small_cnn' else {}
-    clf = create_classifier(classifier, n_classes, size, pretrained=pretrained, model_path=model_path, classes=classes, **ckw)
-    if mean is None or std is None: mean, std = normalization(classifier)
-    return P2P(sel, clf, black_fill(mean, std), n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
-               straight_through=straight_through, dynamic=dynamic, delta=delta, tau_mode=tau_mode, estimator=estimator,
-               rank_scale=rank_scale, min_tau=min_tau, tau_step=tau_step, mean=mean, std=std)
+    c = configured(ModelConfig, config, **overrides)
+    sel, clf = _selector(c), _classifier(c, n_classes, size, classes)
+    if mean is None or std is None: mean, std = normalization(c.classifier)
+    given = {k: v for k, v in dict(n_segments=n_segments, delta=delta).items() if v is not None}
+    return P2P(sel, clf, black_fill(mean, std), use_cov=c.use_cov, num_monte_carlo=c.num_monte_carlo, straight_through=c.straight_through,
+               dynamic=c.use_dynamic_threshold, tau_mode=c.tau_mode, estimator=c.estimator, rank_scale=c.rank_scale, min_tau=c.min_tau,
+               tau_step=c.tau_step, mean=mean, std=std, **given)
 
 # %% ../../nbs/44_p2p.learner.ipynb #7d714c2f
 _OPTIMIZERS = {'adam': lambda ps, lr, wd: Adam(ps, lr, wd=wd, decouple_wd=False),   # weight decay as an L2 term in the gradient
@@ -104,8 +89,6 @@ def _opt_func(name, wd):
 
 def _n_out(clf, size):
     with evaluating(clf), torch.no_grad(): return clf(torch.zeros(1, 3, size, size)).shape[-1]
-
-CLASSIFIER_LAYERS = ('all', 'late', 'none')   # the choices of `classifier_layers`
 
 def freeze_classifier(clf:nn.Module, # a P2P model's classifier
                       layers:str='all', # 'all' (nothing frozen), 'late' (only the zoo's late modules learn) or 'none' (frozen)
@@ -163,53 +146,65 @@ def _progress_lines(learn:Learner) -> Learner:
     return learn
 
 # %% ../../nbs/44_p2p.learner.ipynb #94b56feb
-def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
-                selector='cnn', # selector name or module (encode/decode)
-                classifier='small_cnn', # classifier name or module
-                optimizer:str='adam', # 'adam', 'adamw' or 'sgd'
-                lr:float=1e-4, # learning rate (default of `fit`)
-                classifier_lr_mult:float=1., # the classifier's learning rate relative to the selector's (< 1: keep a pretrained classifier close)
-                wd:float=0., # weight decay
-                seed:int=None, # seed everything (reproducible on CPU)
-                reg_variant:str=_SPARSITY['reg_variant'], reg_threshold:float=_SPARSITY['reg_threshold'], reg_weight:float=_SPARSITY['reg_weight'], reg_anneal:bool=_SPARSITY['reg_anneal'],
-                warmup:float=_SPARSITY['warmup'], cov_weight:float=_SPARSITY['cov_weight'], final_temp:float=_SPARSITY['final_temp'], tau_warmup:float=_SPARSITY['tau_warmup'], score_weight:float=_SPARSITY['score_weight'], tau_power:float=_SPARSITY['tau_power'], # SparsityCallback options
-                checkpoint:bool=False, # save model + optimiser after every validation (SaveModelCallback)
-                wandb:bool=False, # log to Weights & Biases
-                path=None, # where checkpoints/exports go (default: '.')
-                cbs=None, # extra callbacks
-                model:P2P=None, # an existing P2P model (e.g. a trained one, `load_run`) instead of building one from the options
-                classifier_layers:str='all', # which classifier layers learn: 'all', 'late' (its last stage(s) and head, `ModelSpec.late`) or 'none'
-                **kwargs, # p2p_model options: num_dims, use_cov, num_monte_carlo, straight_through, dynamic, delta, ...
-               ) -> P2PLearner:
-    "A fastai Learner training a P2P model with the sparsity callback"
-    n_classes = getattr(dls, 'c', None)
-    if n_classes is None: raise ValueError("dls has no `c` (number of classes): build it with `get_dls` or set dls.c")
-    size = getattr(dls, 'size', None) or int(dls.one_batch()[0].shape[-1])
-    if 'delta' in kwargs: check_delta(kwargs['delta'])
-    if seed is not None: set_seed(seed, reproducible=True)
-    if model is None:
-        model = p2p_model(n_classes, selector if isinstance(selector, str) else 'cnn',
-                          classifier if isinstance(classifier, str) else 'small_cnn', size=size,
-                          n_segments=getattr(dls, 'n_segments', 100), **{'classes': list(getattr(dls, 'vocab', None) or []) or None, **kwargs})
-        if isinstance(selector, nn.Module): model.selector = selector
-        if isinstance(classifier, nn.Module): model.classifier = classifier
-    n_out = _n_out(model.classifier, size)
-    if n_out != n_classes:
-        raise ValueError(f"the classifier outputs {n_out} classes but the data has {n_classes} ({list(getattr(dls, 'vocab', []))}): "
-                         "build the classifier with n_classes=dls.c")
-    cb = [P2POutputCallback(), SparsityCallback(reg_variant, reg_threshold, reg_weight, reg_anneal, warmup, cov_weight, final_temp,
-                           tau_warmup=tau_warmup, score_weight=score_weight, tau_power=tau_power, min_tau=model.min_tau)]
-    if freeze_classifier(model.classifier, classifier_layers, classifier if isinstance(classifier, str) else None): cb.append(BnFreeze())
+LEARNER_ALIASES = dict(lr='learning_rate', wd='weight_decay')   # fastai's short names for two `TrainConfig` options
+
+def _split_overrides(overrides:dict) -> tuple:
+    "`p2p_learner`'s keyword options as (TrainConfig fields, modules replacing the selector/classifier, the rest: `p2p_model`'s)"
+    rest = {LEARNER_ALIASES.get(k, k): v for k, v in overrides.items()}
+    train = {k: rest.pop(k) for k in list(rest) if k in TrainConfig.__dataclass_fields__}
+    mods = {k: rest.pop(k) for k in ('selector', 'classifier') if isinstance(rest.get(k), nn.Module)}
+    return train, mods, rest
+
+def _learner_model(dls, model, mods:dict, mkw:dict) -> tuple:
+    "(the P2P model of a learner, its classifier's zoo name or None): `model` itself, or built from a `ModelConfig` and the data"
+    if 'delta' in mkw: check_delta(mkw['delta'])
+    if isinstance(model, P2P): return model, mkw.get('classifier')
+    c = configured(ModelConfig, model, **{k: v for k, v in mkw.items() if k in ModelConfig.__dataclass_fields__})
+    data = dict(size=_data_size(dls), n_segments=getattr(dls, 'n_segments', None), classes=list(getattr(dls, 'vocab', None) or []) or None)
+    m = p2p_model(dls.c, c, **{**data, **{k: v for k, v in mkw.items() if k not in ModelConfig.__dataclass_fields__}})
+    for k, v in mods.items(): setattr(m, k, v)
+    return m, None if 'classifier' in mods else c.classifier
+
+def _data_size(dls) -> int: return getattr(dls, 'size', None) or int(dls.one_batch()[0].shape[-1])
+
+def _learner_cbs(t:TrainConfig, model:P2P, name:str, checkpoint:bool, wandb:bool) -> list:
+    "The callbacks of a P2P learner: the output and sparsity callbacks, then BnFreeze, checkpoints and W&B as asked"
+    cb = [P2POutputCallback(), SparsityCallback(t.reg_variant, t.reg_threshold, t.reg_weight, t.reg_anneal, t.warmup, t.cov_weight, t.final_temp,
+                                                 tau_warmup=t.tau_warmup, score_weight=t.score_weight, tau_power=t.tau_power, min_tau=model.min_tau)]
+    if freeze_classifier(model.classifier, t.classifier_layers, name): cb.append(BnFreeze())
     if checkpoint: cb.append(AtomicSaveModel(every_epoch=True, with_opt=True, fname='checkpoint'))
     if wandb:
         if require_wandb().run is None:
             raise PxpError("wandb=True logs into the current Weights & Biases run, but none was started",
                            "call wandb.init(project=...) first, or use train(wandb=True), which starts one")
         cb.append(WandbLogger())
+    return cb
+
+def p2p_learner(dls, # fastai DataLoaders of (x, groups, y) batches (`get_dls`)
+                config:TrainConfig=None, # how it trains, each option documented in `TrainConfig` (default: `TrainConfig()`)
+                model:P2P|ModelConfig=None, # the `ModelConfig` to build the model from (default: `ModelConfig()`), or an existing P2P model (e.g. a trained one, `load_run`)
+                *,
+                seed:int=None, # seed everything (reproducible on CPU)
+                checkpoint:bool=False, # save model + optimiser after every validation (`AtomicSaveModel`)
+                wandb:bool=False, # log to Weights & Biases
+                path=None, # where checkpoints/exports go (default: '.')
+                cbs=None, # extra callbacks
+                **overrides, # fields of `TrainConfig` (lr, wd: learning_rate, weight_decay) or `ModelConfig` by name, `p2p_model`'s arguments, selector/classifier modules
+               ) -> P2PLearner:
+    "A fastai Learner training a P2P model with the sparsity callback"
+    if getattr(dls, 'c', None) is None: raise ValueError("dls has no `c` (number of classes): build it with `get_dls` or set dls.c")
+    tkw, mods, mkw = _split_overrides(overrides)
+    t = configured(TrainConfig, config, **tkw)
+    if seed is not None: set_seed(seed, reproducible=True)
+    model, name = _learner_model(dls, model, mods, mkw)
+    n_out = _n_out(model.classifier, _data_size(dls))
+    if n_out != dls.c:
+        raise ValueError(f"the classifier outputs {n_out} classes but the data has {dls.c} ({list(getattr(dls, 'vocab', []))}): "
+                         "build the classifier with n_classes=dls.c")
     metrics = [accuracy, KeptFraction()] + ([MeanTau()] if model.dynamic else [])
-    learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(optimizer, wd), lr=lr,
-                       metrics=metrics, cbs=cb + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
-    if classifier_lr_mult != 1: learn.lr = slice(lr*classifier_lr_mult, lr)   # parameter groups: [classifier, selector]
+    learn = P2PLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=_opt_func(t.optimizer, t.weight_decay), lr=t.learning_rate,
+                       metrics=metrics, cbs=_learner_cbs(t, model, name, checkpoint, wandb) + list(cbs or []), path=Path(path or '.'), splitter=_p2p_splitter)
+    if t.classifier_lr_mult != 1: learn.lr = slice(t.learning_rate*t.classifier_lr_mult, t.learning_rate)   # parameter groups: [classifier, selector]
     return _progress_lines(learn)
 
 def require_wandb():
@@ -222,6 +217,7 @@ def require_wandb():
 class WandbLogger(Callback):
     "Log to the current W&B run: the training loss and learning rates per batch, the validation metrics per epoch"
     order = Recorder.order + 1   # after the recorder has computed the epoch's metrics
+    def __init__(self): super().__init__()   # nothing to set: it logs into the current W&B run
     # not fastai's WandbCallback: its config gathering walks the datasets down to every image path (and fails on them)
     def before_fit(self):
         self.run = not hasattr(self.learn, 'lr_finder') and rank_distrib() == 0   # fastai sets it back to True after the fit

@@ -6,184 +6,51 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.recipes.html.md"""
 
 # %% ../../nbs/45_p2p.recipes.ipynb #6652f737
 from __future__ import annotations
-import difflib
-from dataclasses import dataclass, field, fields
+import inspect
 from pathlib import Path
+from typing import Annotated, get_type_hints
 import torch
+from fastcore.script import bool_arg
 from fastcore.basics import patch
 from fastai.torch_core import num_distrib
 from ..core import Registry
 from ..files import PxpError, check_number
-from ..data.datasets import TARGETS, list_datasets
+from ..config import RunConfig, CONFIG_GROUPS, RECIPE_OPTIONS, option_fields
+from ..data.datasets import list_datasets
 from ..models.nets import NORMS
+from ..models.maskers import check_precision
 from .model import TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
-from .learner import OPTIMIZERS, CLASSIFIER_LAYERS, p2p_model, p2p_learner, signature_defaults
+from .learner import OPTIMIZERS
 from ..models.zoo import list_selectors, selector_spec, classifier_spec
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LR_SCHEDULES', 'LEARNER_NAMES', 'CONFIG_GROUPS', 'RECIPE_OPTIONS', 'RECIPES', 'block_default', 'option',
-           'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig', 'option_fields', 'parse_deltas', 'register_recipe',
-           'list_recipes', 'recipe_config', 'recipe_options', 'resolve_config', 'resolve_options', 'cpu', 'paper']
+__all__ = ['CHOICES', 'RECIPES', 'option_choices', 'option_parameters', 'parse_deltas', 'register_recipe', 'list_recipes',
+           'recipe_config', 'recipe_options', 'resolve_config', 'resolve_options', 'cpu', 'paper']
 
 # %% ../../nbs/45_p2p.recipes.ipynb #5608fa16
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # train's mixed-precision choices
-LR_SCHEDULES = ('one_cycle', 'constant')        # the P2P epochs' learning-rate schedules
-LEARNER_NAMES = dict(learning_rate='lr', weight_decay='wd')   # p2p_learner's shorter names for two options
+CHOICES = dict(datasets=list_datasets, selectors=list_selectors, recipes=lambda: list_recipes(), norms=lambda: NORMS, tau_modes=lambda: TAU_MODES,
+               estimators=lambda: ESTIMATORS, reg_variants=lambda: REG_VARIANTS, optimizers=lambda: OPTIMIZERS)   # a registry's name in the config -> its names now
 
-def block_default(name:str): # an option of a run
-    "The default of an option that `p2p_model` or `p2p_learner` takes, read from its signature: the one place it is written"
-    for fn, key in ((p2p_model, name), (p2p_learner, LEARNER_NAMES.get(name, name))):
-        d = signature_defaults(fn)
-        if key in d: return d[key]
-    raise KeyError(f"neither p2p_model nor p2p_learner has a default for {name!r}")
+def option_choices(name:str=None, # an option of a run (None: every option that has choices)
+                  ):
+    "The values option `name` may take (a list; None if any value of its type is fine), registries resolved; without a name, a dict of them"
+    if name is None: return {k: c for k in option_fields() if (c := option_choices(k)) is not None}
+    ch = option_fields()[name].metadata['choices']
+    return None if ch is None else list(CHOICES[ch]() if isinstance(ch, str) else ch)
 
-def option(default, # the value when neither a recipe nor the user sets it
-           doc:str, # one line: what the option does (the CLI's help, `train`'s docment)
-           recipe:bool=False, # recipes set it (`train` then takes None as "the recipe's value")
-           choices=None, # the allowed values: a tuple, or a function returning them (a registry)
-           **check, # `check_number`'s arguments (lo, hi, integer, none, fix): a number, checked against its range
-          ):
-    "A field of a run's configuration: its default, its doc, whether recipes set it, and how `RunConfig.check` checks it"
-    return field(default=default, metadata=dict(doc=doc, recipe=recipe, choices=choices, check=check or None))
-
-# %% ../../nbs/45_p2p.recipes.ipynb #3979855b
-@dataclass
-class DataConfig:
-    "The data of a run: which dataset, where, and how its images become batches of superpixels"
-    dataset:str = option('synthetic', "dataset: synthetic (built-in), bam, cifar10, imagenet, imagenet9, coco10, folder, or one registered with `register_dataset`",
-                         choices=lambda: list_datasets())
-    data_path:Path = option('data', "folder holding the datasets (the built-in one is built there on first use)")
-    download:bool = option(False, "cifar10: fetch it with torchvision into data_path/cifar10 if missing (needs internet)")
-    target:str = option('object', "synthetic/BAM label: 'object' or 'scene'", choices=TARGETS)
-    resolution:int = option(None, "image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)", recipe=True, lo=16, integer=True, none=True,
-                            fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default")
-    batch_size:int = option(64, "images per optimiser step, over all processes (each of N processes loads batch_size/N)", recipe=True, lo=1, integer=True)
-    workers:int = option(0, "data-loader worker processes", lo=0, integer=True)
-    n_segments:int = option(100, "SLIC superpixels per image (approximate)", recipe=True, lo=1, integer=True)
-    compactness:float = option(20., "SLIC compactness", recipe=True, lo=0, lo_open=True)
-    color_aug_intensity:float = option(0., "colour jitter in training, in [0,1] (costly on CPU)", recipe=True, lo=0, hi=1)
-    n_train:int = option(500, "built-in data: training images per class", lo=1, integer=True)
-    n_val:int = option(100, "built-in data: validation images per class", lo=1, integer=True)
-    max_train:int = option(None, "train on at most this many images, the same number per class (quick runs; evaluation uses the whole split)",
-                           recipe=True, lo=2, integer=True, none=True)
-    cache_dir:Path = option(None, "superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if that is read-only)")
-
-@dataclass
-class ModelConfig:
-    "The P2P model: classifier, selector, and how the selector turns a budget τ into a mask"
-    classifier:str = option(block_default('classifier'), "classifier name (`pxp models`): small_cnn, resnet20/32/44/56/110 (CIFAR), resnet18/34/50, vit_tiny, vit_base, timm/<name>", recipe=True)
-    model_path:str = option(block_default('model_path'), "local classifier weights (a state dict or {'state_dict': ...}, e.g. a CIFAR ResNet checkpoint)")
-    selector:str = option(block_default('selector'), "selector name (`pxp models`): cnn, lraspp, resnet20...resnet110 (a CIFAR ResNet trunk)", recipe=True)
-    selector_path:str = option(block_default('selector_path'), "local selector weights (default for CIFAR ResNet trunks: model_path)")
-    pretrained:bool = option(block_default('pretrained'), "published weights where no local ones are given: from the hub (needs internet), or offline where a package ships them (efficientnet_lite0)", recipe=True)
-    use_dynamic_threshold:bool = option(True, "τ is an input of the selector; evaluate per certainty level")
-    certainty:str = option('0.8,0.9,0.95,0.99', "certainty levels δ, comma-separated (the first is used for validation)")
-    num_dims:int = option(block_default('num_dims'), "selector output channels (keep logit + covariance embedding)", recipe=True, lo=1, integer=True)
-    use_cov:bool = option(block_default('use_cov'), "correlated group logits N(μ, EᵀE) (off: independent groups)", recipe=True)
-    num_monte_carlo:int = option(block_default('num_monte_carlo'), "masks sampled per image in training (>= 2 for estimator='score')", recipe=True, lo=1, integer=True)
-    straight_through:bool = option(block_default('straight_through'), "hard masks forward in training (BatchNorm sees what evaluation sees)", recipe=True)
-    keep_init:float = option(block_default('keep_init'), "initial keep-logit bias of the selector", recipe=True, lo=None)
-    norm:str = option(block_default('norm'), "small CNNs' normalisation: batch, group or none", recipe=True, choices=NORMS)
-    width:int = option(block_default('width'), "small CNN classifier width", recipe=True, lo=1, integer=True)
-    stem_stride:int = option(block_default('stem_stride'), "small CNN classifier's first stride (default: 2 from 64 px up)", recipe=True, lo=1, integer=True, none=True)
-    selector_width:int = option(block_default('selector_width'), "small CNN selector width", recipe=True, lo=1, integer=True)
-    tau_prior:bool = option(block_default('tau_prior'), "small CNN selector, tau_mode='input': add a·logit(τ) to the keep logit", recipe=True)
-    tau_mode:str = option(block_default('tau_mode'), "'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)", recipe=True, choices=TAU_MODES)
-    estimator:str = option(block_default('estimator'), "selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)", recipe=True, choices=ESTIMATORS)
-    rank_scale:float = option(block_default('rank_scale'), "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
-    min_tau:float = option(block_default('min_tau'), "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
-    tau_step:float = option(block_default('tau_step'), "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
-
-@dataclass
-class TrainConfig:
-    "How a run trains: the classifier's own phase, the P2P epochs, their optimiser and schedule, the sparsity penalty"
-    classifier_epochs:int = option(12, "first train the classifier alone on whole images for this many epochs (0: skip)", recipe=True, lo=0, integer=True)
-    classifier_lr:float = option(3e-3, "peak learning rate of that phase (one-cycle)", recipe=True, lo=0, lo_open=True)
-    epochs:int = option(14, "P2P training epochs (selector and classifier together)", recipe=True, lo=1, integer=True)
-    validate_per_epoch:int = option(2, "validate every this many epochs (and after the last)", recipe=True, lo=1, integer=True)
-    optimizer:str = option(block_default('optimizer'), "adam, adamw or sgd", recipe=True, choices=OPTIMIZERS)
-    learning_rate:float = option(block_default('learning_rate'), "(peak) learning rate of the P2P epochs", recipe=True, lo=0, lo_open=True)
-    classifier_lr_mult:float = option(block_default('classifier_lr_mult'), "the classifier's P2P learning rate relative to the selector's (< 1 keeps a pretrained classifier close)",
-                                      recipe=True, lo=0, lo_open=True)
-    lr_schedule:str = option('one_cycle', "'one_cycle' or 'constant'", recipe=True, choices=LR_SCHEDULES)
-    weight_decay:float = option(block_default('weight_decay'), "weight decay", recipe=True, lo=0)
-    reg_variant:str = option(block_default('reg_variant'), "sparsity penalty: 'kl' or 'l1'", recipe=True, choices=REG_VARIANTS)
-    reg_threshold:float = option(block_default('reg_threshold'), "target kept fraction without the dynamic threshold, in [0,1)", recipe=True, lo=0, hi=1, hi_open=True)
-    reg_weight:float = option(block_default('reg_weight'), "final sparsity-penalty weight", recipe=True, lo=0)
-    reg_anneal:bool = option(block_default('reg_anneal'), "ramp the penalty weight up (else constant)", recipe=True)
-    warmup:float = option(block_default('warmup'), "fraction of epochs without sparsity penalty", recipe=True, lo=0, hi=1, hi_open=True)
-    cov_weight:float = option(block_default('cov_weight'), "covariance-penalty weight", recipe=True, lo=0)
-    final_temp:float = option(block_default('final_temp'), "relaxed-Bernoulli temperature reached half-way", recipe=True, lo=0, lo_open=True)
-    tau_warmup:float = option(block_default('tau_warmup'), "fraction of the P2P epochs over which the lowest τ drawn falls from 1 to min_tau", recipe=True, lo=0, hi=1, hi_open=True)
-    score_weight:float = option(block_default('score_weight'), "weight of the score-function surrogate", recipe=True, lo=0)
-    tau_power:float = option(block_default('tau_power'), "τ drawn in training as min_tau + (1-min_tau)·u^tau_power (1: uniform)", recipe=True, lo=0, lo_open=True)
-    classifier_layers:str = option(block_default('classifier_layers'), "which classifier layers learn: 'all', 'late' (its last stage(s) and head: a pretrained classifier fine-tuned cheaply) or 'none' (the black box as it is)",
-                                   recipe=True, choices=CLASSIFIER_LAYERS)
-    recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training (the layers that learn)", recipe=True)
-    time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
-
-# %% ../../nbs/45_p2p.recipes.ipynb #a4f51733
-CONFIG_GROUPS = dict(data=DataConfig, model=ModelConfig, train=TrainConfig)
-
-@dataclass
-class RunConfig:
-    "Every option of a training run: the data, the model, the training, and how the run itself is carried out"
-    data:DataConfig = field(default_factory=DataConfig)
-    model:ModelConfig = field(default_factory=ModelConfig)
-    train:TrainConfig = field(default_factory=TrainConfig)
-    recipe:str = option('cpu', "preset of every option marked R: 'cpu' (this library's) or 'paper' (the seed's); options given override it",
-                        choices=lambda: list_recipes())
-    seed:int = option(0, "seed of data, initialisation and training", lo=0, integer=True)
-    save_model:bool = option(True, "write model.pth")
-    experiment:Path = option('runs', "parent folder of the run folders")
-    wandb:bool = option(False, "log to Weights & Biases (needs the wandb package)")
-    checkpoint:bool = option(False, "save model + optimiser after every epoch into the run's models/ (to resume)")
-    resume:Path = option(None, "a run folder trained with checkpoint=True: continue from its last checkpoint")
-    threads:int = option(None, "torch CPU threads (default: torch's, i.e. the cores or $OMP_NUM_THREADS; never derived from the load)",
-                         lo=1, integer=True, none=True)
-    precision:str = option('auto', "'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)",
-                           choices=PRECISIONS)
-    show:bool = option(True, "progress bars and the training table")
-
-# %% ../../nbs/45_p2p.recipes.ipynb #c73f00d4
-def option_fields() -> dict:
-    "Every option of a run by name: its dataclass `Field` (type, default, doc, recipe, check), groups' options first"
-    out = {f.name: f for g in CONFIG_GROUPS.values() for f in fields(g)}
-    out.update({f.name: f for f in fields(RunConfig) if f.name not in CONFIG_GROUPS})
-    return out
-
-def _owner(name:str) -> str:
-    "The group holding option `name` ('data', 'model', 'train'), or None for the run's own options"
-    return next((g for g, cls in CONFIG_GROUPS.items() if name in {f.name for f in fields(cls)}), None)
-
-RECIPE_OPTIONS = tuple(k for k, f in option_fields().items() if f.metadata['recipe'])   # the options a recipe sets
-
-@patch
-def flat(self:RunConfig) -> dict:
-    "Every option by its name (the keys of `config.json` and `train`'s keyword arguments); paths as strings"
-    d = {k: getattr(getattr(self, g) if (g := _owner(k)) else self, k) for k in option_fields()}
-    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
-
-@patch(cls_method=True)
-def from_flat(cls:RunConfig, opts:dict, # options by name; unknown names are left out
-              defaults:dict=None, # defaults for the options `opts` lacks (else the fields' defaults)
-             ) -> RunConfig:
-    "A `RunConfig` from options by name (e.g. a `config.json`): names that are no option are ignored, missing options take the defaults"
-    fs = option_fields()
-    vals = {**{k: v for k, v in (defaults or {}).items() if k in fs}, **{k: v for k, v in opts.items() if k in fs}}
-    groups = {g: c(**{k: v for k, v in vals.items() if _owner(k) == g}) for g, c in CONFIG_GROUPS.items()}
-    return cls(**groups, **{k: v for k, v in vals.items() if _owner(k) is None})
-
-@patch
-def updated(self:RunConfig, **opts) -> RunConfig:
-    "A copy with some options (by name) changed; a name that is no option is an error naming the closest one"
-    fs = option_fields()
-    bad = [k for k in opts if k not in fs]
-    if bad:
-        close = difflib.get_close_matches(bad[0], fs, n=1)
-        raise PxpError(f"{bad[0]!r} is not an option of a training run", f"did you mean {close[0]!r}?" if close else "see `pxp train --help` for the options")
-    return RunConfig.from_flat({**self.flat(), **opts})
+# %% ../../nbs/45_p2p.recipes.ipynb #8f3d5fdb
+def option_parameters() -> list:
+    "Every option of a run as an `inspect.Parameter`, typed and documented (`Annotated`), None for an option a recipe sets: the flags of `pxp train`"
+    hints = {k: v for cls in (*CONFIG_GROUPS.values(), RunConfig) for k, v in get_type_hints(cls).items()}
+    ps = []
+    for k, f in option_fields().items():
+        md, tp = f.metadata, hints[k]
+        if md['recipe']: tp, default, doc = (bool_arg if tp is bool else tp), None, f"R: {md['doc']}"
+        else: default, doc = f.default, md['doc']
+        ps.append(inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, doc]))
+    ps.insert(1, ps.pop(next(i for i, p in enumerate(ps) if p.name == 'recipe')))   # the recipe right after the dataset it is for
+    return ps
 
 # %% ../../nbs/45_p2p.recipes.ipynb #f6d1a141
 def parse_deltas(certainty) -> list:
@@ -197,9 +64,8 @@ def parse_deltas(certainty) -> list:
 
 def _check_field(name, v, md):
     "One option against its field's choices or range"
-    if md['choices'] is not None:
-        ch = md['choices']() if callable(md['choices']) else md['choices']
-        if v not in ch: raise PxpError(f"unknown {name} {v!r}", f"choose one of {', '.join(map(str, ch))}")
+    ch = option_choices(name)
+    if ch is not None and v not in ch: raise PxpError(f"unknown {name} {v!r}", f"choose one of {', '.join(map(str, ch))}")
     if md['check'] is not None: check_number(name, v, **md['check'])
 
 @patch
@@ -213,8 +79,7 @@ def check(self:RunConfig) -> RunConfig:
     parse_deltas(m.certainty)
     if m.classifier.startswith('vit') and d.resolution and d.resolution % 16:
         raise PxpError(f"{m.classifier} needs a resolution that is a multiple of 16, got {d.resolution}", "pass e.g. --resolution 224")
-    if self.precision == 'fp16' and not torch.cuda.is_available():
-        raise PxpError("precision='fp16' needs a CUDA GPU (float16 autocast on a CPU is slower than float32)", "on a CPU use precision='bf16' or 'fp32'")
+    check_precision(self.precision, 'cuda' if torch.cuda.is_available() else 'cpu', auto=True)   # fp16 needs CUDA
     if d.batch_size % max(num_distrib(), 1):
         raise PxpError(f"batch_size {d.batch_size} is the global batch (all processes together) and must be divisible by the {num_distrib()} processes",
                        f"use a multiple of {num_distrib()}")
@@ -284,7 +149,7 @@ def _offline_imagenet(classifier):
     "An ImageNet-pretrained classifier whose weights are at hand offline and whose trunk is a selector (EfficientNet-Lite0)"
     return _has_trunk_selector(classifier) and classifier_spec(classifier).imagenet
 
-# Where the library's CPU recipe departs from the building blocks' defaults (`p2p_model`, `p2p_learner`: the seed's choices where it has one)
+# Where the library's CPU recipe departs from the configuration's defaults (`RunConfig()`: the seed's choices where it has one)
 _CPU = dict(use_cov=False, num_monte_carlo=2, straight_through=True, keep_init=6., tau_mode='rank', estimator='score', learning_rate=3e-3, reg_variant='l1', reg_weight=1., warmup=0., tau_warmup=0.2, tau_power=2.)
 
 # Where the seed's configuration (configs/model/P2P.yaml) departs from `RunConfig`'s defaults; each is explained in the P2P explanation's table

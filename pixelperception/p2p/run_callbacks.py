@@ -13,6 +13,8 @@ from torch import Tensor
 from fastai.callback.core import Callback, CancelValidException, CancelFitException
 from ..files import check_finite
 from ..distributed import broadcast_object
+from ..config import PRECISIONS
+from ..models.maskers import is_conv
 
 
 # %% auto #0
@@ -61,8 +63,6 @@ def resolve_precision(precision:str='auto') -> str:
     if torch.cuda.is_available(): return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
     return 'bf16' if cpu_bf16_native() else 'fp32'
 
-def _has_conv(model): return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
 @contextmanager
 def eval_precision(model:torch.nn.Module, # the model evaluated inside the block
                    precision:str='fp32', # the run's precision (`resolve_precision`): 'bf16'/'fp16' autocast, else float32
@@ -70,10 +70,10 @@ def eval_precision(model:torch.nn.Module, # the model evaluated inside the block
     "Evaluate in a run's precision, as it trained: bfloat16 (or float16) autocast, channels-last convolutions on a CPU; float32 otherwise"
     if precision not in ('bf16', 'fp16'): yield; return
     dev = next(model.parameters()).device.type
-    cl = dev == 'cpu' and _has_conv(model)
+    cl = dev == 'cpu' and is_conv(model)
     if cl: model.to(memory_format=torch.channels_last)
     try:
-        with torch.autocast(dev, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16): yield
+        with torch.autocast(dev, dtype=PRECISIONS[precision]): yield
     finally:
         if cl: model.to(memory_format=torch.contiguous_format)
 
@@ -83,7 +83,7 @@ class CPUMixedPrecision(Callback):
     def __init__(self, channels_last:bool=True): self.channels_last = channels_last
     def before_fit(self):
         self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
-        self.cl = self.channels_last and _has_conv(self.model)
+        self.cl = self.channels_last and is_conv(self.model)
         if self.cl: self.model.to(memory_format=torch.channels_last)
     def before_batch(self):
         if self.cl: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)

@@ -6,8 +6,8 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.runs.html.md"""
 
 # %% ../../nbs/47_p2p.runs.ipynb #78a4e224
 from __future__ import annotations
-import difflib, inspect, json, shutil, socket, sys, warnings
-from dataclasses import fields
+import difflib, json, shutil, socket, sys, warnings
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
@@ -15,7 +15,8 @@ from torch import Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import load_learner as fastai_load_learner
 from ..data.datasets import get_eval_dl, inference_dls, dataset_policy, denormalize, IMAGENET_MEAN, IMAGENET_STD
-from .recipes import RunConfig, ModelConfig, TrainConfig, parse_deltas, option_fields, LEARNER_NAMES
+from ..config import RunConfig, ModelConfig, RENAMED_OPTIONS, option_fields, renamed_options
+from .recipes import parse_deltas
 from .learner import p2p_learner, p2p_model, P2PLearner
 from ..files import new_run_dir
 from ..evaluation.report import write_report
@@ -28,15 +29,13 @@ from .evaluate import evaluate_p2p_sharded
 from .run_callbacks import eval_precision
 
 # %% auto #0
-__all__ = ['MODEL_KEYS', 'LEARNER_KEYS', 'RUN_RECORD', 'unknown_options', 'write_status', 'abandon_run', 'load_checkpoint',
-           'check_resume', 'run_config', 'load_run', 'evaluate_run', 'load_learner']
+__all__ = ['MODEL_KEYS', 'RUN_RECORD', 'unknown_options', 'write_status', 'abandon_run', 'load_checkpoint', 'check_resume',
+           'run_config', 'load_run', 'evaluate_run', 'load_learner']
 
 # %% ../../nbs/47_p2p.runs.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
-MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name in inspect.signature(p2p_model).parameters and f.name not in _WEIGHTS),
-               'mean', 'std')   # the options that shape the model (with the normalisation the run adds): `load_run` rebuilds it from them
-LEARNER_KEYS = {f.name: LEARNER_NAMES.get(f.name, f.name) for f in fields(TrainConfig)
-                 if LEARNER_NAMES.get(f.name, f.name) in inspect.signature(p2p_learner).parameters}   # config.json -> p2p_learner
+MODEL_KEYS = (*(f.name for f in fields(ModelConfig) if f.name not in (*_WEIGHTS, 'use_dynamic_threshold', 'certainty')),
+               'mean', 'std')   # the options that shape the model's modules (with the normalisation the run adds): a resumed run must keep them
 RUN_RECORD = ('overrides', 'mean', 'std', 'resumed_from', 'size', 'n_classes', 'vocab', 'n_train_images', 'n_valid_images', 'deltas', 'world_size',
               'batch_size_per_process', 'torch', 'python', 'n_params_selector', 'n_params_classifier')   # what `train` adds to the options in config.json
 
@@ -47,6 +46,7 @@ def unknown_options(keys, # the keys of a JSON object of options (a `--config` f
     "The keys that are no option, each named with the closest valid one: one phrase for an error or a warning"
     options = list(options)
     def named(k):
+        if RENAMED_OPTIONS.get(k) in options: return f"{k!r} (now {RENAMED_OPTIONS[k]!r})"   # an option's old name
         close = difflib.get_close_matches(k, options, n=1)
         return f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
     return ', '.join(named(k) for k in keys if k not in options and k not in also)
@@ -104,9 +104,9 @@ def check_resume(c):
     if not (run/'config.json').is_file():
         raise PxpError(f"resume: {run} is not a run folder (no config.json)", "pass a folder written by `pxp train --checkpoint`")
     _checkpoints(run)
-    old = read_json(run/'config.json', 'the run configuration')
+    old = renamed_options(read_json(run/'config.json', 'the run configuration'))   # an old run's names read as today's
     same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-    keys = [k for k in (*MODEL_KEYS, 'dataset', 'target', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
+    keys = [k for k in (*MODEL_KEYS, 'dataset', 'label_kind', 'resolution', 'use_dynamic_threshold') if k in old and k in c]
     diff = [k for k in keys if not same(old[k], c[k])]
     if diff:
         raise PxpError(f"resume: {run} was trained with other model settings: " + ', '.join(f"{k}={old[k]!r} (now {c[k]!r})" for k in diff),
@@ -116,7 +116,7 @@ def check_resume(c):
 # %% ../../nbs/47_p2p.runs.ipynb #7deb93db
 def run_config(cfg:dict, # a run's config.json (read), or options by name
               ) -> RunConfig:
-    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out; an option it lacks takes its default, which is the default of the function that built the run (`p2p_model`, `p2p_learner`)"
+    "A run's config.json as its `RunConfig`: what the run added (classes, sizes, versions) is left out; an option it lacks takes its default (the field's, in `pixelperception.config`), an option's old name is read as its new one"
     return RunConfig.from_flat(cfg)
 
 def load_run(run_dir:Path, # a folder written by `train`
@@ -126,7 +126,7 @@ def load_run(run_dir:Path, # a folder written by `train`
     if not (run/'config.json').is_file(): raise FileNotFoundError(f"{run} has no config.json: is it a folder written by `train`?")
     _check_complete(run)
     fix = f"the run folder was damaged or its files mixed up: restore {run}'s own files, or train again"
-    cfg = read_json(run/'config.json', 'the run configuration', fix)
+    cfg = renamed_options(read_json(run/'config.json', 'the run configuration', fix))   # an old run's `target` is `label_kind` now
     if not (run/'model.pth').is_file():
         if cfg.get('save_model') is False: raise PxpError(f"{run} has no model.pth: it was trained with save_model=False", "train again with save_model=True (the default)")
         raise PxpError(f"{run} has no model.pth: the run did not finish (it was interrupted or failed before saving its model)",
@@ -145,9 +145,9 @@ def load_run(run_dir:Path, # a folder written by `train`
 def _run_model(cfg:dict, n_classes:int=None):
     "The untrained P2P model a run's config.json describes (with `n_classes` outputs: default, the config's)"
     rc = run_config(cfg)
-    opts = {'mean': IMAGENET_MEAN, 'std': IMAGENET_STD, **cfg, **rc.flat()}   # runs from before the zoo were normalised for ImageNet
-    return p2p_model(n_classes or cfg['n_classes'], size=cfg['size'], dynamic=rc.model.use_dynamic_threshold, delta=cfg['deltas'][0],
-                     n_segments=rc.data.n_segments, **{k: opts[k] for k in MODEL_KEYS})
+    untrained = replace(rc.model, **{k: ModelConfig.__dataclass_fields__[k].default for k in _WEIGHTS})   # the weights come from model.pth
+    return p2p_model(n_classes or cfg['n_classes'], untrained, size=cfg['size'], delta=cfg['deltas'][0], n_segments=rc.data.n_segments,
+                     mean=cfg.get('mean', IMAGENET_MEAN), std=cfg.get('std', IMAGENET_STD))   # runs from before the zoo were normalised for ImageNet
 
 def _weights_fix(run:Path) -> str:
     "What to do about a run's unreadable model.pth: rebuild it from the run's checkpoints if it has any, else train again"
@@ -185,7 +185,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     if model.dynamic and model.search_step > model.max_tau:
         raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
     init_distributed()
-    edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['target'], cfg['size'], batch_size, split=split,
+    edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['label_kind'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],
                       n_train=cfg['n_train'], n_val=cfg['n_val'], cache_dir=cache_dir, mean=model.mean, std=model.std, build=False)   # never build or download
     _check_classes(list(edl.vocab), list(cfg['vocab']), cfg['dataset'])
@@ -243,8 +243,8 @@ def load_learner(run_dir:Path, # a run folder written by `train`, or a file writ
     model, cfg = load_run(p)
     dls = inference_dls(cfg['vocab'], cfg['size'], dataset_policy(cfg['dataset'], cfg['size']), cfg['n_segments'], cfg['compactness'],
                         model.mean, model.std, bs=bs, device='cpu' if cpu else None)
-    rc = run_config(cfg); flat = rc.flat()
-    learn = p2p_learner(dls, model=model, path=p, **{v: flat[k] for k, v in LEARNER_KEYS.items()})
+    rc = run_config(cfg)
+    learn = p2p_learner(dls, rc.train, model, classifier=rc.model.classifier, path=p)
     learn.run_config = rc
     learn.model.to(dls.device).eval()
     return learn

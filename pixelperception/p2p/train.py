@@ -1,4 +1,4 @@
-"""`train(...)`: train P2P on a dataset with every option as a plain keyword argument, evaluate it with the dynamic threshold, and write a new run folder (configuration, metrics, model, figures). `evaluate_run` and `load_run` read a run back.
+"""`train(config, **options)`: train P2P on a dataset from a `RunConfig` or a recipe, any option changed as a plain keyword argument, evaluate it with the dynamic threshold, and write a new run folder (configuration, metrics, model, figures). `evaluate_run` and `load_run` read a run back.
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.train.html.md"""
 
@@ -6,9 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.train.html.md"""
 
 # %% ../../nbs/48_p2p.train.ipynb #8732f666
 from __future__ import annotations
-import inspect, json, os, platform, time, warnings
-from typing import Annotated, get_type_hints
-from fastcore.script import bool_arg
+import json, os, platform, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -20,7 +18,8 @@ from fastai.torch_core import set_seed
 from fastai.callback.core import Callback
 from ..data.datasets import get_dls, get_eval_dl, denormalize
 from ..models.zoo import normalization
-from .recipes import RunConfig, option_fields, resolve_config, parse_deltas, CONFIG_GROUPS
+from ..config import RunConfig, RECIPE_OPTIONS, RENAMED_OPTIONS
+from .recipes import resolve_config, parse_deltas
 from .learner import p2p_learner, classifier_learner, P2PLearner, require_wandb, WandbLogger
 from ..files import new_run_dir
 from ..evaluation.report import write_report, COLUMN_NAMES
@@ -31,7 +30,7 @@ from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrie
 from ..distributed import broadcast_model
 from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole
 from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
-from .runs import MODEL_KEYS, LEARNER_KEYS, write_status, abandon_run, load_checkpoint, check_resume
+from .runs import write_status, abandon_run, load_checkpoint, check_resume
 
 
 # %% auto #0
@@ -43,27 +42,23 @@ def _save_model(model, path):
     atomic_write(path, lambda t: torch.save(model.state_dict(), t), exclusive=True)
 
 # %% ../../nbs/48_p2p.train.ipynb #f24b2221
-def _signature() -> inspect.Signature:
-    "`train`'s signature, from the run's options: each typed and documented (`Annotated`); None for an option a recipe sets (the recipe's value); then `cbs`"
-    hints = {k: v for cls in (*CONFIG_GROUPS.values(), RunConfig) for k, v in get_type_hints(cls).items()}
-    ps = []
-    for k, f in option_fields().items():
-        md, tp = f.metadata, hints[k]
-        if md['recipe']: tp, default, doc = (bool_arg if tp is bool else tp), None, f"R: {md['doc']}"
-        else: default, doc = f.default, md['doc']
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if k == 'dataset' else inspect.Parameter.KEYWORD_ONLY
-        ps.append(inspect.Parameter(k, kind, default=default, annotation=Annotated[tp, doc]))
-    ps.insert(1, ps.pop(next(i for i, p in enumerate(ps) if p.name == 'recipe')))   # the recipe right after the dataset it is for
-    cbs_doc = "more fastai callbacks for the P2P epochs (Python only: not a CLI flag, not saved in config.json)"
-    return inspect.Signature([*ps, inspect.Parameter('cbs', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[list, cbs_doc])],
-                             return_annotation=Path)
+def _given_config(config:RunConfig|None, overrides:dict) -> tuple:
+    "(the run's configuration, the recipe options given): `config` or the recipe's, with the options given on top (None: the recipe's value)"
+    if config is None: return resolve_config(overrides)
+    if not isinstance(config, RunConfig): raise TypeError(f"config must be a RunConfig (e.g. recipe_config('paper', 'cifar10')), got {type(config).__name__}")
+    given = {k: v for k, v in overrides.items() if not (k in RECIPE_OPTIONS and v is None)}
+    return config.updated(**given), {k: v for k, v in given.items() if k in RECIPE_OPTIONS}
 
-def train(*args, **kwargs) -> Path:
-    "Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder"
-    a = train.__signature__.bind(*args, **kwargs); a.apply_defaults()
-    opts = dict(a.arguments)
-    cbs = opts.pop('cbs')
-    cfg, overrides = resolve_config(opts)
+def train(config:RunConfig|None=None, # a whole configuration (e.g. `recipe_config('paper', 'cifar10')`); None: the recipe's for the dataset
+          *,
+          cbs:list=None, # more fastai callbacks for the P2P epochs (Python only: not a CLI flag, not saved in config.json)
+          **overrides, # options by name: the fields of `DataConfig`, `ModelConfig`, `TrainConfig` and `RunConfig` (pixelperception.config)
+         ) -> Path: # the new run folder
+    """Train P2P from a recipe (options given override it), evaluate it at each certainty level and write a new run folder
+
+    Every option, its default and its doc: the fields of `DataConfig`, `ModelConfig`, `TrainConfig` and `RunConfig` in
+    `pixelperception.config` (`option_parameters()` in p2p.recipes lists them; `pxp train --help` shows them as flags)."""
+    cfg, overrides = _given_config(config, overrides)
     cfg.check()   # every option, before any data is read or any folder made
     cbs = _check_cbs(cbs)
     mean, std = normalization(cfg.model.classifier)
@@ -81,7 +76,7 @@ def train(*args, **kwargs) -> Path:
         raise
     finally: torch.set_num_threads(old_threads)
 
-train.__signature__ = _signature()
+train.renamed = RENAMED_OPTIONS   # `pxp train --target` stops with a line naming --label-kind
 
 def _run(cfg:RunConfig, state:dict) -> Path:
     "The body of `train` on a checked configuration: the data, a new run folder, the run's Learner, then its phases; only rank 0 writes"
@@ -144,7 +139,7 @@ def _epoch_means(h):
 def _data_kwargs(cfg:RunConfig, bs:int) -> dict:
     "The `get_dls`/`get_eval_dl` arguments of a run's data options, `bs` images per batch, normalised for its classifier"
     d, (mean, std) = cfg.data, normalization(cfg.model.classifier)
-    return dict(dataset=d.dataset, data_path=d.data_path, target=d.target, size=d.resolution, bs=bs, n_segments=d.n_segments,
+    return dict(dataset=d.dataset, data_path=d.data_path, label_kind=d.label_kind, size=d.resolution, bs=bs, n_segments=d.n_segments,
                 compactness=d.compactness, workers=d.workers, seed=cfg.seed, n_train=d.n_train, n_val=d.n_val, cache_dir=d.cache_dir, mean=mean, std=std)
 
 def run_learner(dls, # the run's DataLoaders (`get_dls`)
@@ -153,12 +148,11 @@ def run_learner(dls, # the run's DataLoaders (`get_dls`)
                 cbs:list=None, # more fastai callbacks for the P2P epochs
                ) -> P2PLearner:
     "The P2P Learner of a run: model and training options from `cfg`, its validation spacing, time budget, finite-loss guard and precision"
-    t, m, flat = cfg.train, cfg.model, cfg.flat()
+    t, m = cfg.train, cfg.model
     mean, std = normalization(m.classifier)
-    learn = p2p_learner(dls, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path, **{v: flat[k] for k, v in LEARNER_KEYS.items()},
+    learn = p2p_learner(dls, t, m, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path,
                         cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *(cbs or [])],
-                        dynamic=m.use_dynamic_threshold, delta=parse_deltas(m.certainty)[0], pretrained=m.pretrained, model_path=m.model_path,
-                        selector_path=m.selector_path, mean=mean, std=std, **{k: flat[k] for k in MODEL_KEYS if k in flat})   # n_segments: from the data
+                        delta=parse_deltas(m.certainty)[0], mean=mean, std=std)   # n_segments: from the data
     _to_precision(learn, cfg.precision)
     learn.run_config, learn.p2p_times, learn.classifier_history = cfg, {}, []
     return learn

@@ -85,7 +85,7 @@ def p2p_arm(a, recipe, minutes, out):
     from pixelperception.p2p.train import train
     t0 = time.time()
     kw = dict(dataset='cifar10', data_path=a.data, classifier='resnet20', model_path=str(a.weights), recipe=recipe, time_budget=minutes,
-              experiment=out/'runs', show=False, cache_dir=a.cache, seed=a.seed)
+              experiment=out/'runs', progress=False, cache_dir=a.cache, seed=a.seed)
     if recipe == 'paper': kw['epochs'] = a.paper_epochs   # the seed's 100 scaled to what fits the time: its schedules are fractions of the run
     run = train(**kw, max_train=a.n_train)
     wall = time.time() - t0

@@ -50,7 +50,7 @@ def blackbox(a):
 def train_arm(a, arm):
     "One `train` call: the default command (cpu) or the paper's recipe on a subset with a time budget"
     from pixelperception.p2p.train import train
-    kw = dict(dataset='imagenette', data_path=a.data, classifier='efficientnet_lite0', recipe=arm, experiment=a.out/'runs', show=False)
+    kw = dict(dataset='imagenette', data_path=a.data, classifier='efficientnet_lite0', recipe=arm, experiment=a.out/'runs', progress=False)
     if arm == 'paper': kw.update(max_train=a.paper_train, time_budget=a.paper_minutes, epochs=a.paper_epochs)
     t = time.time(); run = train(**kw)
     print(f"  {arm}: {run} in {time.time() - t:.0f} s", flush=True)

@@ -52,7 +52,7 @@ def model_steps(a, n=8):
 
 def end_to_end(a, precision):
     from pixelperception.p2p.train import train
-    kw = dict(dataset=a.dataset, data_path=a.data_path, precision=precision, experiment=a.out/'runs', show=False, threads=a.threads)
+    kw = dict(dataset=a.dataset, data_path=a.data_path, precision=precision, experiment=a.out/'runs', progress=False, threads=a.threads)
     if a.classifier: kw['classifier'] = a.classifier
     if a.model_path: kw['model_path'] = a.model_path
     if a.max_train: kw['max_train'] = a.max_train

@@ -259,7 +259,7 @@ def pxp_train(c, precision, gpu, work, env, threads, timeout):
     exp = work/'runs'/precision
     cmd = [sys.executable, '-m', 'pixelperception.cli', 'train', '--precision', precision, '--resolution', c['resolution'],
            '--n-train', c['n_train'], '--n-val', c['n_val'], '--batch-size', c['batch_size'], '--classifier-epochs', c['classifier_epochs'],
-           '--epochs', c['epochs'], '--certainty', '0.9', '--data-path', work/'data', '--experiment', exp, '--no-show']
+           '--epochs', c['epochs'], '--certainty', '0.9', '--data-path', work/'data', '--experiment', exp, '--no-progress']
     if threads: cmd += ['--threads', threads]
     _run(cmd, timeout, env)
     figure, v = _read_run(exp, precision)
@@ -300,7 +300,7 @@ def pxp_train_real(c, gpu, work, env, threads, timeout, src, weights):
     exp = work/'runs-real'
     cmd = [sys.executable, '-m', 'pixelperception.cli', 'train', '--dataset', 'cifar10', '--data-path', work/'real', '--classifier', 'resnet20',
            '--model-path', weights, '--precision', c['precision'], '--epochs', c['epochs'], '--batch-size', c['batch_size'],
-           '--certainty', '0.9', '--experiment', exp, '--no-show']
+           '--certainty', '0.9', '--experiment', exp, '--no-progress']
     if threads: cmd += ['--threads', threads]
     _run(cmd, timeout, env)
     figure, v = _read_run(exp, c['precision'])

@@ -233,7 +233,7 @@ def _renamed_flag(argv:list, # the command's arguments
                   renamed:dict, # old parameter name -> new (`renamed_params` records them on the function)
                  ) -> str: # the error for the first old flag in argv, naming the new one; None if there is none
     "An old flag (renamed to the name every `pxp` command uses for the option) as a one-line error that names the new flag"
-    flags = {f"--{o.replace('_', '-')}": f"--{n.replace('_', '-')}" for o, n in renamed.items()}
+    flags = {f"--{p}{o.replace('_', '-')}": f"--{p}{n.replace('_', '-')}" for o, n in renamed.items() for p in ('', 'no-')}   # and a switch's --no- form
     for a in argv:
         f = a.split('=', 1)[0]
         if f in flags: return f"{f} is now {flags[f]} (one name per option in every pxp command): pass {flags[f]} instead"

@@ -23,7 +23,7 @@ PRECISIONS = {'auto': None, 'fp32': torch.float32, 'fp16': torch.float16, 'bf16'
 LABEL_KINDS = ('object', 'scene')                # what the labels of the synthetic images and of BAM name
 LR_SCHEDULES = ('one_cycle', 'constant')         # the P2P epochs' learning-rate schedules
 CLASSIFIER_LAYERS = ('all', 'late', 'none')      # which classifier layers learn (`freeze_classifier`)
-RENAMED_OPTIONS = dict(target='label_kind')      # old option name -> new: old config.json files are read with the new name
+RENAMED_OPTIONS = dict(target='label_kind', show='progress')      # old option name -> new: old config.json files are read with the new name
 
 def option(default, # the value when neither a recipe nor the user sets it
            doc:str, # one line: what the option does (the CLI's help)
@@ -152,7 +152,7 @@ class RunConfig:
     threads:int = option(None, "torch CPU threads (default: torch's, i.e. the cores or $OMP_NUM_THREADS; never derived from the load)",
                          lo=1, integer=True, none=True)
     precision:str = precision_option('auto')
-    show:bool = progress_option("progress bars and the training table")
+    progress:bool = progress_option("progress bars and the training table")
 
 # %% ../nbs/04_config.ipynb #395f876e
 def option_fields() -> dict:

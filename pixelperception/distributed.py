@@ -48,6 +48,7 @@ def all_gather(obj) -> list:
 class SyncMetrics(Callback):
     "Sum the Python-number running totals (`total`, `count`) of metrics over the processes before the Recorder reads them"
     order = 49   # the Recorder is 50
+    def __init__(self): super().__init__()   # takes nothing (else its signature shows fastai's 24 event hooks as arguments)
     def after_validate(self):
         mets = [m for m in self.learn.metrics if isinstance(getattr(m, 'total', None), (int, float))
                 and isinstance(getattr(m, 'count', None), (int, float))]

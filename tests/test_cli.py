@@ -73,7 +73,7 @@ def test_explain_real_resnet20(tmp_path, shared):
     assert r2.returncode == 2 and 'Traceback' not in r2.stderr
 
 def test_train_then_evaluate(tmp_path):
-    r = pxp('train', '--data-path', tmp_path/'data', '--n-train', 4, '--n-val', 2, '--epochs', 1, '--experiment', tmp_path/'runs', '--no-show')
+    r = pxp('train', '--data-path', tmp_path/'data', '--n-train', 4, '--n-val', 2, '--epochs', 1, '--experiment', tmp_path/'runs', '--no-progress')
     assert r.returncode == 0, r.stderr
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
     assert (run/'config.json').exists() and (run/'model.pth').exists() and (run/'metrics.json').exists()
@@ -93,7 +93,7 @@ def test_train_then_evaluate(tmp_path):
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr
 
 def test_explain_p2p_run(tmp_path):
-    r = pxp('train', '--data-path', tmp_path/'data', '--n-train', 3, '--n-val', 1, '--epochs', 1, '--experiment', tmp_path/'runs', '--no-show')
+    r = pxp('train', '--data-path', tmp_path/'data', '--n-train', 3, '--n-val', 1, '--epochs', 1, '--experiment', tmp_path/'runs', '--no-progress')
     assert r.returncode == 0, r.stderr
     run = Path(r.stdout.strip().splitlines()[-1].split('results: ')[1])
     e = pxp('explain', run, '--n-images', 3)   # a run folder is not an image folder: one line naming the command that takes it

@@ -76,7 +76,20 @@ def test_train_takes_a_config_or_options():
 def test_old_target_flag_names_label_kind(capsys):
     from pixelperception.cli import main
     assert main(['train', '--target', 'scene']) == 2
-    assert capsys.readouterr().err == 'pxp: error: --target is now --label-kind (the name `pxp train` uses for it): pass --label-kind instead\n'
+    assert capsys.readouterr().err == 'pxp: error: --target is now --label-kind (one name per option in every pxp command): pass --label-kind instead\n'
+
+def test_progress_is_one_name_in_every_command(capsys):
+    "`pxp train` says --no-progress as explain and the data builders do; its old --no-show and show= name the new one"
+    from pixelperception.cli import main
+    from pixelperception.p2p.train import train
+    from pixelperception.p2p.runs import run_config
+    assert main(['train', '--no-show']) == 2
+    assert capsys.readouterr().err == 'pxp: error: --no-show is now --no-progress (one name per option in every pxp command): pass --no-progress instead\n'
+    for cmd in (['train'], ['explain'], ['data', 'synthetic']):
+        assert main([*cmd, '--help']) == 0
+        assert '--no-progress' in capsys.readouterr().out, cmd
+    with pytest.raises(ValueError, match="'show' is not an option of a training run: did you mean 'progress'"): train(show=False)
+    assert run_config({'show': False}).progress is False   # an old run's config.json reads back
 
 def test_train_help_lists_every_option_with_its_default(capsys):
     from pixelperception.cli import main

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
 TRAIN = dict(n_train=20, n_val=10, resolution=32, batch_size=20, classifier_epochs=1, epochs=1, validate_per_epoch=1, threads=1,
-             certainty='0.15,0.2,0.3', show=False)
+             certainty='0.15,0.2,0.3', progress=False)
 # low certainty levels: after one epoch the thresholds found differ between images and levels,
 # so the evaluation has something to get wrong; one classifier epoch runs the whole-image phase under torchrun too
 

@@ -12,7 +12,7 @@ from pixelperception.p2p.runs import load_learner, load_run
 from pixelperception.data.datasets import dataset_items, get_eval_dl
 from pixelperception.p2p.learner import P2PLearner
 
-TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, classifier_epochs=0, epochs=1, validate_per_epoch=1, show=False, threads=1)
+TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, classifier_epochs=0, epochs=1, validate_per_epoch=1, progress=False, threads=1)
 
 class CountBatches(Callback):
     "Counts the training batches it sees: proof that `train(cbs=...)` reaches the P2P learner"

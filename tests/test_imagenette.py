@@ -16,7 +16,7 @@ def run(tmp_path_factory):
     make_imagenette(root/'data', n_train=3, n_val=1, n_test=1, size=64)
     out, err = io.StringIO(), io.StringIO()
     argv = ['train', '--dataset', 'imagenette', '--data-path', root/'data', '--classifier', 'efficientnet_lite0',   # the default command, then
-            '--epochs', '1', '--batch-size', '10', '--certainty', '0.5,0.9', '--experiment', root/'runs', '--no-show']   # a tiny run
+            '--epochs', '1', '--batch-size', '10', '--certainty', '0.5,0.9', '--experiment', root/'runs', '--no-progress']   # a tiny run
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main([str(a) for a in argv])
     assert rc == 0, err.getvalue()[-2000:]
     return root, __import__('pathlib').Path(re.findall(r'results: (\S+)', out.getvalue())[0])

@@ -65,7 +65,7 @@ def test_paper_recipe_is_the_seed_configuration():
     assert {k: p[k] for k in seed} == seed
     assert set(list_recipes()) >= {'paper', 'cpu'} and set(p) == set(RECIPE_OPTIONS)
 
-TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, show=False)
+TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, progress=False)
 
 def test_a_paper_run_records_the_seed_values_and_the_overrides(tmp_path):
     run = train(recipe='paper', data_path=tmp_path/'data', experiment=tmp_path/'runs', **TINY)
@@ -111,7 +111,7 @@ def test_pxp_train_cifar10_resnet20_model_path(tmp_path, layout):
     else: _cifar_folder(tmp_path/'data')
     _checkpoint(tmp_path/'w.th')
     rc, out, err = _cli(['train', '--dataset', 'cifar10', '--data-path', tmp_path/'data', '--classifier', 'resnet20',
-                         '--model-path', tmp_path/'w.th', '--epochs', '1', '--experiment', tmp_path/'runs', '--no-show',
+                         '--model-path', tmp_path/'w.th', '--epochs', '1', '--experiment', tmp_path/'runs', '--no-progress',
                          '--cache-dir', tmp_path/'cache'])
     assert rc == 0, err
     run = Path(out.strip().splitlines()[-1].removeprefix('results: '))
@@ -126,7 +126,7 @@ def test_evaluate_on_another_copy(tmp_path):
     _cifar_folder(tmp_path/'a'); _cifar_folder(tmp_path/'b', n_test=3, seed=7)
     _checkpoint(tmp_path/'w.th')
     run = train(dataset='cifar10', data_path=tmp_path/'a', classifier='resnet20', model_path=str(tmp_path/'w.th'), epochs=1,
-                experiment=tmp_path/'runs', show=False, cache_dir=tmp_path/'cache')
+                experiment=tmp_path/'runs', progress=False, cache_dir=tmp_path/'cache')
     rc, out, err = _cli(['evaluate', run, '--data-path', tmp_path/'b', '--certainty', '0.8,0.9', '--cache-dir', tmp_path/'cache'])
     assert rc == 0, err
     ev = Path(out.strip().splitlines()[-1].removeprefix('results: '))

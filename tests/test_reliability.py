@@ -32,8 +32,8 @@ def dead_pid() -> int:
 
 # --- fixtures -----------------------------------------------------------------------------------------------------------
 
-TINY = dict(n_train=2, n_val=1, resolution=32, batch_size=20, classifier_epochs=0, epochs=2, validate_per_epoch=1, show=False)
-TINY_ARGS = ['--n-train', 2, '--n-val', 1, '--resolution', 32, '--batch-size', 20, '--classifier-epochs', 0, '--epochs', 2, '--no-show']
+TINY = dict(n_train=2, n_val=1, resolution=32, batch_size=20, classifier_epochs=0, epochs=2, validate_per_epoch=1, progress=False)
+TINY_ARGS = ['--n-train', 2, '--n-val', 1, '--resolution', 32, '--batch-size', 20, '--classifier-epochs', 0, '--epochs', 2, '--no-progress']
 
 @pytest.fixture(scope='module')
 def ckrun(tmp_path_factory):
@@ -431,7 +431,7 @@ def test_n_classes_disagreeing_with_the_weights(run_copy, capsys):
 
 def test_progress_in_a_log_is_plain_lines(tmp_path, capsys, monkeypatch):
     "Output that is not a terminal (a log, CI) gets one plain line per epoch, not fastprogress's redraw fragments; a terminal keeps the bars"
-    args = ['train', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs', *[a for a in TINY_ARGS if a != '--no-show'], '--classifier-epochs', 1]
+    args = ['train', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs', *[a for a in TINY_ARGS if a != '--no-progress'], '--classifier-epochs', 1]
     rc, out, err = pxp(capsys, *args)
     assert rc == 0, err
     assert '\r' not in out + err and '█' not in out + err, out[:300]

@@ -9,7 +9,7 @@ from pixelperception.p2p.evaluate import evaluate_p2p
 from pixelperception.data.datasets import get_eval_dl
 from pixelperception.p2p.run_callbacks import eval_precision
 
-TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, show=False)
+TINY = dict(n_train=4, n_val=2, resolution=32, batch_size=20, epochs=1, validate_per_epoch=1, progress=False)
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):

@@ -20,6 +20,7 @@ __all__ = ['P2POutputCallback', 'p2p_output', 'SparsityCallback', 'KeptFraction'
 class P2POutputCallback(Callback):
     "Keep the logits of the model's `P2POutput` in `learn.pred` and the whole output in `learn.p2p_out` (as fastai's `RNNCallback`)"
     order = -5   # before any callback that reads or converts `pred` (fastai's MixedPrecision: 10)
+    def __init__(self): super().__init__()   # takes nothing (else its signature shows fastai's 24 event hooks as arguments)
     @property
     def name(self): return 'p2p_output'   # learn.p2p_output
     def after_pred(self):

@@ -122,9 +122,9 @@ def _to_precision(learn, precision):
     learn.add_cb(CPUMixedPrecision())
 
 @contextmanager
-def _quiet(learn, show):
-    "show=False: no progress bars and no epoch table while `learn` fits"
-    if show: yield
+def _quiet(learn, progress):
+    "progress=False: no progress bars and no epoch table while `learn` fits"
+    if progress: yield
     else:
         with learn.no_bar(), learn.no_logging(): yield
 
@@ -190,7 +190,7 @@ def p2p_pretrain_classifier(self:P2PLearner) -> list:
     if not t.classifier_epochs: return self.classifier_history
     cl = classifier_learner(self.dls, self.model, optimizer=t.optimizer, wd=t.weight_decay, path=self.path, cbs=[TimeBudget(t.time_budget), FiniteLoss(c.precision)])
     _to_precision(cl, c.precision)
-    with _quiet(cl, c.show), distrib_ctx(cl): cl.fit_one_cycle(t.classifier_epochs, t.classifier_lr)
+    with _quiet(cl, c.progress), distrib_ctx(cl): cl.fit_one_cycle(t.classifier_epochs, t.classifier_lr)
     self.classifier_history = [dict(epoch=i, train_loss=float(v[0]), valid_loss=float(v[1]), accuracy=float(v[2])) for i, v in enumerate(cl.recorder.values)]
     if t.time_budget:   # what this phase left of the budget is the P2P epochs'
         self.time_budget.minutes = max(t.time_budget - (time.time() - self.p2p_times.get('data', time.time()))/60, 1e-3)
@@ -212,7 +212,7 @@ def p2p_fit(self:P2PLearner, start_epoch:int=0): # the first epoch to train (a r
     c = self.run_config
     self.p2p_times['classifier'] = time.time()
     fit = self.fit_one_cycle if c.train.lr_schedule == 'one_cycle' else self.fit
-    with _quiet(self, c.show), distrib_ctx(self), _autocast_guard(self): fit(c.train.epochs, self.lr, start_epoch=start_epoch)
+    with _quiet(self, c.progress), distrib_ctx(self), _autocast_guard(self): fit(c.train.epochs, self.lr, start_epoch=start_epoch)
     self.p2p_times['train'] = time.time()
 
 @patch

@@ -114,7 +114,7 @@ def test_interrupted_coco10_build_is_refused(tmp_path, capsys, monkeypatch):
     with pytest.raises(KeyboardInterrupt): coco.build_coco10(src, tmp_path/'data'/'coco10', per_class=3, n_train=2, size=32, progress=False)
     monkeypatch.undo()
     rc, _, err = pxp(capsys, 'train', '--dataset', 'coco10', '--data-path', tmp_path/'data', '--experiment', tmp_path/'runs', *TINY_ARGS)
-    one_error(rc, err, 'coco10 is incomplete', f"finish it with `pxp data coco10 --coco {src}", '--per-class 3 --n-train 2 --size 32')
+    one_error(rc, err, 'coco10 is incomplete', f"finish it with `pxp data coco10 --coco {src}", '--per-class 3 --n-train 2 --resolution 32')
     assert not (tmp_path/'runs').exists() or not any((tmp_path/'runs').iterdir())
     coco.build_coco10(src, tmp_path/'data'/'coco10', per_class=3, n_train=2, size=32, progress=False)   # the command it names finishes it
     from pixelperception.data.datasets import dataset_items
@@ -186,7 +186,7 @@ def test_damaged_images_in_explain(tmp_path, capsys):
     (imgs/'a'/'0000.png').write_bytes(good)
     Image.fromarray(np.zeros((40, 36, 3), np.uint8)).save(imgs/'b'/'0001.png')
     rc, _, err = pxp(capsys, 'explain', imgs, '--experiment', tmp_path/'out')
-    one_error(rc, err, 'different sizes', 'pass size=N (--size N)')
+    one_error(rc, err, 'different sizes', 'pass resolution=N (--resolution N)')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
 
 @pytest.mark.parametrize('args,needle', [(['train', '--batch-size', 0], 'batch_size must be a whole number >= 1, got 0'),

@@ -166,7 +166,7 @@ def load_image_folder(path, # ImageFolder root: one sub-folder of images per cla
     if len(sizes) > 1:
         ex = {tuple(t.shape[1:]): f for t, (_, f) in zip(imgs, items)}
         raise PxpError(f"the images under {path} have {len(sizes)} different sizes (e.g. " + ', '.join(f"{f.name} {w}x{h}" for (h, w), f in list(ex.items())[:2]) + ")",
-                       "pass size=N (--resolution N) to resize them all to N x N")
+                       "pass resolution=N (--resolution N) to resize them all to N x N")
     x = (torch.stack(imgs) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     return x, torch.tensor([i for i, _ in items]), classes, [f for _, f in items]
 

@@ -59,3 +59,6 @@ def test_test_split_is_the_unseen_photos(run):
     ev = sorted(r.glob('evaluate-*'))[-1]
     m = json.loads((ev/'metrics.json').read_text())
     assert m['split'] == 'test' and m['evaluation']['0.9']['n_images'] == 10
+    bb = m['black_box']   # the pretrained classifier on the same unseen photos, and P2P's accuracy as a share of it
+    assert bb['n_images'] == 10 and 0 <= bb['accuracy'] <= 1
+    assert bb['p2p_accuracy_over_black_box']['0.9'] == pytest.approx(m['evaluation']['0.9']['accuracy'] / bb['accuracy'])

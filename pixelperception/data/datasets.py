@@ -596,7 +596,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
 
 # %% ../../nbs/15_data.datasets.ipynb #3e924b42
 def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='object', size:int=None, bs:int=64,
-                split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set)
+                split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set; Imagenette's ILSVRC2012_val photos, left out of training)
                 n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)

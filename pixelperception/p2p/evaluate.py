@@ -18,8 +18,8 @@ from ..files import check_logits
 from ..distributed import GlooDistributedDL, world, all_gather, gather_by_index, broadcast_object, is_rank0, shard_dl, average_bn_stats
 
 # %% auto #0
-__all__ = ['kept_vs_tau', 'recalibrate_bn', 'evaluate_whole', 'summarize_p2p', 'evaluate_p2p', 'evaluate_p2p_sharded',
-           'kept_vs_tau_sharded', 'recalibrate_bn_sharded', 'group_correlation']
+__all__ = ['kept_vs_tau', 'recalibrate_bn', 'evaluate_whole', 'black_box_share', 'summarize_p2p', 'evaluate_p2p',
+           'evaluate_p2p_sharded', 'kept_vs_tau_sharded', 'recalibrate_bn_sharded', 'group_correlation']
 
 # %% ../../nbs/43_p2p.evaluate.ipynb #7dcdf723
 @torch.no_grad()
@@ -80,6 +80,14 @@ def evaluate_whole(classifier:nn.Module, # any classifier of [B,3,H,W] images
     conf = p.max(-1).values
     return dict(accuracy=(p.argmax(-1) == y).float().mean().item(), n_images=len(y),
                 certain={str(d): (conf >= d).float().mean().item() for d in deltas})
+
+def black_box_share(black_box:dict, # `evaluate_whole`'s result on the evaluation images
+                    res:dict, # P2P's metrics on the same images ({δ: {'accuracy', ...}}, 'passes')
+                   ) -> dict: # `black_box` with P2P's accuracy as a share of the black box's at each δ
+    "The black box's metrics with `p2p_accuracy_over_black_box` per δ: how much of the black box's accuracy P2P keeps"
+    if not black_box: return black_box
+    acc = black_box['accuracy']   # 0 (a black box that is always wrong): no share to speak of
+    return {**black_box, 'p2p_accuracy_over_black_box': {k: r['accuracy'] / acc for k, r in res.items() if k != 'passes' and acc}}
 
 def _summary(logits, y, kept, tau, keeps=None, scores=None, gts=None):
     probs = check_logits(logits, len(y), 'the P2P model').softmax(-1)   # NaN logits would score as chance, not fail

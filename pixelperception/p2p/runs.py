@@ -25,12 +25,13 @@ from ..evaluation.plots import plot_curves, show_selection
 from .model import mask_input
 from ..files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, first_line, process_record, process_state
 from ..distributed import init_distributed, is_rank0, rank0_first, broadcast_object
-from .evaluate import evaluate_p2p_sharded
+from .evaluate import evaluate_p2p_sharded, evaluate_whole, black_box_share
+from ..models.zoo import create_classifier
 from .run_callbacks import eval_precision
 
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'RUN_RECORD', 'unknown_options', 'write_status', 'abandon_run', 'load_checkpoint', 'check_resume',
-           'run_config', 'load_run', 'evaluate_run', 'load_learner']
+           'run_config', 'load_run', 'evaluate_run', 'evaluate_black_box', 'load_learner']
 
 # %% ../../nbs/47_p2p.runs.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
@@ -167,7 +168,7 @@ def _check_n_classes(cfg:dict, sd:dict, run:Path):
 
 def evaluate_run(run_dir:Path, # a folder written by `train`
                  certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated
-                 split:str='val', # 'val' (CIFAR-10: its test split), or 'test' for ImageNet-9
+                 split:str='val', # 'val' (CIFAR-10: its test split), or 'test' (ImageNet-9's background challenge; Imagenette's ILSVRC2012_val photos)
                  data_path:Path=None, # default: the run's; or another copy of the same dataset (same class folders)
                  batch_size:int=64, # images per batch
                  tau_step:float=None, # step of the dynamic-threshold search (default: the run's)
@@ -194,14 +195,26 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     out = None
     if is_rank0():
         figs = _evaluation_figures(model, edl, deltas[0] if model.dynamic else None)
-        fid = figs.pop('_fidelity')
+        fid, bb = figs.pop('_fidelity'), black_box_share(evaluate_black_box(cfg, edl, deltas), res)
         with removed_on_error(new_run_dir(run_dir, 'evaluate')) as out:
-            write_report(out, dict(evaluation=res, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
+            write_report(out, dict(evaluation=res, black_box=bb, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
                                    n_images=len(edl.dataset),
                                    search=dict(tau_step=model.search_step, max_tau=model.max_tau) if model.dynamic else None), figures=figs,
                          title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)
+
+def evaluate_black_box(cfg:dict, # a run's configuration (`load_run`)
+                       edl, # its evaluation images (`get_eval_dl`)
+                       deltas:list, # certainty levels δ
+                      ) -> dict: # `evaluate_whole`'s metrics; None for a classifier trained from scratch (no black box to compare with)
+    "The classifier a run was made from (its pretrained or given weights, before P2P trained it) on the same images, in the run's precision"
+    if not (cfg.get('pretrained') or cfg.get('model_path')): return None
+    try: clf = create_classifier(cfg['classifier'], len(cfg['vocab']), cfg['size'], pretrained=bool(cfg.get('pretrained')),
+                                 model_path=cfg.get('model_path'), classes=list(cfg['vocab'])).to(edl.device)
+    except Exception as e:   # e.g. the weights file moved, or hub weights without internet: P2P's own evaluation still stands
+        warnings.warn(f"the black box was not evaluated ({first_line(e)}): metrics.json has no black_box"); return None
+    with eval_precision(clf, cfg.get('precision', 'fp32')): return evaluate_whole(clf, edl, deltas)
 
 def _check_classes(data:list, # the evaluation data's classes
                    run:list, # the run's (config.json's vocab)

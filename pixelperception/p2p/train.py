@@ -28,7 +28,7 @@ from ..evaluation.plots import show_group_correlation
 from ..files import atomic_write, first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from ..distributed import broadcast_model
-from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole
+from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole, black_box_share
 from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
 from .runs import write_status, abandon_run, load_checkpoint, check_resume
 
@@ -231,7 +231,7 @@ def p2p_evaluate(self:P2PLearner) -> dict:
     hist = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in self.recorder.values]
     t0, t_data, t_clf, t_train = (t.get(k, t_recal) for k in ('start', 'data', 'classifier', 'train'))
     bb = getattr(self, 'black_box', None)
-    if bb: bb = {**bb, 'p2p_accuracy_over_black_box': {k: r['accuracy'] / bb['accuracy'] for k, r in res.items() if k != 'passes' and bb['accuracy']}}
+    bb = black_box_share(bb, res)
     return dict(evaluation=res, black_box=bb, kept_vs_tau=kept_vs_tau_sharded(self.model, self.dls.valid) if c.model.use_dynamic_threshold else None,
                 history=hist, classifier_history=self.classifier_history, penalties=_epoch_means(self.sparsity.history),
                 timing=dict(data_s=t_data - t0, classifier_s=t_clf - t_data, train_s=t_train - t_clf, recalibrate_s=t_recal - t_train,

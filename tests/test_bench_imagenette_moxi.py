@@ -1,15 +1,10 @@
 "The choices of benchmarks/bench_imagenette_moxi.py that its numbers rest on: balanced images, the paper's operating points, black patches."
-import importlib, sys
-from pathlib import Path
+from conftest import bench_modules
 import pytest, torch
-
-BENCH = Path(__file__).resolve().parents[1]/'benchmarks'
 
 @pytest.fixture(scope='module')
 def bench():
-    sys.path.insert(0, str(BENCH))   # the script imports its sibling _machine
-    try: yield importlib.import_module('bench_imagenette_moxi')
-    finally: sys.path.remove(str(BENCH))
+    with bench_modules('bench_imagenette_moxi') as (m,): yield m
 
 def _folder(tmp_path, counts):
     for c, n in counts.items():

@@ -1,17 +1,12 @@
 """Our explainers give the answers of the peers users would pick instead (`benchmarks/bench_peers.py` times them):
 Shapley values as captum's `ShapleyValueSampling`, Grad-CAM maps as pytorch-grad-cam's, deletion curves as Quantus'
 pixel flipping, on a tiny model. Each test skips, saying which package is missing, where a peer is not installed."""
-import importlib, sys
-from pathlib import Path
+from conftest import bench_modules
 import pytest, torch, torch.nn as nn
-
-BENCH = Path(__file__).resolve().parents[1]/'benchmarks'
 
 @pytest.fixture(scope='module')
 def bench():
-    sys.path.insert(0, str(BENCH))   # the script imports its sibling _machine
-    try: yield importlib.import_module('bench_peers')
-    finally: sys.path.remove(str(BENCH))
+    with bench_modules('bench_peers') as (m,): yield m
 
 def _peer(name, pip):
     return pytest.importorskip(name, reason=f"{name} is not installed: `pip install {pip}` to compare with it")

@@ -1,18 +1,13 @@
 """A P2P training step (through `pxp train`'s fastai Learner) and a MoXI batch make no host-device synchronisation of
 their own: every read of a device value would make a GPU wait, once per step. `benchmarks/_syncs.count_syncs` finds
 them on a CPU (value reads and value-sized outputs, through `torch.profiler`, plus `tolist`/`numpy`/`cpu`)."""
-import importlib, sys
-from pathlib import Path
+from conftest import bench_modules
 import pytest, torch
 from fastai.callback.core import Callback
 
-BENCH = Path(__file__).resolve().parents[1]/'benchmarks'
-
 @pytest.fixture(scope='module')
 def bench():
-    sys.path.insert(0, str(BENCH))   # profile_step imports its siblings _machine and _syncs
-    try: yield importlib.import_module('profile_step'), importlib.import_module('_syncs')
-    finally: sys.path.remove(str(BENCH))
+    with bench_modules('profile_step', '_syncs') as ms: yield ms   # profile_step imports its siblings _machine and _syncs
 
 # What this task cannot remove, each named: argument checks of data.superpixels (its ids' range, read per call: owned by
 # that notebook), FiniteLoss (reads the loss each step), fastai's Recorder (its smoothed loss goes through .cpu()), and

@@ -36,9 +36,10 @@ def option(default, # the value when neither a recipe nor the user sets it
 
 # %% ../nbs/04_config.ipynb #d5ecb059
 def precision_option(default:str='auto', # 'auto' resolves on the machine that runs (`resolve_precision`)
+                     doc:str="'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)", # what it sets, for this builder
                     ):
     "The mixed-precision option: 'auto', 'fp32', 'fp16' (CUDA only) or 'bf16'"
-    return option(default, "'auto' (bf16 where the hardware computes it natively, else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)", choices=tuple(PRECISIONS))
+    return option(default, doc, choices=tuple(PRECISIONS))
 
 def batch_size_option(default:int, # images per batch
                       doc:str='images per batch', # what a batch is for this builder
@@ -46,9 +47,10 @@ def batch_size_option(default:int, # images per batch
     "The batch-size option: a whole number >= 1"
     return option(default, doc, recipe=recipe, lo=1, integer=True)
 
-def experiment_option(default:str='runs'): # the parent folder
+def experiment_option(default:str='runs', # the parent folder
+                      doc:str='parent folder of the run folders'): # its help, for this builder
     "The experiment option: the parent folder of the run folders a builder writes"
-    return option(default, "parent folder of the run folders")
+    return option(default, doc)
 
 def progress_option(doc:str='progress bars'): # what is shown
     "The progress option: show progress (bars in a terminal or notebook, plain lines in a log)"

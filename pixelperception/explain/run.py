@@ -23,7 +23,7 @@ from ..models.maskers import PatchMasker, TokenMasker, GroupMasker, vit_kind, vi
 from ..models.zoo import create_classifier, classifier_spec, input_normalization
 from ..evaluation.metrics import ranking_curves
 from ..evaluation.report import markdown_table
-from ..config import option, PRECISIONS
+from ..config import option, precision_option, batch_size_option, experiment_option, progress_option
 from ..p2p.run_callbacks import resolve_precision
 from ..p2p.runs import write_status, abandon_run, unknown_options
 from .moxi import MoXI, SelfShapley, SampledShapley, RandomOrder
@@ -183,14 +183,13 @@ class ExplainConfig:
     n_rounds:int = option(200, "rounds of sampled Shapley", lo=1, integer=True)
     top_k:int = option(4, "report accuracy with top_k features shown (insertion) / removed (deletion)", lo=1, integer=True)
     only_correct:bool = option(False, "curves over correctly classified images only")
-    batch_size:int = option(256, "masked images per forward pass", lo=1, integer=True)
-    precision:str = option('fp32', "the hiding explainers' arithmetic: 'fp32' (exact), 'auto' (bf16 where the hardware computes it natively, else fp32, as `pxp train`), 'bf16' or 'fp16' (CUDA only)",
-                           choices=PRECISIONS)
+    batch_size:int = batch_size_option(256, "masked images per forward pass")
+    precision:str = precision_option('fp32', "the hiding explainers' arithmetic: 'fp32' (exact), 'auto' (bf16 where the hardware computes it natively, else fp32, as `pxp train`), 'bf16' or 'fp16' (CUDA only)")
     chunk:int = option(10, "images explained together (the unit of work shared among processes; progress-bar granularity)", lo=1, integer=True)
     seed:int = option(0, "seed of random orders and Shapley sampling", integer=True)
-    experiment:Path = option('explain_runs', "parent folder of the run folders; each run gets a new one")
+    experiment:Path = experiment_option('explain_runs', "parent folder of the run folders; each run gets a new one")
     figures:bool = option(True, "write the PNG figures and report.md")
-    progress:bool = option(True, "print the cost estimate and show a progress bar")
+    progress:bool = progress_option("print the cost estimate and show a progress bar")
 
 # %% ../../nbs/52_explain.run.ipynb #9e2a8abf
 def method_names(methods:str, # comma-separated registered explainer names

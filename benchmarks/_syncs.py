@@ -27,10 +27,11 @@ def _place(evt):
     return 'elsewhere'
 
 def _nested(evt):
-    "True when a sync op runs inside another (nonzero inside unique): counted once, at the outer one"
+    """True when a sync op runs inside another (nonzero inside unique): counted once, at the outer one; or inside
+    `torch._assert_async`, which reads its condition on a CPU but on a GPU asserts on the device without waiting"""
     e = evt.cpu_parent
     while e is not None:
-        if e.name in SYNC_OPS: return True
+        if e.name in SYNC_OPS or e.name == 'aten::_assert_async': return True
         e = e.cpu_parent
     return False
 

@@ -80,7 +80,7 @@ def measure(a, run, bb):
                            tau_at_1=float((tau >= 1).float().mean()))
         res[split] = dict(levels=rows, n_images=ev[str(DELTAS[0])]['n_images'], eval_images_per_s=ev[str(DELTAS[0])]['n_images'] / secs)
         if split == 'val': figures(a, model, dl, ev['0.9'], run.name)
-    fid = json.loads((evaluate_run(run, certainty='0.9', batch_size=a.fidelity_images)/'metrics.json').read_text())['fidelity']
+    fid = json.loads((evaluate_run(run, certainty='0.9', data_path=a.data, batch_size=a.fidelity_images)/'metrics.json').read_text())['fidelity']
     res['fidelity_auc'] = {k: v['auc'] for k, v in fid.items()}
     return res
 
@@ -131,17 +131,25 @@ def main():
     torch.set_num_threads(a.threads)
     a.out = a.out/time.strftime('imagenette-%Y%m%d-%H%M%S'); a.out.mkdir(parents=True)
     mach = machine(); print(machine_line(mach), flush=True)
-    results = {'blackbox': blackbox(a)}
-    runs = dict(kv.split('=', 1) for kv in a.measure)
-    for arm in filter(None, a.arms.split(',')): runs[arm] = train_arm(a, arm)
-    for arm, run in runs.items(): results[arm] = measure(a, run, results['blackbox'])
-    md = f"# Imagenette, EfficientNet-Lite0 at 224 px\n\n{machine_line(mach)}\n\n{table(results)}\n"
-    for arm, r in results.items():
-        if arm != 'blackbox':
-            md += (f"\n{arm}: {r['n_train_images']} training images, {r['epochs_run']} epochs, {r['wall_s']:.0f} s in all, "
-                   f"{r['train_images_per_s']:.1f} training images/s, fidelity AUCs {r['fidelity_auc']}, kept at fixed τ {r['kept_vs_tau']}\n")
-    (a.out/'results.json').write_text(json.dumps(dict(machine=mach, results=results), indent=2, default=str) + '\n')
-    (a.out/'results.md').write_text(md)
-    print(md)
+    t0, results, failed = time.time(), {'blackbox': blackbox(a)}, {}
+    def save():   # after every arm: a later arm that fails loses nothing measured before it
+        md = f"# Imagenette, EfficientNet-Lite0 at 224 px\n\n{machine_line(mach)}\n\n{table(results)}\n"
+        for arm, r in results.items():
+            if arm != 'blackbox':
+                md += (f"\n{arm}: {r['n_train_images']} training images, {r['epochs_run']} epochs, {r['wall_s']:.0f} s in all, "
+                       f"{r['train_images_per_s']:.1f} training images/s, fidelity AUCs {r['fidelity_auc']}, kept at fixed τ {r['kept_vs_tau']}\n")
+        for arm, err in failed.items(): md += f"\n{arm}: failed: {err}\n"
+        md += f"\nBenchmark wall time so far: {time.time() - t0:.0f} s.\n"
+        (a.out/'results.json').write_text(json.dumps(dict(machine=mach, results=results, failed=failed), indent=2, default=str) + '\n')
+        (a.out/'results.md').write_text(md)
+        return md
+    save()
+    todo = [(arm, run) for arm, run in (kv.split('=', 1) for kv in a.measure)] + [(arm, None) for arm in filter(None, a.arms.split(','))]
+    for arm, run in todo:
+        try: results[arm] = measure(a, run or train_arm(a, arm), results['blackbox'])
+        except Exception as e:   # noqa: BLE001  (recorded in the results, the other arms still run)
+            failed[arm] = f"{type(e).__name__}: {e}"; print(f"  {arm} failed: {failed[arm]}", flush=True)
+        save()
+    print(save())
 
 if __name__ == '__main__': main()

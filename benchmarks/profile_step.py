@@ -19,7 +19,6 @@ from torch.profiler import profile, ProfilerActivity, record_function
 from torch.autograd import DeviceType
 from fastai.callback.core import Callback, CancelValidException
 from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_line
 from _syncs import count_syncs
@@ -32,12 +31,14 @@ def square_groups(size:int, n_segments:int) -> torch.Tensor:
     return r[:, None] * side + r[None, :]
 
 def synthetic_dls(n_batches:int, bs:int, size:int, n_classes:int=10, n_segments:int=100, seed:int=0, device='cpu') -> DataLoaders:
-    "DataLoaders of (x, groups, y) batches of random images with square superpixels, as `get_dls` returns them"
+    "DataLoaders of (x, groups, y) batches of random images with square superpixels, as `get_dls` returns them (`SuperpixelDL`: each batch's map carries its G)"
+    from pixelperception.data.datasets import SuperpixelDL
+    from pixelperception.data.superpixels import TensorGroups
     g, n = torch.Generator().manual_seed(seed), n_batches * bs
     x = torch.randn(n, 3, size, size, generator=g)
     groups, y = square_groups(size, n_segments), torch.randint(0, n_classes, (n,), generator=g)
-    ds = [(x[i], groups.clone(), y[i]) for i in range(n)]
-    dls = DataLoaders(DataLoader(ds, bs=bs, drop_last=True), DataLoader(ds[:bs], bs=bs), device=device)
+    ds = [(x[i], TensorGroups(groups.clone()), y[i]) for i in range(n)]
+    dls = DataLoaders(SuperpixelDL(ds, bs=bs, drop_last=True), SuperpixelDL(ds[:bs], bs=bs), device=device)
     dls.c, dls.n_segments, dls.size = n_classes, n_segments, size
     return dls
 

@@ -9,11 +9,12 @@ from fastai.callback.core import Callback
 def bench():
     with bench_modules('profile_step', '_syncs') as ms: yield ms   # profile_step imports its siblings _machine and _syncs
 
-# What this task cannot remove, each named: argument checks of data.superpixels (its ids' range, read per call: owned by
-# that notebook), FiniteLoss (reads the loss each step), fastai's Recorder (its smoothed loss goes through .cpu()), and
-# pd_jitter's Cholesky retry (with use_cov, it must read whether the factorisation succeeded to pick the jitter).
-OUTSIDE = ('data/superpixels.py', 'p2p/run_callbacks.py', 'fastai/')
-OWN = ('p2p/model.py', 'p2p/loss.py', 'p2p/callback.py', 'models/maskers.py', 'explain/moxi.py')
+# What stays, each named: FiniteLoss (reads the loss each step, so that a NaN stops training before the optimiser applies
+# it), fastai's Recorder (its smoothed loss goes through .cpu()), and pd_jitter's Cholesky retry (with use_cov, it must
+# read whether the factorisation succeeded to pick the jitter). data.superpixels' id checks are the loader's now (the
+# batch carries its G, `with_group_count`): a read there fails.
+OUTSIDE = ('p2p/run_callbacks.py', 'fastai/')
+OWN = ('data/superpixels.py', 'p2p/model.py', 'p2p/loss.py', 'p2p/callback.py', 'models/maskers.py', 'explain/moxi.py')
 
 def _places(syncs): return [w for _, w in syncs.calls]
 

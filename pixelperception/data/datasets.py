@@ -24,7 +24,7 @@ from ..core import Registry, progress_bar
 from ..config import LABEL_KINDS
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
-from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args
+from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args, with_group_count
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
@@ -295,6 +295,10 @@ class SuperpixelDL(TfmdDL):
                  num_workers:int=None, # worker processes (None: fastai's default)
                  **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
         super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
+    def create_batch(self, b):
+        "Collate, then check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device"
+        b = super().create_batch(b)
+        return (b[0], with_group_count(b[1]), *b[2:])
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):
         if ctxs is None and show: ctxs = get_grid(min(max_n, len(self.dataset), self.bs), nrows=nrows, ncols=ncols, figsize=figsize)

@@ -17,8 +17,8 @@ from ..files import atomic_write, PxpError
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['relabel', 'check_slic_args', 'slic_groups', 'group_sizes', 'group_pool', 'to_pixels', 'as_fill', 'hide_pixels',
-           'boundaries', 'TensorGroups', 'show_groups', 'SuperpixelCache']
+__all__ = ['relabel', 'check_slic_args', 'slic_groups', 'with_group_count', 'plain_groups', 'group_sizes', 'group_pool',
+           'to_pixels', 'as_fill', 'hide_pixels', 'boundaries', 'TensorGroups', 'show_groups', 'SuperpixelCache']
 
 # %% ../../nbs/10_data.superpixels.ipynb #6db18842
 def relabel(groups:np.ndarray # integer map of any shape
@@ -50,15 +50,42 @@ def slic_groups(img, # un-normalised image: HxWx3 (or HxW) array, uint8 or float
     return relabel(seg)
 
 # %% ../../nbs/10_data.superpixels.ipynb #ce75c1c6
+def with_group_count(groups:Tensor, # integer id map [B,H,W], best on the CPU (where reading its ids makes no device wait)
+                    ) -> Tensor: # the same map (same object), marked with its G as `groups.n_groups`
+    "Check a batch's ids once and mark the map with G = max id + 1, so the group operations read no id from the device"
+    if hasattr(groups, 'n_groups'): del groups.n_groups   # marked again: check its ids afresh
+    _check_groups(groups)
+    groups.n_groups = int(groups.max()) + 1 if groups.numel() else 0
+    return groups
+
+def plain_groups(groups:Tensor, # an id map (any tensor subclass, e.g. a batch's `TensorGroups`)
+                ) -> Tensor: # a plain `torch.Tensor` view, with the mark of `with_group_count` kept
+    "`groups` as a plain tensor that keeps the G it was marked with"
+    k, g = getattr(groups, 'n_groups', None), plain_tensor(groups, 'groups')
+    if k is not None: g.n_groups = k
+    return g
+
+def _assert_ids(groups, G):
+    "Assert that the ids lie in 0..G-1 on the device, without waiting for it (a GPU fails a later call; a CPU fails here)"
+    if groups.numel():
+        torch._assert_async((groups.min() >= 0) & (groups.max() < G), f"groups holds ids outside 0..{G - 1}: its n_groups mark "
+                            f"({getattr(groups, 'n_groups', None)}) does not fit its ids (mark a map again after changing it)")
+
 def _n_groups(groups, n_groups=None):
-    g = int(groups.max()) + 1 if groups.numel() else 0
+    k = getattr(groups, 'n_groups', None)
+    if k is not None and n_groups is not None and int(n_groups) >= k:   # the caller's width covers the mark: nothing to read
+        _assert_ids(groups, int(n_groups))
+        return int(n_groups)
+    g = int(groups.max()) + 1 if groups.numel() else 0   # reads the ids: a device wait on a GPU
+    if k is not None: _assert_ids(groups, g)            # a marked map skipped `_check_groups`' sign check
     return g if n_groups is None else max(int(n_groups), g)
 
 def _check_groups(groups, x=None):
     if groups.dim() != 3: raise ValueError(f"groups must be a [B,H,W] integer map, got shape {tuple(groups.shape)}")
     if groups.dtype.is_floating_point or groups.dtype == torch.bool:
         raise TypeError(f"groups must hold integer ids (torch.long), got {groups.dtype}")
-    if groups.numel() and groups.min() < 0: raise ValueError("groups must hold non-negative ids (0..G-1)")
+    if getattr(groups, 'n_groups', None) is None and groups.numel() and groups.min() < 0:
+        raise ValueError("groups must hold non-negative ids (0..G-1)")
     if x is not None:
         want = (groups.shape[0], *groups.shape[1:])
         got = (x.shape[0], *x.shape[-2:])
@@ -70,7 +97,7 @@ def group_sizes(groups:Tensor, # LongTensor [B,H,W] of group ids
                 n_groups:int=None, # pad G to at least this many groups
                ) -> Tensor: # LongTensor [B,G]: pixels per group (0 where a group is absent)
     "Number of pixels of each group in each image: |g|"
-    groups = plain_tensor(groups); _check_groups(groups)
+    groups = plain_groups(groups); _check_groups(groups)
     B, G = groups.shape[0], _n_groups(groups, n_groups)
     out = torch.zeros(B, G, dtype=torch.long, device=groups.device)
     return out.scatter_add_(1, groups.reshape(B, -1), torch.ones_like(groups.reshape(B, -1)))
@@ -83,7 +110,7 @@ def group_pool(x:Tensor, # [B,C,H,W] or [B,H,W] per-pixel values
               ) -> Tensor: # [B,C,G] (or [B,G] for a [B,H,W] input)
     "Pool per-pixel values over each group: mean (or sum) of x over the pixels of g"
     if reduce not in ("mean", "sum"): raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-    x, groups = plain_tensor(x), plain_tensor(groups)
+    x, groups = plain_tensor(x), plain_groups(groups)
     if x.dim() not in (3, 4): raise ValueError(f"x must be [B,C,H,W] or [B,H,W], got shape {tuple(x.shape)}")
     _check_groups(groups, x)
     squeeze = x.dim() == 3
@@ -101,11 +128,13 @@ def to_pixels(values:Tensor, # [B,G,...] per-group values
               groups:Tensor, # LongTensor [B,H,W] of group ids
              ) -> Tensor: # [B,H,W,...]: each pixel gets its group's value
     "Broadcast per-group values back to pixels: out[b,h,w] = values[b, groups[b,h,w]]"
-    values, groups = plain_tensor(values), plain_tensor(groups)
+    values, groups = plain_tensor(values), plain_groups(groups)
     _check_groups(groups)
     if values.dim() < 2 or values.shape[0] != groups.shape[0]:
         raise ValueError(f"values must be [B,G,...] with B={groups.shape[0]} to match groups, got shape {tuple(values.shape)}")
-    if groups.numel() and int(groups.max()) >= values.shape[1]:
+    k = getattr(groups, 'n_groups', None)
+    if k is not None and k <= values.shape[1]: _assert_ids(groups, values.shape[1])   # marked: the range is asserted without a device wait
+    elif groups.numel() and int(groups.max()) >= values.shape[1]:
         raise ValueError(f"groups holds id {int(groups.max())} but values has only G={values.shape[1]} groups")
     B = groups.shape[0]
     return values[torch.arange(B, device=groups.device)[:, None, None], groups]

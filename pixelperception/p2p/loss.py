@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import torch
 from torch import Tensor
-from ..data.superpixels import group_sizes
+from ..data.superpixels import group_sizes, plain_groups
 
 # %% auto #0
 __all__ = ['REG_VARIANTS', 'kept_fraction', 'sparsity_penalty', 'cov_penalty', 'score_function_loss', 'temperature_at',
@@ -20,7 +20,7 @@ def kept_fraction(group_probs:Tensor, # [B,G] keep probability of each group, si
                   groups:Tensor, # LongTensor [B,H,W] of group ids
                  ) -> Tensor: # [B] expected fraction of pixels kept
     "Size-weighted mean group keep probability: Σ_g p_g·|g| / (H·W)"
-    groups = groups.as_subclass(Tensor)
+    groups = plain_groups(groups)   # keeps the batch's G: no id read
     if group_probs.dim() != 2 or group_probs.shape[0] != groups.shape[0]:
         raise ValueError(f"group_probs must be [B,G] with B={groups.shape[0]}, got shape {tuple(group_probs.shape)}")
     sizes = group_sizes(groups, group_probs.shape[1])

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
 from fastcore.basics import patch
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels
+from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels, plain_groups
 from ..core import plain_tensor, evaluating, profile_label
 
 # %% auto #0
@@ -224,7 +224,7 @@ def select(self:P2P, x:Tensor, # normalised images [B,3,H,W]
 
 def _sample(self:P2P, out, groups, tau, temp, n_groups, rank):
     "`select` after the selector: pool its output per group, then the keep decisions (hard in evaluation, sampled in training)"
-    mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0))
+    mu, E = group_distribution(out, groups, max(self.n_segments, n_groups or 0, getattr(groups, 'n_groups', 0)))   # a batch's G mark: no id read
     # Evaluation only: reading the scores' finiteness makes the device wait. In training a non-finite score makes the loss
     # non-finite, which `FiniteLoss` (train's learner) stops with its own message, once per step it checks anyway.
     if not self.training and not torch.isfinite(mu).all():
@@ -267,7 +267,7 @@ def forward(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             temp:float=1., # relaxed-Bernoulli temperature T of the training masks (unused in evaluation: hard masks)
            ) -> P2POutput:
     "Select groups, mask, classify: the logits and the masks behind them"
-    x, groups = plain_tensor(x, 'x'), plain_tensor(groups, 'groups')
+    x, groups = plain_tensor(x, 'x'), plain_groups(groups)   # keeps the batch's G (`with_group_count`): the step reads no id
     if tau is not None and not isinstance(tau, Tensor): tau = x.new_full((x.shape[0],), float(tau))   # a number: the same τ for every image
     tau = plain_tensor(tau, 'tau', none=True)
     if self.dynamic and tau is None:

@@ -18,7 +18,7 @@ from ..models.maskers import is_conv
 
 
 # %% auto #0
-__all__ = ['ValidateEvery', 'TimeBudget', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision', 'eval_precision',
+__all__ = ['ValidateEvery', 'TimeBudget', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision', 'eval_precision', 'ChannelsLast',
            'CPUMixedPrecision']
 
 # %% ../../nbs/46_p2p.run_callbacks.ipynb #15c2b70b
@@ -67,28 +67,36 @@ def resolve_precision(precision:str='auto') -> str:
 def eval_precision(model:torch.nn.Module, # the model evaluated inside the block
                    precision:str='fp32', # the run's precision (`resolve_precision`): 'bf16'/'fp16' autocast, else float32
                   ):
-    "Evaluate in a run's precision, as it trained: bfloat16 (or float16) autocast, channels-last convolutions on a CPU; float32 otherwise"
+    "Evaluate in a run's precision, as it trained: bfloat16 (or float16) autocast with channels-last convolutions; float32 otherwise"
     if precision not in ('bf16', 'fp16'): yield; return
     dev = next(model.parameters()).device.type
-    cl = dev == 'cpu' and is_conv(model)
+    cl = is_conv(model)
     if cl: model.to(memory_format=torch.channels_last)
     try:
         with torch.autocast(dev, dtype=PRECISIONS[precision]): yield
     finally:
         if cl: model.to(memory_format=torch.contiguous_format)
 
-class CPUMixedPrecision(Callback):
-    "bfloat16 autocast on a CPU from `before_batch` to `after_loss` (fastai's `MixedPrecision` covers CUDA only); channels-last convolutions"
-    order = 10   # as fastai's MixedPrecision: before the other callbacks see the predictions
+class ChannelsLast(Callback):
+    "A convolutional model and its image batches in channels-last memory for the fit (the layout of oneDNN's and cuDNN's fast low-precision convolutions)"
+    order = 9   # before the mixed-precision callbacks (10)
     def __init__(self, channels_last:bool=True): self.channels_last = channels_last
     def before_fit(self):
-        self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
         self.cl = self.channels_last and is_conv(self.model)
         if self.cl: self.model.to(memory_format=torch.channels_last)
     def before_batch(self):
         if self.cl: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
+    def after_fit(self):
+        if self.cl: self.model.to(memory_format=torch.contiguous_format)   # saved and evaluated in the usual layout
+
+class CPUMixedPrecision(ChannelsLast):
+    "bfloat16 autocast on a CPU from `before_batch` to `after_loss` (fastai's `MixedPrecision` covers CUDA only); channels-last convolutions"
+    order = 10   # as fastai's MixedPrecision: before the other callbacks see the predictions
+    def before_fit(self):
+        self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
+        super().before_fit()
+    def before_batch(self):
+        super().before_batch()
         self.autocast.__enter__()
     def after_pred(self): self.learn.pred = self.pred.float()
     def after_loss(self): self.autocast.__exit__(None, None, None)
-    def after_fit(self):
-        if self.cl: self.model.to(memory_format=torch.contiguous_format)   # saved and evaluated in the usual layout

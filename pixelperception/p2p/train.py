@@ -29,7 +29,7 @@ from ..files import atomic_write, first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from ..distributed import broadcast_model
 from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole, black_box_share
-from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
+from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, ChannelsLast, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
 from .runs import write_status, abandon_run, load_checkpoint, check_resume
 
 
@@ -60,6 +60,7 @@ def train(config:RunConfig|None=None, # a whole configuration (e.g. `recipe_conf
     `pixelperception.config` (`option_parameters()` in p2p.recipes lists them; `pxp train --help` shows them as flags)."""
     cfg, overrides = _given_config(config, overrides)
     cfg.check()   # every option, before any data is read or any folder made
+    cfg = cfg.updated(**_absolute_paths(cfg))   # config.json then serves `pxp evaluate`, --resume and --config from any folder
     cbs = _check_cbs(cbs)
     mean, std = normalization(cfg.model.classifier)
     if cfg.resume: check_resume({**cfg.flat(), 'mean': mean, 'std': std})
@@ -77,6 +78,11 @@ def train(config:RunConfig|None=None, # a whole configuration (e.g. `recipe_conf
     finally: torch.set_num_threads(old_threads)
 
 train.renamed = RENAMED_OPTIONS   # `pxp train --target` stops with a line naming --label-kind
+
+def _absolute_paths(cfg:RunConfig) -> dict:
+    "The run's input files and folders as absolute paths (a relative one would be read against whatever folder a later command runs in)"
+    f = cfg.flat()
+    return {k: str(Path(f[k]).expanduser().resolve()) for k in ('data_path', 'cache_dir', 'model_path', 'selector_path') if f.get(k) not in (None, '')}
 
 def _run(cfg:RunConfig, state:dict) -> Path:
     "The body of `train` on a checked configuration: the data, a new run folder, the run's Learner, then its phases; only rank 0 writes"
@@ -113,9 +119,11 @@ def _autocast_guard(learn):
         raise
 
 def _to_precision(learn, precision):
-    "Mixed precision for a Learner: fastai's on CUDA, `CPUMixedPrecision` (bfloat16) on a CPU"
+    "Mixed precision for a Learner: fastai's on CUDA with `ChannelsLast`, `CPUMixedPrecision` (bfloat16, channels-last) on a CPU"
     if precision == 'fp32': return
-    if torch.cuda.is_available(): learn.to_fp16() if precision == 'fp16' else learn.to_bf16(); return
+    if torch.cuda.is_available():
+        learn.to_fp16() if precision == 'fp16' else learn.to_bf16()
+        learn.add_cb(ChannelsLast()); return
     if not cpu_bf16_native():
         warnings.warn("precision='bf16' on a CPU without native bfloat16 (avx512_bf16, AMX or Arm bf16): PyTorch emulates it and training is "
                       "likely slower than precision='fp32'")

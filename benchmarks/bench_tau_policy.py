@@ -25,20 +25,16 @@ DELTAS, STARTS = (0.8, 0.9, 0.95, 0.99), (0.05, 0.10, 0.15, 0.20)
 def heldout_dl(model, cfg, n=1000, bs=50):
     "Up to n of the training photos a run with max_train did not train on (the same seeded draw), evaluation transforms"
     import numpy as np
-    from fastai.vision.core import Normalize
-    from pixelperception.data.datasets import dataset_items, subset_items, SuperpixelDataset, SuperpixelDL, superpixel_cache_dir, Items
-    from pixelperception.data.superpixels import SuperpixelCache
+    from pixelperception.data.datasets import dataset_items, subset_items, get_eval_dl, Items
     if not cfg.get('max_train'): sys.exit("--split heldout needs a run trained with max_train (it trained on every training photo)")
-    tr, policy = dataset_items(split='train', dataset=cfg['dataset'], data_path=cfg['data_path'], label_kind=cfg['label_kind'], size=cfg['size'],
-                               n_train=cfg['n_train'], n_val=cfg['n_val'], seed=cfg['seed'], download=False)
+    tr, _ = dataset_items(split='train', dataset=cfg['dataset'], data_path=cfg['data_path'], label_kind=cfg['label_kind'], size=cfg['size'],
+                          n_train=cfg['n_train'], n_val=cfg['n_val'], seed=cfg['seed'], download=False)
     used = set(map(str, subset_items(tr, cfg['max_train'], cfg['seed']).srcs))
     rest = np.array([i for i, s in enumerate(tr.srcs) if str(s) not in used])
     rest = np.sort(np.random.default_rng(1).permutation(rest)[:n])
-    items = Items([tr.srcs[i] for i in rest], tr.labels[rest], tr.vocab)
     print(f"held out: {len(rest)} of the {len(tr.srcs) - len(used)} training photos the run did not train on", flush=True)
-    ds = SuperpixelDataset(items, size=cfg['size'], policy=policy, train=False, n_segments=cfg['n_segments'], compactness=cfg['compactness'],
-                           cache=SuperpixelCache(superpixel_cache_dir(cfg['data_path']), cfg['n_segments'], cfg['compactness']))
-    return SuperpixelDL(ds, bs=bs, after_batch=[Normalize.from_stats(tuple(model.mean), tuple(model.std), cuda=False)], device='cpu')
+    return get_eval_dl(cfg['dataset'], cfg['data_path'], size=cfg['size'], bs=bs, device='cpu', n_segments=cfg['n_segments'],
+                       compactness=cfg['compactness'], cache_dir=cfg.get('cache_dir'), mean=model.mean, std=model.std, items=Items([tr.srcs[i] for i in rest], tr.labels[rest], tr.vocab))
 
 @torch.no_grad()
 def tau_grid(run:Path, split:str) -> dict:

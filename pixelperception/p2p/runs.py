@@ -188,6 +188,8 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     if max_tau is not None: model.max_tau = max_tau
     if model.dynamic and model.search_step > model.max_tau:
         raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
+    if model.dynamic and (getattr(model, 'tau_start', None) or 0) > model.max_tau:
+        raise PxpError(f"the search would start at tau_start={model.tau_start}, past max_tau={model.max_tau}", "pass a tau_start of at most max_tau")
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['label_kind'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],

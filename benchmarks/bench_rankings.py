@@ -16,7 +16,6 @@ ranking × classifier (`.pt`, as bench_tau_policy's) to a new --out folder.
 import argparse, sys, time
 from pathlib import Path
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine, machine_line
@@ -27,13 +26,12 @@ GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0)
 SHOWN = (0.05, 0.1, 0.2, 0.3, 1.0)
 
 def cam_scores(clf, x, groups, G, precision):
-    "Grad-CAM of `clf` for its own prediction on the whole image, upsampled to the pixels and averaged per superpixel: [B,G]"
+    "Grad-CAM of `clf` for its own prediction on the whole image, averaged per superpixel (`GroupMasker.pool`; absent superpixels score 0, as `rank_logits` expects): [B,G]"
     from pixelperception.explain.cam import GradCAM
-    from pixelperception.data.superpixels import group_pool
+    from pixelperception.models.maskers import GroupMasker
     from pixelperception.p2p.run_callbacks import eval_precision
     with eval_precision(clf, precision): heat = GradCAM(clf, batch_size=len(x)).heatmap(x)
-    up = F.interpolate(heat[:, None].float(), size=groups.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-    return group_pool(up, groups, G)
+    return GroupMasker(n_groups=G).pool(heat, x, groups)
 
 @torch.no_grad()
 def hard_probs(clf, model, x, groups, scores, tau, precision):
@@ -50,12 +48,11 @@ def grids(run:Path, n:int=None) -> dict:
     from pixelperception.p2p.model import decode_fp32, group_distribution
     from pixelperception.p2p.run_callbacks import eval_precision
     from pixelperception.data.datasets import get_eval_dl
-    from pixelperception.models.zoo import create_classifier
+    from pixelperception.p2p.runs import run_black_box
     model, cfg = load_run(run)
     if model.tau_mode != 'rank': sys.exit("the rankings are compared the way a rank-mode selector keeps superpixels: pass a run with tau_mode='rank'")
-    if not (cfg.get('pretrained') or cfg.get('model_path')): sys.exit("the run has no black box (a classifier trained from scratch)")
-    bb = create_classifier(cfg['classifier'], len(cfg['vocab']), cfg['size'], pretrained=bool(cfg.get('pretrained')),
-                           model_path=cfg.get('model_path'), classes=list(cfg['vocab'])).eval()
+    bb = run_black_box(cfg)
+    if bb is None: sys.exit("the run has no black box (a classifier trained from scratch)")
     dl = get_eval_dl(cfg['dataset'], cfg['data_path'], split='val', size=cfg['size'], bs=50, device='cpu', n_segments=cfg['n_segments'],
                      compactness=cfg['compactness'], cache_dir=cfg.get('cache_dir'), mean=model.mean, std=model.std)
     clfs, prec = dict(p2p=model.classifier, black_box=bb), cfg['precision']

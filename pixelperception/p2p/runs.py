@@ -31,7 +31,7 @@ from .run_callbacks import eval_precision
 
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'RUN_RECORD', 'unknown_options', 'write_status', 'abandon_run', 'load_checkpoint', 'check_resume',
-           'run_config', 'load_run', 'evaluate_run', 'evaluate_black_box', 'load_learner']
+           'run_config', 'load_run', 'evaluate_run', 'run_black_box', 'evaluate_black_box', 'load_learner']
 
 # %% ../../nbs/47_p2p.runs.ipynb #307aeb04
 _WEIGHTS = ('model_path', 'selector_path', 'pretrained')   # where the first weights come from: not needed to rebuild a trained model
@@ -209,16 +209,23 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
         plt.close('all')
     return broadcast_object(out)
 
+def run_black_box(cfg:dict, # a run's configuration (`load_run`)
+                 ) -> torch.nn.Module: # None for a classifier trained from scratch (no black box to compare with)
+    "The classifier a run was made from (its pretrained or given weights, before P2P trained it), in evaluation mode"
+    if not (cfg.get('pretrained') or cfg.get('model_path')): return None
+    return create_classifier(cfg['classifier'], len(cfg['vocab']), cfg['size'], pretrained=bool(cfg.get('pretrained')),
+                             model_path=cfg.get('model_path'), classes=list(cfg['vocab'])).eval()
+
 def evaluate_black_box(cfg:dict, # a run's configuration (`load_run`)
                        edl, # its evaluation images (`get_eval_dl`)
                        deltas:list, # certainty levels δ
                       ) -> dict: # `evaluate_whole`'s metrics; None for a classifier trained from scratch (no black box to compare with)
     "The classifier a run was made from (its pretrained or given weights, before P2P trained it) on the same images, in the run's precision"
-    if not (cfg.get('pretrained') or cfg.get('model_path')): return None
-    try: clf = create_classifier(cfg['classifier'], len(cfg['vocab']), cfg['size'], pretrained=bool(cfg.get('pretrained')),
-                                 model_path=cfg.get('model_path'), classes=list(cfg['vocab'])).to(edl.device)
+    try: clf = run_black_box(cfg)
     except Exception as e:   # e.g. the weights file moved, or hub weights without internet: P2P's own evaluation still stands
         warnings.warn(f"the black box was not evaluated ({first_line(e)}): metrics.json has no black_box"); return None
+    if clf is None: return None
+    clf.to(edl.device)
     with eval_precision(clf, cfg.get('precision', 'fp32')): return evaluate_whole(clf, edl, deltas)
 
 def _check_classes(data:list, # the evaluation data's classes

@@ -166,6 +166,15 @@ def _check_n_classes(cfg:dict, sd:dict, run:Path):
     raise PxpError(f"{run/'config.json'} says n_classes={n}, but its vocab lists {len(vocab)} classes and {run/'model.pth'} has {len(vocab)} outputs",
                    f"trust model.pth and the vocab: set \"n_classes\": {len(vocab)} in config.json (or restore the run's own config.json)")
 
+def _set_search(model, **given):
+    "Override a loaded model's dynamic-threshold search with the values given (tau_step, max_tau, tau_start), then check that its step and start fit under max_tau"
+    for k, v in given.items():
+        if v is not None: setattr(model, k, v)
+    if model.dynamic and model.search_step > model.max_tau:
+        raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
+    if model.dynamic and (getattr(model, 'tau_start', None) or 0) > model.max_tau:
+        raise PxpError(f"the search would start at tau_start={model.tau_start}, past max_tau={model.max_tau}", "pass a tau_start of at most max_tau")
+
 def evaluate_run(run_dir:Path, # a folder written by `train`
                  certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated
                  split:str='val', # 'val' (CIFAR-10: its test split), or 'test' (ImageNet-9's background challenge; Imagenette's ILSVRC2012_val photos)
@@ -183,13 +192,7 @@ def evaluate_run(run_dir:Path, # a folder written by `train`
     check_number('max_tau', max_tau, 0, 1, lo_open=True, none=True)
     check_number('tau_start', tau_start, 0, 1, lo_open=True, none=True)
     model, cfg = load_run(run_dir)
-    if tau_start is not None: model.tau_start = tau_start
-    if tau_step is not None: model.tau_step = tau_step
-    if max_tau is not None: model.max_tau = max_tau
-    if model.dynamic and model.search_step > model.max_tau:
-        raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
-    if model.dynamic and (getattr(model, 'tau_start', None) or 0) > model.max_tau:
-        raise PxpError(f"the search would start at tau_start={model.tau_start}, past max_tau={model.max_tau}", "pass a tau_start of at most max_tau")
+    _set_search(model, tau_step=tau_step, max_tau=max_tau, tau_start=tau_start)
     init_distributed()
     edl = rank0_first(get_eval_dl, cfg['dataset'], data_path or cfg['data_path'], cfg['label_kind'], cfg['size'], batch_size, split=split,
                       n_segments=cfg['n_segments'], compactness=cfg['compactness'], seed=cfg['seed'],

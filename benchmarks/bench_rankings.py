@@ -6,7 +6,7 @@
 For each val image, three rankings of its superpixels: the run's selector (its keep scores, as `P2P.select` ranks them),
 Grad-CAM of the run's fine-tuned classifier and Grad-CAM of the black box (the pretrained classifier the run started from;
 both maps for the class each predicts on the whole image, pooled per superpixel). Each ranking keeps its best superpixels
-covering τ of the pixels (`rank_logits`, as the run's rank-mode selector does), the rest black, and both classifiers are
+covering τ of the pixels (`rank_logits` with the run's `rank_cover`, as its rank-mode selector does), the rest black, and both classifiers are
 asked at τ ∈ GRID. The table gives accuracy at fixed τ, and accuracy / mean τ of the dynamic threshold replayed at
 δ = 0.9, 0.95, 0.99 on that grid (`bench_tau_policy.replay`). If a post-hoc ranking beats the selector with the same
 classifier, the selector limits the run; if no ranking lifts the classifier at τ = 1, its fine-tuning does.
@@ -39,7 +39,7 @@ def hard_probs(clf, model, x, groups, scores, tau, precision):
     from pixelperception.p2p.model import rank_logits, mask_input
     from pixelperception.data.superpixels import to_pixels
     from pixelperception.p2p.run_callbacks import eval_precision
-    keep = (rank_logits(scores, groups, x.new_full((len(x),), tau), model.rank_scale) > 0).to(x.dtype)[..., None]
+    keep = (rank_logits(scores, groups, x.new_full((len(x),), tau), model.rank_scale, getattr(model, 'rank_cover', 'at_least')) > 0).to(x.dtype)[..., None]
     with eval_precision(clf, precision): return clf(mask_input(x, to_pixels(keep, groups)[..., 0], model.fill)).float().softmax(-1)
 
 def grids(run:Path, n:int=None) -> dict:

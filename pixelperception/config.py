@@ -102,6 +102,7 @@ class ModelConfig:
     tau_mode:str = option('input', "'rank' (keep the best-scored groups covering τ) or 'input' (τ added to the selector heads)", recipe=True, choices='tau_modes')
     estimator:str = option('pathwise', "selector gradient: 'score' (REINFORCE on hard masks) or 'pathwise' (relaxed Bernoulli)", recipe=True, choices='estimators')
     rank_scale:float = option(3., "tau_mode='rank': logit units per standard deviation of the group scores", recipe=True, lo=0, lo_open=True)
+    rank_cover:str = option('at_least', "tau_mode='rank': keep the fewest best groups covering τ ('at_least') or the best groups whose pixels come nearest τ ('nearest')", recipe=True, choices='rank_covers')
     min_tau:float = option(0.05, "smallest τ drawn in training (and the step of the dynamic-threshold search unless tau_step is given)", recipe=True, lo=0, hi=0.5, lo_open=True)
     tau_step:float = option(None, "step of the dynamic-threshold search at evaluation (none: min_tau)", recipe=True, lo=0, hi=0.5, lo_open=True, none=True)
     tau_start:float = option(None, "first τ the dynamic-threshold search tries, a floor on the evidence shown (none: its step)", recipe=True, lo=0, hi=1, lo_open=True, none=True)

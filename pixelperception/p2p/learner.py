@@ -73,7 +73,7 @@ def p2p_model(n_classes:int, # classes of the dataset
     if mean is None or std is None: mean, std = normalization(c.classifier)
     given = {k: v for k, v in dict(n_segments=n_segments, delta=delta).items() if v is not None}
     return P2P(sel, clf, black_fill(mean, std), use_cov=c.use_cov, num_monte_carlo=c.num_monte_carlo, straight_through=c.straight_through,
-               dynamic=c.use_dynamic_threshold, tau_mode=c.tau_mode, estimator=c.estimator, rank_scale=c.rank_scale, min_tau=c.min_tau,
+               dynamic=c.use_dynamic_threshold, tau_mode=c.tau_mode, estimator=c.estimator, rank_scale=c.rank_scale, rank_cover=c.rank_cover, min_tau=c.min_tau,
                tau_step=c.tau_step, tau_start=c.tau_start, mean=mean, std=std, **given)
 
 # %% ../../nbs/44_p2p.learner.ipynb #7d714c2f

@@ -17,9 +17,9 @@ from ..data.superpixels import group_pool, group_sizes, to_pixels, hide_pixels, 
 from ..core import plain_tensor, evaluating, profile_label
 
 # %% auto #0
-__all__ = ['TAU_MODES', 'ESTIMATORS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits', 'relaxed_bernoulli',
-           'rank_logits', 'mask_input', 'mc_logits', 'check_delta', 'check_p2p_options', 'decode_fp32', 'P2POutput',
-           'P2P', 'sample_tau', 'find_tau']
+__all__ = ['TAU_MODES', 'ESTIMATORS', 'RANK_COVERS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits',
+           'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits', 'check_delta', 'check_p2p_options',
+           'decode_fp32', 'P2POutput', 'P2P', 'sample_tau', 'find_tau']
 
 # %% ../../nbs/40_p2p.model.ipynb #0da56218
 def group_distribution(out:Tensor, # selector output [B,num_dims,H,W]
@@ -81,7 +81,8 @@ def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel
                 groups:Tensor, # LongTensor [B,H,W] of group ids
                 tau:Tensor, # [B] fraction of the pixels to keep
                 scale:float=3., # logit units per standard deviation of the scores
-               ) -> Tensor: # [B,G] keep logits, > 0 for the top groups that first cover τ of the pixels
+                cover:str='at_least', # 'at_least': the fewest best groups covering τ; 'nearest': the best groups whose pixels come nearest τ (at least one)
+               ) -> Tensor: # [B,G] keep logits, > 0 for the top groups kept
     "Standardise each image's group scores and shift them so the best groups covering a fraction τ of the pixels are kept"
     G = scores.shape[1]
     sizes = group_sizes(groups, G)[:, :G].to(scores)
@@ -92,7 +93,11 @@ def rank_logits(scores:Tensor, # raw group scores [B,G] (the pooled keep channel
     z = (scores - mean) / (sd + 1e-4) * scale
     order = torch.where(present, z.detach(), torch.full_like(z, -torch.inf)).argsort(dim=1, descending=True, stable=True)
     cum = (sizes / groups[0].numel()).gather(1, order).cumsum(1)
-    k = (cum < tau.reshape(-1, 1).to(cum) - 1e-6).sum(1, keepdim=True).clamp(max=G - 1)   # sorted position of the last kept group
+    t = tau.reshape(-1, 1).to(cum)
+    k = (cum < t - 1e-6).sum(1, keepdim=True).clamp(max=G - 1)   # sorted position of the last kept group
+    if cover == 'nearest':   # one group fewer where the kept pixels then come nearer τ (ties: the group stays)
+        below = cum.gather(1, (k - 1).clamp(min=0)) * (k > 0)
+        k = k - ((k > 0) & (cum.gather(1, k) - t > t - below)).long()
     nxt = (k + 1).clamp(max=G - 1)
     srt = z.gather(1, order)
     has_next = (k + 1 < G) & present.gather(1, order).gather(1, nxt)
@@ -130,13 +135,14 @@ def check_delta(delta):
         raise ValueError(f"certainty level delta must be a number in (0, 1], got {delta!r}")
     return float(delta)
 
-TAU_MODES, ESTIMATORS = ('input', 'rank'), ('pathwise', 'score')   # the values of P2P's tau_mode and estimator
+TAU_MODES, ESTIMATORS, RANK_COVERS = ('input', 'rank'), ('pathwise', 'score'), ('at_least', 'nearest')   # the values of P2P's tau_mode, estimator and rank_cover
 
-def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str='pathwise'):
+def check_p2p_options(num_monte_carlo:int=1, tau_mode:str='input', estimator:str='pathwise', rank_cover:str='at_least'):
     "Validate the sampling options of `P2P` (also called by `train` before any data is built)"
     if num_monte_carlo < 1: raise ValueError(f"num_monte_carlo must be >= 1, got {num_monte_carlo!r}")
     if tau_mode not in TAU_MODES: raise ValueError(f"tau_mode must be 'input' or 'rank', got {tau_mode!r}")
     if estimator not in ESTIMATORS: raise ValueError(f"estimator must be 'pathwise' or 'score', got {estimator!r}")
+    if rank_cover not in RANK_COVERS: raise ValueError(f"rank_cover must be 'at_least' or 'nearest', got {rank_cover!r}")
     if estimator == 'score' and num_monte_carlo < 2:
         raise ValueError(f"estimator='score' compares each mask with the other masks of the same image: use num_monte_carlo >= 2 (got {num_monte_carlo})")
 
@@ -178,17 +184,19 @@ class P2P(nn.Module):
                  tau_mode:str='input', # 'input': τ added to the selector heads' inputs (paper); 'rank': keep the best groups covering τ
                  estimator:str='pathwise', # selector gradient: 'pathwise' (relaxed Bernoulli, paper) or 'score' (REINFORCE on hard masks)
                  rank_scale:float=3., # 'rank': logit units per standard deviation of the group scores
+                 rank_cover:str='at_least', # 'rank': keep the fewest best groups covering τ, or those whose pixels come 'nearest' τ
                  mean:tuple=None, std:tuple=None, # the input normalisation (default: ImageNet's), kept for display
                 ):
         super().__init__()
-        check_p2p_options(num_monte_carlo, tau_mode, estimator)
+        check_p2p_options(num_monte_carlo, tau_mode, estimator, rank_cover)
         if tau_step is not None and not 0 < tau_step <= max_tau: raise ValueError(f"tau_step must be in (0, max_tau={max_tau}], got {tau_step!r}")
         if tau_start is not None and not 0 < tau_start <= max_tau: raise ValueError(f"tau_start must be in (0, max_tau={max_tau}], got {tau_start!r}")
         self.selector, self.classifier = selector, classifier
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,
                           straight_through=straight_through, dynamic=dynamic, delta=check_delta(delta),
-                          min_tau=min_tau, tau_step=tau_step, tau_start=tau_start, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale)
+                          min_tau=min_tau, tau_step=tau_step, tau_start=tau_start, max_tau=max_tau, tau_mode=tau_mode, estimator=estimator, rank_scale=rank_scale,
+                          rank_cover=rank_cover)
         for k, v in attrs.items(): setattr(self, k, v)
         self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
 
@@ -240,7 +248,7 @@ def _sample(self:P2P, out, groups, tau, temp, n_groups, rank):
                                  "lower the learning rate, or train in precision='fp32'")
     if rank:
         if tau is None: raise ValueError("tau_mode='rank' needs τ: pass tau, or evaluate without it to search τ at model.delta")
-        mu = rank_logits(mu, groups, tau, self.rank_scale)
+        mu = rank_logits(mu, groups, tau, self.rank_scale, getattr(self, 'rank_cover', 'at_least'))   # models pickled before rank_cover: at_least
     sel = dict(mu=mu, group_probs=torch.sigmoid(mu), cov=None, log_prob=None)
     if not self.training:
         sel['decisions'] = (mu > 0).to(mu.dtype)[..., None]       # sigmoid(μ) > 0.5

@@ -19,7 +19,7 @@ from ..config import RunConfig, CONFIG_GROUPS, RECIPE_OPTIONS, option_fields
 from ..data.datasets import list_datasets
 from ..models.nets import NORMS
 from ..models.maskers import check_precision
-from .model import TAU_MODES, ESTIMATORS, check_delta, check_p2p_options
+from .model import TAU_MODES, ESTIMATORS, RANK_COVERS, check_delta, check_p2p_options
 from .loss import REG_VARIANTS
 from .learner import OPTIMIZERS
 from ..models.zoo import list_selectors, selector_spec, classifier_spec
@@ -30,7 +30,7 @@ __all__ = ['CHOICES', 'RECIPES', 'option_choices', 'option_parameters', 'parse_d
 
 # %% ../../nbs/45_p2p.recipes.ipynb #5608fa16
 CHOICES = dict(datasets=list_datasets, selectors=list_selectors, recipes=lambda: list_recipes(), norms=lambda: NORMS, tau_modes=lambda: TAU_MODES,
-               estimators=lambda: ESTIMATORS, reg_variants=lambda: REG_VARIANTS, optimizers=lambda: OPTIMIZERS)   # a registry's name in the config -> its names now
+               rank_covers=lambda: RANK_COVERS, estimators=lambda: ESTIMATORS, reg_variants=lambda: REG_VARIANTS, optimizers=lambda: OPTIMIZERS)   # a registry's name in the config -> its names now
 
 def option_choices(name:str=None, # an option of a run (None: every option that has choices)
                   ):
@@ -75,7 +75,7 @@ def check(self:RunConfig) -> RunConfig:
     for k, f in option_fields().items(): _check_field(k, flat[k], f.metadata)
     d, m = self.data, self.model
     selector_spec(m.selector); classifier_spec(m.classifier)   # unknown names: a clear error listing the choices
-    check_p2p_options(m.num_monte_carlo, m.tau_mode, m.estimator)   # estimator='score' needs num_monte_carlo >= 2
+    check_p2p_options(m.num_monte_carlo, m.tau_mode, m.estimator, m.rank_cover)   # estimator='score' needs num_monte_carlo >= 2
     parse_deltas(m.certainty)
     if m.classifier.startswith('vit') and d.resolution and d.resolution % 16:
         raise PxpError(f"{m.classifier} needs a resolution that is a multiple of 16, got {d.resolution}", "pass e.g. --resolution 224")
@@ -190,5 +190,10 @@ _CIFAR_PRETRAINED = dict(batch_size=128, classifier_epochs=0, epochs=7, learning
 # The search starts at τ = 0.15: the fine-tuned classifier grows 0.9-sure of 5-10 % of a photo more readily than it is right there.
 # 0.15 is the smallest start at which δ = 0.9 kept 97 % of the black box's accuracy on 1,000 training photos the run did not
 # train on (0.967 against 0.986; from 0.10: 0.955), chosen there and not on the val or test photos it is judged on.
+# Training draws τ from 0.1 up (`min_tau`; the search keeps its 0.05 step), where the search looks: 47 % of the draws fall in
+# 0.1-0.3 against 28 % from 0.05. The rank rule keeps the superpixels whose pixels come nearest τ (`rank_cover='nearest'`): the
+# default rule covers at least τ and kept 0.007 more than τ on average. With both, the default command's val photos at δ = 0.9
+# went from 0.964 with 20.8 % kept to 0.964 with 19.9 % (unseen test photos: 0.962 with 19.3 %; the training notes).
 _IMAGENET_PRETRAINED = dict(pretrained=True, classifier_layers='late', batch_size=32, classifier_epochs=0, epochs=2, max_train=6000,
-                            learning_rate=1e-3, classifier_lr_mult=0.3, keep_init=0., tau_prior=False, time_budget=22., tau_start=0.15)
+                            learning_rate=1e-3, classifier_lr_mult=0.3, keep_init=0., tau_prior=False, time_budget=22., tau_start=0.15,
+                            min_tau=0.1, tau_step=0.05, rank_cover='nearest')

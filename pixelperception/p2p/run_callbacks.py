@@ -1,4 +1,4 @@
-"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, and `CPUMixedPrecision` trains in bfloat16 on a CPU: the fastai callbacks `train` adds to every P2P run, beside the P2P callbacks of [p2p.callback](42_p2p.callback.ipynb).
+"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, `CPUMixedPrecision` trains in bfloat16 on a CPU, and `CompileClassifier` compiles the classifier for the training steps: the fastai callbacks `train` adds to every P2P run (the last only with `--compile`), beside the P2P callbacks of [p2p.callback](42_p2p.callback.ipynb).
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.run_callbacks.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://pixelperception.github.io/pixelperception/p2p.run_callbacks.html.m
 
 # %% ../../nbs/46_p2p.run_callbacks.ipynb #f4d26750
 from __future__ import annotations
-import time
+import time, warnings
 from contextlib import contextmanager
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from ..models.maskers import is_conv
 
 # %% auto #0
 __all__ = ['ValidateEvery', 'TimeBudget', 'FiniteLoss', 'cpu_bf16_native', 'resolve_precision', 'eval_precision', 'ChannelsLast',
-           'CPUMixedPrecision']
+           'CPUMixedPrecision', 'compile_unavailable', 'CompileClassifier']
 
 # %% ../../nbs/46_p2p.run_callbacks.ipynb #15c2b70b
 class ValidateEvery(Callback):
@@ -100,3 +100,34 @@ class CPUMixedPrecision(ChannelsLast):
         self.autocast.__enter__()
     def after_pred(self): self.learn.pred = self.pred.float()
     def after_loss(self): self.autocast.__exit__(None, None, None)
+
+# %% ../../nbs/46_p2p.run_callbacks.ipynb #264ab6f6
+def compile_unavailable(device) -> str:
+    "Why `torch.compile` (inductor) cannot run on `device` here, or '' when it can"
+    import importlib.util, os, shutil
+    if torch.device(device).type == 'cuda':
+        return '' if importlib.util.find_spec('triton') else "no Triton installed (inductor's GPU code generator)"
+    if torch.device(device).type != 'cpu': return f"inductor does not compile for {torch.device(device).type}"
+    cxx = os.environ.get('CXX')
+    return '' if (cxx and shutil.which(cxx)) or any(shutil.which(c) for c in ('g++', 'c++', 'clang++')) else "no C++ compiler found (inductor's CPU code generator)"
+
+class CompileClassifier(Callback):
+    "Train with the model's `classifier` compiled by `torch.compile` in place (inductor), eager again after the fit; a warning and eager training where it cannot run"
+    order = 11   # after the layout and precision callbacks have prepared the model
+    def __init__(self, **kwargs): self.kwargs, self.on, self.stash = kwargs, False, None   # kwargs: `torch.compile`'s (e.g. mode='max-autotune')
+    def before_fit(self):
+        why = compile_unavailable(getattr(self.dls, 'device', None) or next(self.learn.model.classifier.parameters()).device)
+        if why:
+            warnings.warn(f"compile: {why}; training without compiling (install it, or leave --compile off)")
+            return
+        torch._dynamo.config.suppress_errors = True   # a graph that fails to compile runs eagerly instead of stopping the run
+        self.learn.model.classifier.compile(**self.kwargs)
+        self.on = True
+    # validation masks ever smaller subsets of a batch (the τ search): eager, as evaluation after the fit
+    def before_validate(self):
+        if self.on: self.stash, self.learn.model.classifier._compiled_call_impl = self.learn.model.classifier._compiled_call_impl, None
+    def after_validate(self):
+        if self.stash is not None: self.learn.model.classifier._compiled_call_impl, self.stash = self.stash, None
+    def after_fit(self):
+        if self.on: self.learn.model.classifier._compiled_call_impl = None   # `nn.Module.compile` has no public undo: eager again
+        self.on = False

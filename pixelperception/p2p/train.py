@@ -29,7 +29,7 @@ from ..files import atomic_write, first_line
 from ..distributed import init_distributed, distrib_ctx, world, is_rank0, barrier, rank0_first, broadcast_object
 from ..distributed import broadcast_model
 from .evaluate import evaluate_p2p_sharded, kept_vs_tau_sharded, recalibrate_bn_sharded, evaluate_whole, black_box_share
-from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, ChannelsLast, CPUMixedPrecision, cpu_bf16_native, resolve_precision, eval_precision
+from .run_callbacks import ValidateEvery, TimeBudget, FiniteLoss, ChannelsLast, CPUMixedPrecision, CompileClassifier, cpu_bf16_native, resolve_precision, eval_precision
 from .runs import write_status, abandon_run, load_checkpoint, check_resume
 
 
@@ -159,7 +159,8 @@ def run_learner(dls, # the run's DataLoaders (`get_dls`)
     t, m = cfg.train, cfg.model
     mean, std = normalization(m.classifier)
     learn = p2p_learner(dls, t, m, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path,
-                        cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *(cbs or [])],
+                        cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *([CompileClassifier()] if t.compile else []),
+                             *(cbs or [])],
                         delta=parse_deltas(m.certainty)[0], mean=mean, std=std)   # n_segments: from the data
     _to_precision(learn, cfg.precision)
     learn.run_config, learn.p2p_times, learn.classifier_history = cfg, {}, []

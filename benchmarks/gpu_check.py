@@ -24,6 +24,8 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
   6. nbdev's runner: `nbdev-test --flags cuda` runs a `#| cuda` cell (a throw-away notebook), then one row per
      notebook of nbs/ holding `#| cuda` cells, run with that flag. Notebooks whose cuda cells need downloads
      (pretrained weights, external datasets) are skipped: GPU machines here are offline (--all-notebooks runs them).
+  7. (last, where at least 60 s of the budget are left) check 1 in bf16 with the classifier compiled (`torch.compile`, as
+     `pxp train --compile`): images/s and the ratio to eager bf16.
 Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU (ViT-Tiny at 64 px, P2P at 64 px batch
 4, `pxp train` at 32 px in fp32 only, the real-data run on 60 images), in about 3 minutes on 2 cores. Each check has a time budget and catches its own
 errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
@@ -174,8 +176,8 @@ def p2p_batch(size, bs, device, data_path):
         _batches[key] = x[:bs], groups[:bs], y[:bs], len(dl.dataset.vocab)
     return _batches[key]
 
-def p2p_steps(c, precision, device, data_path, ref=None):
-    "Optimiser steps of a P2P model (the `cpu` recipe's model and losses): images/s"
+def p2p_steps(c, precision, device, data_path, ref=None, compiled=False, vs='fp32'):
+    "Optimiser steps of a P2P model (the `cpu` recipe's model and losses), its classifier compiled (`torch.compile`, as `pxp train --compile`) if asked: images/s"
     from pixelperception.p2p.learner import p2p_model
     from pixelperception.config import ModelConfig
     from pixelperception.p2p.loss import kept_fraction, sparsity_penalty, score_function_loss
@@ -187,6 +189,7 @@ def p2p_steps(c, precision, device, data_path, ref=None):
     torch.manual_seed(0)
     model = p2p_model(n_classes, size=c['size'], **mkw).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
+    if compiled: model.classifier.compile()   # what `CompileClassifier` does for `pxp train --compile`; compiled in the warm-up
     def step():
         tau = torch.empty(len(x), device=device).uniform_(0.05, 1.)
         with _autocast(device, precision):
@@ -210,7 +213,7 @@ def p2p_steps(c, precision, device, data_path, ref=None):
     if device.type == 'cuda':
         v['peak_gib'] = torch.cuda.max_memory_allocated(device) / 2**30
         fig += f", peak {v['peak_gib']:.1f} GiB"
-    if ref: fig += f", ×{ips/ref['images_per_s']:.2f} vs fp32"
+    if ref: fig += f", ×{ips/ref['images_per_s']:.2f} vs {vs}"
     model = opt = None   # free the GPU memory (the closure `step` shares these names, so they are reset rather than deleted)
     if device.type == 'cuda': torch.cuda.empty_cache()
     return fig, v
@@ -423,7 +426,8 @@ def main(argv=None):
         name = f"P2P fwd+bwd {p['selector']}+{p['classifier']} {p['size']}px b{p['bs']}"
         capped = lambda c: dict(c, budget_s=max(min(c['budget_s'], checks.left() - 10), 0))   # in-process loops stop in time too
         ref = checks(f"{name} fp32", 20, lambda: p2p_steps(capped(p), 'fp32', device, work/'data'))
-        checks(f"{name} bf16 autocast", 20, lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref or None))
+        ref16 = checks(f"{name} bf16 autocast", 20, lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref or None))
+        p2p_name = name
         name = f"MoXI token mode {m['arch']} {m['size']}px, {m['n_images']} images"
         ref = checks(f"{name} fp32", 20, lambda: moxi_steps(capped(m), 'fp32', device))
         checks(f"{name} bf16 autocast", 20, lambda: moxi_steps(capped(m), 'bf16', device, ref=ref or None))
@@ -439,6 +443,9 @@ def main(argv=None):
         for nb, cells in cuda_notebooks():
             checks(f"notebook {nb.relative_to(ROOT/'nbs')}", 30 if gpu and not needs_external(cells) else 0,
                    lambda: nbdev_notebook(nb, cells, gpu, a.all_notebooks, env, min(cfg['nb_timeout_s'], checks.left())))
+        # last, on the idle device again, where time is left (compiling takes tens of seconds): check 1 with the classifier compiled
+        checks(f"{p2p_name} bf16 autocast, classifier compiled", 60,
+               lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref16 or None, compiled=True, vs='bf16 eager'))
     finally:
         if not a.keep: shutil.rmtree(work, ignore_errors=True)
         else: print(f"kept {work}", file=sys.stderr)

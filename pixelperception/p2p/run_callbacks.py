@@ -113,21 +113,26 @@ def compile_unavailable(device) -> str:
 
 class CompileClassifier(Callback):
     "Train with the model's `classifier` compiled by `torch.compile` in place (inductor), eager again after the fit; a warning and eager training where it cannot run"
-    order = 11   # after the layout and precision callbacks have prepared the model
+    order = 12   # after the layout and precision callbacks (and fastai's DistributedTrainer, 11) have prepared the model
     def __init__(self, **kwargs): self.kwargs, self.on, self.stash = kwargs, False, None   # kwargs: `torch.compile`'s (e.g. mode='max-autotune')
+    @property
+    def clf(self): return getattr(self.learn.model, 'module', self.learn.model).classifier   # under DistributedDataParallel: its module's
     def before_fit(self):
-        why = compile_unavailable(getattr(self.dls, 'device', None) or next(self.learn.model.classifier.parameters()).device)
+        why = compile_unavailable(getattr(self.dls, 'device', None) or next(self.clf.parameters()).device)
         if why:
             warnings.warn(f"compile: {why}; training without compiling (install it, or leave --compile off)")
             return
-        torch._dynamo.config.suppress_errors = True   # a graph that fails to compile runs eagerly instead of stopping the run
-        self.learn.model.classifier.compile(**self.kwargs)
+        # a graph that fails to compile runs eagerly instead of stopping the run (for this fit only)
+        self.suppress, torch._dynamo.config.suppress_errors = torch._dynamo.config.suppress_errors, True
+        self.clf.compile(**self.kwargs)
         self.on = True
     # validation masks ever smaller subsets of a batch (the τ search): eager, as evaluation after the fit
     def before_validate(self):
-        if self.on: self.stash, self.learn.model.classifier._compiled_call_impl = self.learn.model.classifier._compiled_call_impl, None
+        if self.on: self.stash, self.clf._compiled_call_impl = self.clf._compiled_call_impl, None
     def after_validate(self):
-        if self.stash is not None: self.learn.model.classifier._compiled_call_impl, self.stash = self.stash, None
+        if self.stash is not None: self.clf._compiled_call_impl, self.stash = self.stash, None
     def after_fit(self):
-        if self.on: self.learn.model.classifier._compiled_call_impl = None   # `nn.Module.compile` has no public undo: eager again
+        if self.on:
+            self.clf._compiled_call_impl = None   # `nn.Module.compile` has no public undo: eager again
+            torch._dynamo.config.suppress_errors = self.suppress
         self.on = False

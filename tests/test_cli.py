@@ -1,31 +1,47 @@
-"The `pxp` command as a user runs it: a subprocess, exit codes, messages, outputs on disk"
+"""The `pxp` command as a user runs it: a subprocess, exit codes, messages, outputs on disk.
+Checks of the arguments alone (help texts, refused flags) call the same entry point in this process (`pxp_args`): each
+subprocess spends about 3 s importing torch and fastai before it reads an argument."""
 import json, os, subprocess, sys
 from pathlib import Path
+from types import SimpleNamespace
+import pytest
 
 def pxp(*args, cwd=None):
     return subprocess.run([sys.executable, '-m', 'pixelperception.cli', *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, 'MPLBACKEND': 'Agg'})
 
+@pytest.fixture
+def pxp_args(capsys, monkeypatch):
+    "`pxp ARGS` through `cli.main` in this process, for commands that stop at their arguments: what `pxp` returns (exit code, stdout, stderr)"
+    from pixelperception.cli import main
+    monkeypatch.setenv('COLUMNS', '80')   # the help's width as in a subprocess whose output is captured
+    def run(*args):
+        capsys.readouterr()
+        rc = main(list(map(str, args)))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+    return run
+
 def test_help_lists_commands():
     r = pxp('--help')
     assert r.returncode == 0 and 'pxp data synthetic' in r.stdout
 
-def test_data_lists_its_builders():
+def test_data_lists_its_builders(pxp_args):
     for args in (('data',), ('data', '--help')):
-        r = pxp(*args)
+        r = pxp_args(*args)
         assert r.returncode == 0 and 'builders:' in r.stdout and all(f'pxp data {b}' in r.stdout for b in ('synthetic', 'coco10', 'imagenet9', 'bam'))
         assert 'pxp train' not in r.stdout
 
-def test_old_flags_stop_with_the_new_name(tmp_path):
+def test_old_flags_stop_with_the_new_name(tmp_path, pxp_args):
     "One vocabulary: an old flag is one line naming the new one, exit 2, no traceback, nothing written"
     for cmd, old, new in (('explain', '--arch', '--classifier'), ('explain', '--target', '--explain-class'), ('explain', '--size', '--resolution'),
                           ('data synthetic', '--size', '--resolution'), ('data bam', '--size', '--resolution')):
-        r = pxp(*cmd.split(), tmp_path, old, '1', '--experiment', tmp_path/'runs')
+        r = pxp_args(*cmd.split(), tmp_path, old, '1', '--experiment', tmp_path/'runs')
         assert r.returncode == 2 and r.stderr == f"pxp: error: {old} is now {new} (one name per option in every pxp command): pass {new} instead\n", r.stderr
     assert not (tmp_path/'runs').exists()
 
-def test_one_vocabulary_in_the_help():
-    helps = {c: ' '.join(pxp(*c.split(), '--help').stdout.split()) for c in ('train', 'explain', 'data synthetic', 'data coco10', 'data bam')}
+def test_one_vocabulary_in_the_help(pxp_args):
+    helps = {c: ' '.join(pxp_args(*c.split(), '--help').stdout.split()) for c in ('train', 'explain', 'data synthetic', 'data coco10', 'data bam')}
     for c in ('train', 'explain'): assert '--classifier' in helps[c] and '--model-path' in helps[c] and '--resolution' in helps[c] and '--n-segments' in helps[c]
     assert '--precision {auto,fp32,fp16,bf16}' in helps['train'] and '--precision {auto,fp32,fp16,bf16}' in helps['explain']
     assert '(default: 100)' in helps['explain'].split('--n-segments N')[2][:250]   # as train's recipes (usage, then the option's help)
@@ -45,14 +61,14 @@ def test_data_synthetic_builds_and_reuses(tmp_path):
     r2 = pxp('data', 'synthetic', '--out', root, '--n-train', 3, '--n-val', 2)
     assert r2.returncode == 0 and before == {p: p.stat().st_mtime_ns for p in root.rglob('*') if p.is_file()}
 
-def test_user_errors_are_one_line(tmp_path):
+def test_user_errors_are_one_line(tmp_path, pxp_args):
     (tmp_path/'full').mkdir(); (tmp_path/'full'/'mine.txt').write_text('keep me')
     r = pxp('data', 'synthetic', '--out', tmp_path/'full', '--n-train', 2, '--n-val', 1)
     assert r.returncode == 2 and 'pxp: error:' in r.stderr and 'Traceback' not in r.stderr
     assert (tmp_path/'full'/'mine.txt').read_text() == 'keep me'
-    r = pxp('data', 'synthetic', '--out', tmp_path/'x', '--n-train', 0)
+    r = pxp_args('data', 'synthetic', '--out', tmp_path/'x', '--n-train', 0)
     assert r.returncode == 2 and 'n_train must be' in r.stderr
-    r = pxp('teleport')
+    r = pxp_args('teleport')
     assert r.returncode == 2 and 'unknown command' in r.stderr
 
 def test_data_coco10_on_the_real_slice(tmp_path, shared):
@@ -145,9 +161,9 @@ def test_train_download_reaches_torchvision(tmp_path, monkeypatch, capsys):
     assert calls == [] and 'CIFAR-10 files missing' in err and 'pxp train --download' in err
     assert not (tmp_path/'runs').exists() or not any((tmp_path/'runs').iterdir())   # no run folder for a run that never started
 
-def test_train_dataset_choices_come_from_the_registry():
+def test_train_dataset_choices_come_from_the_registry(pxp_args):
     from pixelperception.data.datasets import list_datasets
-    r = pxp('train', '--help')
+    r = pxp_args('train', '--help')
     assert r.returncode == 0 and '{' + ','.join(list_datasets()) + '}' in r.stdout and '--download' in r.stdout
-    r = pxp('train', '--dataset', 'mnist')
+    r = pxp_args('train', '--dataset', 'mnist')
     assert r.returncode == 2 and "invalid choice: 'mnist'" in r.stderr

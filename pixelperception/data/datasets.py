@@ -204,6 +204,20 @@ class TensorObjectMask(TensorMask):
         return show_image(rgba, ctx=ctx, **kwargs)
 
 # %% ../../nbs/15_data.datasets.ipynb #a3ef3176
+def _nbytes(o): return sum(map(_nbytes, o)) if isinstance(o, (list, tuple)) else 0 if o is None else o.nbytes if isinstance(o, np.ndarray) else o.numel()*o.element_size()
+
+class _Memo:
+    "Items kept in this process's memory up to `mb` MiB: the first ones to come are kept and none is evicted, so a shuffled epoch never thrashes"
+    def __init__(self, mb:float): self.mb, self.used, self.items = mb, 0, {}
+    def get(self, k): return self.items.get(k)
+    def put(self, k, v):
+        if self.used + (n := _nbytes(v)) <= self.mb * 2**20: self.items[k] = v; self.used += n
+        return v
+
+def _compact(g:np.ndarray) -> np.ndarray:
+    "An id map in the smallest of int16/int32 that holds it (as the superpixel cache stores it)"
+    return g.astype(np.int16 if not g.size or g.max() < 2**15 - 1 else np.int32)
+
 class SuperpixelDataset(torch.utils.data.Dataset):
     "Items -> (TensorImage [3,H,W] in [0,1], TensorGroups [H,W], TensorCategory[, TensorMask [H,W]]) with joint transforms"
     n_inp = 2
@@ -217,7 +231,9 @@ class SuperpixelDataset(torch.utils.data.Dataset):
                  color_aug:float=0.5, # colour jitter intensity (training only)
                  with_masks:bool=False, # also return the ground-truth object mask
                  labeled:bool=True, # also return the label (False: new images to predict, fastai's test items)
+                 ram_cache_mb:float=2048, # decoded images and superpixel maps kept in memory, in MiB (0: none): later epochs read no file
                 ):
+        check_number('ram_cache_mb', ram_cache_mb, 0)
         if sp_mode not in ('cached', 'faithful'): raise ValueError(f"sp_mode must be 'cached' or 'faithful', got {sp_mode!r}")
         check_slic_args(n_segments, compactness)
         if with_masks and items.masks is None: raise ValueError("with_masks=True but this split has no ground-truth masks")
@@ -226,6 +242,10 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         self.geo = geometric_tfms(policy, size, train)
         self.color = color_tfm(color_aug) if train else None
         self.vocab = CategoryMap(list(items.vocab), sort=False)   # a fastai vocabulary: Interpretation and `plot_top_losses` read its names and length
+        self._memo = _Memo(ram_cache_mb)
+
+    def __getstate__(self):   # a copy or a pickle (`new_empty`, `Learner.export`, spawned workers) starts with an empty memory cache
+        return {**self.__dict__, '_memo': _Memo(self._memo.mb)}
 
     def __len__(self): return len(self.items)
 
@@ -237,24 +257,31 @@ class SuperpixelDataset(torch.utils.data.Dataset):
     def _segment(self, img_t):
         return slic_groups(img_t.permute(1, 2, 0).numpy(), self.n_segments, self.compactness)
 
-    def __getitem__(self, i):
+    def _load(self, i):
+        "What item i's random transforms start from (the decoded image, its raw map where cached, its masks); for evaluation the finished item. Kept in memory"
+        if (hit := self._memo.get(i)) is not None: return hit
         img = self.items.image(i)
         img_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         ms = [tv_tensors.Mask(torch.from_numpy(self.items.mask(i)))] if self.with_masks else []
         if ms and ms[0].shape != img_t.shape[1:]:
             raise ValueError(f"mask of {self.items.srcs[i]} is {tuple(ms[0].shape)} but the image is {tuple(img_t.shape[1:])}: masks must match their images")
-        fn, tag = self.items.key(i)
-        if self.sp_mode == 'cached' and self.train:
-            g = self._cached(fn, self.cache_tag(i), lambda: img)
-            img_t, gm, *ms = self.geo((img_t, tv_tensors.Mask(torch.from_numpy(g + 1)), *ms))
-            g = relabel(gm.numpy())
-            if self.color is not None: img_t = self.color(img_t)
-        else:
+        fn, g = self.items.key(i)[0], None
+        if not self.train:   # deterministic: the finished item is kept
             img_t, *ms = self.geo((img_t, *ms))   # a tuple in, a tuple out (even without masks)
+            g = self._segment(img_t) if self.cache is None else self._cached(fn, self.cache_tag(i), lambda: img_t.permute(1, 2, 0).numpy())
+        elif self.sp_mode == 'cached': g = self._cached(fn, self.cache_tag(i), lambda: img)
+        return self._memo.put(i, (img_t, None if g is None else _compact(g), ms))
+
+    def __getitem__(self, i):
+        img_t, g, ms = self._load(i)
+        if self.train:   # the random transforms, every time
+            if self.sp_mode == 'cached':
+                img_t, gm, *ms = self.geo((img_t, tv_tensors.Mask(torch.from_numpy(g.astype(np.int64) + 1)), *ms))
+                g = relabel(gm.numpy())
+            else: img_t, *ms = self.geo((img_t, *ms))
             if self.color is not None: img_t = self.color(img_t)
-            if self.train or self.cache is None: g = self._segment(img_t)
-            else: g = self._cached(fn, self.cache_tag(i), lambda: img_t.permute(1, 2, 0).numpy())
-        out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g)))
+            if self.sp_mode != 'cached': g = self._segment(img_t)
+        out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g.astype(np.int64))))
         if self.labeled: out += (TensorCategory(self.items.labels[i]),)
         return out + tuple(TensorObjectMask(m.as_subclass(torch.Tensor).bool()) for m in ms)
 
@@ -574,6 +601,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             download:bool=False, # cifar10: download with torchvision
             mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
             max_train:int=None, # train on at most this many images, the same number per class (seeded): quick runs
+            ram_cache_mb:float=2048, # per split: decoded images and superpixel maps kept in memory, in MiB (0: none)
            ) -> DataLoaders:
     "Train/valid fastai `DataLoaders` of `(x, groups, y)` batches for a named dataset"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)   # 0 is not 'the default'
@@ -584,7 +612,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     if tr.vocab != va.vocab: raise ValueError(f"train classes {tr.vocab} differ from validation classes {va.vocab}")
     if max_train is not None: tr = subset_items(tr, max_train, seed)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
-    common = dict(size=size, policy=policy, n_segments=n_segments, compactness=compactness, cache=cache)
+    common = dict(size=size, policy=policy, n_segments=n_segments, compactness=compactness, cache=cache, ram_cache_mb=ram_cache_mb)
     dstr = SuperpixelDataset(tr, train=True, sp_mode=sp_mode, color_aug=color_aug, **common)
     dsva = SuperpixelDataset(va, train=False, **common)
     for ds in (dstr, dsva): fill_superpixel_cache(ds)
@@ -606,6 +634,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
                 build:bool=True, # build a missing built-in dataset; False (evaluation): say how instead
                 items:Items=None, # evaluate these images with the split's transforms instead of the split's own (e.g. the training photos a `max_train` run left out)
+                ram_cache_mb:float=2048, # finished items kept in memory, in MiB (0: none): a second pass over the split reads no file
                ) -> TfmdDL:
     "Deterministic evaluation loader of `(x, groups, y, mask)` batches (ground-truth masks) for a split"
     check_number('size', size, 1, integer=True, none=True); check_number('bs', bs, 1, integer=True)
@@ -614,7 +643,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='
     else: policy = dataset_policy(dataset, size, split)
     cache = SuperpixelCache(superpixel_cache_dir(data_path, cache_dir), n_segments, compactness)
     ds = SuperpixelDataset(items, size=size, policy=policy, train=False, n_segments=n_segments, compactness=compactness,
-                           cache=cache, with_masks=items.masks is not None)
+                           cache=cache, with_masks=items.masks is not None, ram_cache_mb=ram_cache_mb)
     fill_superpixel_cache(ds)
     device = device or default_device()
     dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device,

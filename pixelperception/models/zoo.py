@@ -19,9 +19,10 @@ from .cifar_resnet import CifarResNet
 from .efficientnet import imagenet_indices, restrict_head, efficientnet_lite0, load_lite0, EfficientNetSelector, LITE0_MEAN, LITE0_STD, LITE0_LATE
 
 # %% auto #0
-__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'ModelSpec', 'register_classifier', 'register_selector', 'list_classifiers',
-           'list_selectors', 'classifier_spec', 'selector_spec', 'create_classifier', 'load_strict', 'create_selector',
-           'normalization', 'input_normalization', 'small_cnn', 'CifarResNetSelector', 'cnn', 'lraspp']
+__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'VIT_MEAN', 'VIT_STD', 'ModelSpec', 'register_classifier', 'register_selector',
+           'list_classifiers', 'list_selectors', 'classifier_spec', 'selector_spec', 'create_classifier', 'load_strict',
+           'create_selector', 'normalization', 'input_normalization', 'small_cnn', 'CifarResNetSelector', 'cnn',
+           'lraspp']
 
 # %% ../../nbs/22_models.zoo.ipynb #dd4e40c2
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -229,9 +230,9 @@ def _cifar_resnet(depth, n_classes, size, pretrained=False):
 for _d in (20, 32, 44, 56, 110):
     register_classifier(f'resnet{_d}', size=32, doc=f"CIFAR ResNet-{_d} (option-A shortcuts; the shared CIFAR-10 checkpoints)", late=('layer3', 'linear'))(partial(_cifar_resnet, _d))
 
+VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)   # timm's pretrained configuration of both ViTs (tested against timm below): registering them imports no timm (1.3 s a process)
 for _n, _arch in (('vit_tiny', 'vit_tiny_patch16_224'), ('vit_base', 'vit_base_patch16_224')):
-    _s = _timm_spec(_n, _arch)
-    register_classifier(_n, _s.mean, _s.std, 224, 'timm', doc=f"timm's {_arch}", late=('blocks.11', 'norm', 'head'), imagenet=True)(_s.build)
+    register_classifier(_n, VIT_MEAN, VIT_STD, 224, 'timm', doc=f"timm's {_arch}", late=('blocks.11', 'norm', 'head'), imagenet=True)(partial(_timm_build, _arch))
 
 @register_classifier('efficientnet_lite0', LITE0_MEAN, LITE0_STD, 224, 'timm', late=LITE0_LATE, imagenet=True, load=load_lite0)
 def _lite0_classifier(n_classes, size, pretrained=False):

@@ -148,7 +148,7 @@ def _data_kwargs(cfg:RunConfig, bs:int) -> dict:
     "The `get_dls`/`get_eval_dl` arguments of a run's data options, `bs` images per batch, normalised for its classifier"
     d, (mean, std) = cfg.data, normalization(cfg.model.classifier)
     return dict(dataset=d.dataset, data_path=d.data_path, label_kind=d.label_kind, size=d.resolution, bs=bs, n_segments=d.n_segments,
-                compactness=d.compactness, workers=d.workers, seed=cfg.seed, n_train=d.n_train, n_val=d.n_val, cache_dir=d.cache_dir, mean=mean, std=std)
+                compactness=d.compactness, workers=d.workers, ram_cache_mb=d.ram_cache_mb, seed=cfg.seed, n_train=d.n_train, n_val=d.n_val, cache_dir=d.cache_dir, mean=mean, std=std)
 
 def run_learner(dls, # the run's DataLoaders (`get_dls`)
                 cfg:RunConfig, # the run's (checked) configuration

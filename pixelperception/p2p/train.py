@@ -206,12 +206,21 @@ def p2p_pretrain_classifier(self:P2PLearner) -> list:
     return self.classifier_history
 
 @patch
+def p2p_eval_dl(self:P2PLearner, # the run's Learner
+                done:bool=False, # the last use: forget the loader (it never travels with the Learner)
+               ):
+    "The run's evaluation batches (`get_eval_dl`), built once: the black box and the evaluation share the loader and the items it keeps in memory"
+    edl = getattr(self, '_eval_dl', None) or get_eval_dl(**_data_kwargs(self.run_config, self.run_config.data.batch_size))
+    self._eval_dl = None if done else edl
+    return edl
+
+@patch
 def p2p_black_box(self:P2PLearner) -> dict:
     "Phase 0, for a classifier with pretrained or given weights: the black box P2P is made from, on the whole evaluation images (its accuracy is what P2P's is compared with)"
     c = self.run_config
     self.black_box = None
     if c.model.pretrained or c.model.model_path:
-        edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))
+        edl = self.p2p_eval_dl()
         with eval_precision(self.model, c.precision): self.black_box = evaluate_whole(self.model.classifier, edl, parse_deltas(c.model.certainty))
     return self.black_box
 
@@ -233,7 +242,7 @@ def p2p_evaluate(self:P2PLearner) -> dict:
         if c.train.recalibrate: recalibrate_bn_sharded(self.model, self.dls.train, n_batches=max(100 // n_proc, 1), tau_power=c.train.tau_power)   # ~100 batches suffice
         broadcast_model(self.model)   # every process evaluates exactly the model rank 0 saves
         t_recal = time.time()
-        edl = get_eval_dl(**_data_kwargs(c, c.data.batch_size))   # global-batch evaluation batches, shared among the processes
+        edl = self.p2p_eval_dl(done=True)   # global-batch evaluation batches, shared among the processes
         res = evaluate_p2p_sharded(self.model, edl, deltas if c.model.use_dynamic_threshold else deltas[:1])
     t_eval = time.time()
     names = [n for n in self.recorder.metric_names[1:] if n != 'time']

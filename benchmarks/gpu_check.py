@@ -26,6 +26,7 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
      (pretrained weights, external datasets) are skipped: GPU machines here are offline (--all-notebooks runs them).
   7. (last, where at least 60 s of the budget are left) check 1 in bf16 with the classifier compiled (`torch.compile`, as
      `pxp train --compile`): images/s and the ratio to eager bf16.
+  8. (GPU only, where 60 s are left) the same with CUDA graphs (`pxp train --compile --compile-mode reduce-overhead`).
 Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU (ViT-Tiny at 64 px, P2P at 64 px batch
 4, `pxp train` at 32 px in fp32 only, the real-data run on 60 images), in about 3 minutes on 2 cores. Each check has a time budget and catches its own
 errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
@@ -176,7 +177,7 @@ def p2p_batch(size, bs, device, data_path):
         _batches[key] = x[:bs], groups[:bs], y[:bs], len(dl.dataset.vocab)
     return _batches[key]
 
-def p2p_steps(c, precision, device, data_path, ref=None, compiled=False, vs='fp32'):
+def p2p_steps(c, precision, device, data_path, ref=None, compiled=False, vs='fp32'):   # compiled: False, True, or a torch.compile mode
     "Optimiser steps of a P2P model (the `cpu` recipe's model and losses), its classifier compiled (`torch.compile`, as `pxp train --compile`) if asked: images/s"
     from pixelperception.p2p.learner import p2p_model
     from pixelperception.config import ModelConfig
@@ -189,7 +190,7 @@ def p2p_steps(c, precision, device, data_path, ref=None, compiled=False, vs='fp3
     torch.manual_seed(0)
     model = p2p_model(n_classes, size=c['size'], **mkw).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    if compiled: model.classifier.compile()   # what `CompileClassifier` does for `pxp train --compile`; compiled in the warm-up
+    if compiled: model.classifier.compile(mode=compiled if isinstance(compiled, str) else 'default')   # what `CompileClassifier` does for `pxp train --compile [--compile-mode M]`; compiled in the warm-up
     def step():
         tau = torch.empty(len(x), device=device).uniform_(0.05, 1.)
         with _autocast(device, precision):
@@ -446,6 +447,10 @@ def main(argv=None):
         # last, on the idle device again, where time is left (compiling takes tens of seconds): check 1 with the classifier compiled
         checks(f"{p2p_name} bf16 autocast, classifier compiled", 60,
                lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref16 or None, compiled=True, vs='bf16 eager'))
+        def cuda_graphs():
+            if not gpu: raise Skip("CUDA graphs need a GPU (on a CPU this mode compiles as check 7)")
+            return p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref16 or None, compiled='reduce-overhead', vs='bf16 eager')
+        checks(f"{p2p_name} bf16 autocast, classifier compiled with CUDA graphs (--compile-mode reduce-overhead)", 60 if gpu else 0, cuda_graphs)
     finally:
         if not a.keep: shutil.rmtree(work, ignore_errors=True)
         else: print(f"kept {work}", file=sys.stderr)

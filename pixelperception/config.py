@@ -14,15 +14,16 @@ from fastcore.basics import patch
 from .files import PxpError
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LABEL_KINDS', 'LR_SCHEDULES', 'CLASSIFIER_LAYERS', 'RENAMED_OPTIONS', 'CONFIG_GROUPS', 'RECIPE_OPTIONS',
-           'option', 'precision_option', 'batch_size_option', 'experiment_option', 'progress_option', 'DataConfig',
-           'ModelConfig', 'TrainConfig', 'RunConfig', 'option_fields', 'renamed_options', 'configured']
+__all__ = ['PRECISIONS', 'LABEL_KINDS', 'LR_SCHEDULES', 'CLASSIFIER_LAYERS', 'COMPILE_MODES', 'RENAMED_OPTIONS', 'CONFIG_GROUPS',
+           'RECIPE_OPTIONS', 'option', 'precision_option', 'batch_size_option', 'experiment_option', 'progress_option',
+           'DataConfig', 'ModelConfig', 'TrainConfig', 'RunConfig', 'option_fields', 'renamed_options', 'configured']
 
 # %% ../nbs/04_config.ipynb #f0d0ac7f
 PRECISIONS = {'auto': None, 'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}   # mixed precision: name -> autocast dtype ('auto': the hardware decides, `resolve_precision`)
 LABEL_KINDS = ('object', 'scene')                # what the labels of the synthetic images and of BAM name
 LR_SCHEDULES = ('one_cycle', 'constant')         # the P2P epochs' learning-rate schedules
 CLASSIFIER_LAYERS = ('all', 'late', 'none')      # which classifier layers learn (`freeze_classifier`)
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')   # torch.compile's modes (`compile_mode`)
 RENAMED_OPTIONS = dict(target='label_kind', show='progress')      # old option name -> new: old config.json files are read with the new name
 
 def option(default, # the value when neither a recipe nor the user sets it
@@ -136,6 +137,8 @@ class TrainConfig:
                                    recipe=True, choices=CLASSIFIER_LAYERS)
     recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training (the layers that learn)", recipe=True)
     compile:bool = option(False, "train with the classifier compiled by torch.compile (inductor; eager again for evaluation); a warning and eager training where no compiler can run")
+    compile_mode:str = option('default', "torch.compile's mode with --compile: 'reduce-overhead' replays CUDA graphs on a GPU (fewer kernel launches per step; on a CPU as 'default'), 'max-autotune' searches faster kernels (longer to compile)",
+                              choices=COMPILE_MODES)
     time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)
 
 # %% ../nbs/04_config.ipynb #b2f943d0

@@ -13,6 +13,9 @@ if run 1; then
   ruff check   # unused imports, redefinitions, undefined names ([tool.ruff] in pyproject.toml)
 fi
 if run 2; then
+  export PXP_STEP2_LOG; PXP_STEP2_LOG=$(mktemp)   # what this step printed: pytest's check that it is quiet reads it instead of running it again
+  trap 'rm -f "$PXP_STEP2_LOG"' EXIT
+  {
   if command -v quarto >/dev/null; then
     echo "== 2/4 docs pre-processing (nbdev-proc-nbs; rendering the site: nbdev-docs)"
     python tools/check_imports.py
@@ -22,10 +25,12 @@ if run 2; then
     python tools/check_imports.py
     python -c "from nbdev.serve import proc_nbs; proc_nbs()"
   fi
+  } 2>&1 | tee "$PXP_STEP2_LOG"
 fi
 if run 3; then
-  echo "== 3/4 notebook tests (nbdev-test, 2 workers; cells flagged slow/cuda/notest are skipped)"
-  nbdev-test --n-workers 2 --timing
+  echo "== 3/4 notebook tests (nbdev-test, 2 workers of one thread each; cells flagged slow/cuda/notest are skipped)"
+  # one thread per notebook (unless it sets its own): two workers of two threads each on a 2-core machine spin against each other (1.25x slower, measured)
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nbdev-test --n-workers 2 --timing
 fi
 if run 4; then
   echo "== 4/4 pytest"

@@ -283,7 +283,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
             if self.sp_mode != 'cached': g = self._segment(img_t)
         out = (TensorImage(img_t.as_subclass(torch.Tensor).float() / 255), TensorGroups(torch.from_numpy(g.astype(np.int64))))
         if self.labeled: out += (TensorCategory(self.items.labels[i]),)
-        return out + tuple(TensorObjectMask(m.as_subclass(torch.Tensor).bool()) for m in ms)
+        return out + tuple(TensorObjectMask(m.as_subclass(torch.Tensor).to(torch.bool, copy=True)) for m in ms)   # a copy: the kept mask stays as it was
 
     def cache_tag(self, i):
         "The tag under which item i's superpixels are cached ('raw': before the random training transforms; else after the evaluation ones), None where they are not"

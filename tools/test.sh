@@ -28,9 +28,9 @@ if run 2; then
   } 2>&1 | tee "$PXP_STEP2_LOG"
 fi
 if run 3; then
-  echo "== 3/4 notebook tests (nbdev-test, 2 workers of one thread each; cells flagged slow/cuda/notest are skipped)"
-  # one thread per notebook (unless it sets its own): two workers of two threads each on a 2-core machine spin against each other (1.25x slower, measured)
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nbdev-test --n-workers 2 --timing
+  echo "== 3/4 notebook tests (nbdev-test, 2 workers; cells flagged slow/cuda/notest are skipped)"
+  # not OMP_NUM_THREADS=1: faster on five middle notebooks (1.25x), but the whole step took 690 s against 650 s, the last tutorials running alone on one core
+  nbdev-test --n-workers 2 --timing
 fi
 if run 4; then
   echo "== 4/4 pytest"

@@ -24,7 +24,7 @@ from ..core import Registry, progress_bar
 from ..config import LABEL_KINDS
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
-from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args, with_group_count
+from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args, with_group_count, compact_ids
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
@@ -214,10 +214,6 @@ class _Memo:
         if self.used + (n := _nbytes(v)) <= self.mb * 2**20: self.items[k] = v; self.used += n
         return v
 
-def _compact(g:np.ndarray) -> np.ndarray:
-    "An id map in the smallest of int16/int32 that holds it (as the superpixel cache stores it)"
-    return g.astype(np.int16 if not g.size or g.max() < 2**15 - 1 else np.int32)
-
 class SuperpixelDataset(torch.utils.data.Dataset):
     "Items -> (TensorImage [3,H,W] in [0,1], TensorGroups [H,W], TensorCategory[, TensorMask [H,W]]) with joint transforms"
     n_inp = 2
@@ -268,9 +264,9 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         fn, g = self.items.key(i)[0], None
         if not self.train:   # deterministic: the finished item is kept
             img_t, *ms = self.geo((img_t, *ms))   # a tuple in, a tuple out (even without masks)
-            g = self._segment(img_t) if self.cache is None else self._cached(fn, self.cache_tag(i), lambda: img_t.permute(1, 2, 0).numpy())
+            g = self._cached(fn, self.cache_tag(i), lambda: img_t.permute(1, 2, 0).numpy())   # SLIC of the evaluation image, from the cache where there is one
         elif self.sp_mode == 'cached': g = self._cached(fn, self.cache_tag(i), lambda: img)
-        return self._memo.put(i, (img_t, None if g is None else _compact(g), ms))
+        return self._memo.put(i, (img_t, None if g is None else compact_ids(g), ms))
 
     def __getitem__(self, i):
         img_t, g, ms = self._load(i)

@@ -18,7 +18,8 @@ from ..core import plain_tensor
 
 # %% auto #0
 __all__ = ['relabel', 'check_slic_args', 'slic_groups', 'with_group_count', 'plain_groups', 'group_sizes', 'group_pool',
-           'to_pixels', 'as_fill', 'hide_pixels', 'boundaries', 'TensorGroups', 'show_groups', 'SuperpixelCache']
+           'to_pixels', 'as_fill', 'hide_pixels', 'boundaries', 'TensorGroups', 'show_groups', 'compact_ids',
+           'SuperpixelCache']
 
 # %% ../../nbs/10_data.superpixels.ipynb #6db18842
 def relabel(groups:np.ndarray # integer map of any shape
@@ -198,6 +199,11 @@ def show_groups(img, # un-normalised image, HxWx3 array or [3,H,W] tensor in [0,
     return TensorGroups(torch.as_tensor(np.asarray(groups))).show(ctx=ctx, color=color)
 
 # %% ../../nbs/10_data.superpixels.ipynb #c0b509d5
+def compact_ids(g:np.ndarray # an id map of ids >= 0
+               ) -> np.ndarray: # the same map as int16 (int32 where an id passes 32000): how maps are stored on disk and kept in memory
+    "An id map in the smaller integer type that holds it"
+    return g.astype(np.int32 if g.size and g.max() > 32000 else np.int16)
+
 class SuperpixelCache:
     "On-disk cache of SLIC maps keyed by image file, SLIC parameters and a pipeline tag; atomic writes"
     def __init__(self, path, # cache folder (created on first write)
@@ -226,7 +232,7 @@ class SuperpixelCache:
             except (ValueError, OSError, EOFError): pass   # unreadable: recompute and overwrite
         self.misses += 1
         g = slic_groups(img_fn(), self.n_segments, self.compactness)
-        small = g.astype(np.int32 if g.max() > 32000 else np.int16)
+        small = compact_ids(g)
         def _save(t):
             with open(t, 'wb') as f: np.save(f, small)
         atomic_write(p, _save)

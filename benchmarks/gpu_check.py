@@ -9,6 +9,8 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
   1. P2P training steps (forward + backward + Adam, the sparsity and score-function losses of `SparsityCallback`) with
      an LR-ASPP selector and a ResNet-18 classifier at 224 px, batch 64, on built-in images with their SLIC
      superpixels, fp32 and bf16 autocast: images/s and peak GPU memory.
+  1b. That batch's trip to the device through `SuperpixelDL` (`to_device`, then `after_batch`): ms per batch with the
+     superpixel map sent as int64 against narrowed to int16 and widened on the device, and that both give one batch.
   2. MoXI in token mode (`TokenMasker`) on a timm ViT-B/16 at 224 px with random weights, fp32 and bf16 autocast:
      masked forward passes per second over MoXI's greedy steps (the full order of 196 tokens when it fits the time
      budget, else the steps done), and the bf16 speed-up on the steps both precisions ran.
@@ -24,9 +26,9 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
   6. nbdev's runner: `nbdev-test --flags cuda` runs a `#| cuda` cell (a throw-away notebook), then one row per
      notebook of nbs/ holding `#| cuda` cells, run with that flag. Notebooks whose cuda cells need downloads
      (pretrained weights, external datasets) are skipped: GPU machines here are offline (--all-notebooks runs them).
-  7. (last, where at least 60 s of the budget are left) check 1 in bf16 with the classifier compiled (`torch.compile`, as
-     `pxp train --compile`): images/s and the ratio to eager bf16.
-  8. (GPU only, where 60 s are left) the same with CUDA graphs (`pxp train --compile --compile-mode reduce-overhead`).
+  7. (last, where at least 90 s of the budget are left) check 1 in bf16 with the classifier and the selector's encoder
+     compiled (`torch.compile`, as `pxp train --compile`): images/s and the ratio to eager bf16.
+  8. (GPU only, where 90 s are left) the same with CUDA graphs (`pxp train --compile --compile-mode reduce-overhead`).
 Without a GPU (or with --smoke) the same functions run at tiny sizes on the CPU (ViT-Tiny at 64 px, P2P at 64 px batch
 4, `pxp train` at 32 px in fp32 only, the real-data run on 60 images), in about 3 minutes on 2 cores. Each check has a time budget and catches its own
 errors; tracebacks of failed checks follow the table on stderr, and the exit status is 1 when a check failed.
@@ -178,7 +180,7 @@ def p2p_batch(size, bs, device, data_path):
     return _batches[key]
 
 def p2p_steps(c, precision, device, data_path, ref=None, compiled=None, vs='fp32'):   # compiled: None (eager) or a torch.compile mode
-    "Optimiser steps of a P2P model (the `cpu` recipe's model and losses), its classifier compiled (`torch.compile`, as `pxp train --compile`) if asked: images/s"
+    "Optimiser steps of a P2P model (the `cpu` recipe's model and losses), its classifier and selector's encoder compiled (`torch.compile`, as `pxp train --compile`) if asked: images/s"
     from pixelperception.p2p.learner import p2p_model
     from pixelperception.config import ModelConfig
     from pixelperception.p2p.loss import kept_fraction, sparsity_penalty, score_function_loss
@@ -190,7 +192,8 @@ def p2p_steps(c, precision, device, data_path, ref=None, compiled=None, vs='fp32
     torch.manual_seed(0)
     model = p2p_model(n_classes, size=c['size'], **mkw).to(device).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    if compiled: model.classifier.compile(mode=compiled)   # what `CompileClassifier` does for `pxp train --compile [--compile-mode M]`; compiled in the warm-up
+    if compiled:   # what `CompileClassifier(selector=True)` does for `pxp train --compile [--compile-mode M]`; compiled in the warm-up
+        model.classifier.compile(mode=compiled); model.selector.encode = torch.compile(model.selector.encode, mode=compiled)
     def step():
         tau = torch.empty(len(x), device=device).uniform_(0.05, 1.)
         with _autocast(device, precision):
@@ -218,6 +221,29 @@ def p2p_steps(c, precision, device, data_path, ref=None, compiled=None, vs='fp32
     model = opt = None   # free the GPU memory (the closure `step` shares these names, so they are reset rather than deleted)
     if device.type == 'cuda': torch.cuda.empty_cache()
     return fig, v
+
+def map_transfer(c, device, data_path, reps=20):
+    "A batch's trip to the device through `SuperpixelDL` (`to_device`, then `after_batch`): the superpixel map as int64, or narrowed to int16 and widened on arrival"
+    from fastai.torch_core import to_device
+    p2p_batch(c['size'], c['bs'], device, data_path)   # builds the data
+    from pixelperception.data.datasets import get_eval_dl
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        dl = get_eval_dl(data_path=data_path, size=c['size'], bs=c['bs'], n_train=1, n_val=math.ceil(c['bs'] / 10), device=device)
+    items = [dl.dataset[i] for i in range(min(c['bs'], len(dl.dataset)))]
+    ms, out = {}, {}
+    for narrow in (False, True):
+        dl.narrow_groups = narrow
+        b = dl.create_batch(items)
+        for _ in range(2): dl.after_batch(to_device(b, device))   # warm-up
+        _sync(device); t0 = time.time()
+        for _ in range(reps): out[narrow] = dl.after_batch(to_device(b, device))
+        _sync(device); ms[narrow] = (time.time() - t0) / reps * 1e3
+    (x0, g0, *_), (x1, g1, *_) = out[False], out[True]
+    if g1.dtype != torch.long or not torch.equal(g0, g1) or not torch.equal(x0, x1) or g0.n_groups != g1.n_groups:
+        raise CheckFailed(f"the narrowed batch differs after widening (dtype {g1.dtype})")
+    mb = lambda g: g.numel() * g.element_size() / 1e6
+    fig = f"{ms[False]:.2f} ms int64 map ({mb(g0):.1f} MB) → {ms[True]:.2f} ms int16 ({mb(g0)/4:.1f} MB): ×{ms[False]/ms[True]:.2f}, same batch"
+    return fig, dict(ms_int64=ms[False], ms_int16=ms[True], batch=len(items), map_mb_int64=mb(g0))
 
 # ---------------------------------------------------------------- 2. MoXI, token mode
 def moxi_steps(c, precision, device, ref=None):
@@ -429,6 +455,7 @@ def main(argv=None):
         ref = checks(f"{name} fp32", 20, lambda: p2p_steps(capped(p), 'fp32', device, work/'data'))
         ref16 = checks(f"{name} bf16 autocast", 20, lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref or None))
         p2p_name = name
+        checks(f"a {p['size']}px batch of {p['bs']} to the device, superpixel map int64 vs int16 (SuperpixelDL)", 10, lambda: map_transfer(p, device, work/'data'))
         name = f"MoXI token mode {m['arch']} {m['size']}px, {m['n_images']} images"
         ref = checks(f"{name} fp32", 20, lambda: moxi_steps(capped(m), 'fp32', device))
         checks(f"{name} bf16 autocast", 20, lambda: moxi_steps(capped(m), 'bf16', device, ref=ref or None))
@@ -444,13 +471,13 @@ def main(argv=None):
         for nb, cells in cuda_notebooks():
             checks(f"notebook {nb.relative_to(ROOT/'nbs')}", 30 if gpu and not needs_external(cells) else 0,
                    lambda: nbdev_notebook(nb, cells, gpu, a.all_notebooks, env, min(cfg['nb_timeout_s'], checks.left())))
-        # last, on the idle device again, where time is left (compiling takes tens of seconds): check 1 with the classifier compiled
-        checks(f"{p2p_name} bf16 autocast, classifier compiled", 60,
+        # last, on the idle device again, where time is left (compiling takes tens of seconds): check 1 with the classifier and selector compiled
+        checks(f"{p2p_name} bf16 autocast, classifier and selector compiled", 90,
                lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref16 or None, compiled='default', vs='bf16 eager'))
         def cuda_graphs():
             if not gpu: raise Skip("CUDA graphs need a GPU (on a CPU this mode compiles as check 7)")
             return p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref16 or None, compiled='reduce-overhead', vs='bf16 eager')
-        checks(f"{p2p_name} bf16 autocast, classifier compiled with CUDA graphs (--compile-mode reduce-overhead)", 60 if gpu else 0, cuda_graphs)
+        checks(f"{p2p_name} bf16 autocast, classifier and selector compiled with CUDA graphs (--compile-mode reduce-overhead)", 90 if gpu else 0, cuda_graphs)
     finally:
         if not a.keep: shutil.rmtree(work, ignore_errors=True)
         else: print(f"kept {work}", file=sys.stderr)

@@ -136,7 +136,8 @@ class TrainConfig:
     classifier_layers:str = option('all', "which classifier layers learn: 'all', 'late' (its last stage(s) and head: a pretrained classifier fine-tuned cheaply) or 'none' (the black box as it is)",
                                    recipe=True, choices=CLASSIFIER_LAYERS)
     recalibrate:bool = option(True, "re-estimate the classifier's BatchNorm statistics on hard masks after training (the layers that learn)", recipe=True)
-    compile:bool = option(False, "train with the classifier compiled by torch.compile (inductor; eager again for evaluation); a warning and eager training where no compiler can run")
+    compile:bool = option(False, "train with the classifier and the selector's encoder compiled by torch.compile (inductor; eager again for evaluation); a warning and eager training where no compiler can run")
+    compile_selector:bool = option(True, "with --compile, compile the selector's encoder too (false: the classifier alone)")
     compile_mode:str = option('default', "torch.compile's mode with --compile: 'reduce-overhead' replays CUDA graphs on a GPU (fewer kernel launches per step; on a CPU as 'default'), 'max-autotune' searches faster kernels (longer to compile)",
                               choices=COMPILE_MODES)
     time_budget:float = option(None, "stop after the epoch that passes this many minutes (both phases together)", recipe=True, lo=0, lo_open=True, none=True)

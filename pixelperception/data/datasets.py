@@ -15,7 +15,8 @@ from torchvision.transforms import v2
 from fastcore.basics import store_attr
 from fastai.torch_core import TensorImage, TensorMask, TensorCategory, default_device, show_image
 from matplotlib.colors import to_rgba
-from fastai.data.core import TfmdDL, DataLoaders
+from fastai.data.core import TfmdDL, DataLoaders, Transform, Pipeline
+from fastcore.foundation import L
 from fastai.data.transforms import Category, CategoryMap
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Normalize
@@ -29,9 +30,10 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, ch
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
            'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
-           'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'SuperpixelDL', 'DatasetSpec',
-           'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items', 'image_items',
-           'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl', 'inference_dls']
+           'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'WidenGroups', 'SuperpixelDL',
+           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
+           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
+           'inference_dls']
 
 # %% ../../nbs/15_data.datasets.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -289,7 +291,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
 
     def _cached(self, fn, tag, img_fn):
         if self.cache is None: return slic_groups(img_fn(), self.n_segments, self.compactness)
-        return self.cache.get(fn, img_fn, tag)
+        return self.cache.get(fn, img_fn, tag, compact=True)
 
     def decode(self, o, full=True):
         "Turn the label back into its class name for `show_batch`"
@@ -310,18 +312,38 @@ def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel ca
     for _ in progress_bar(dl, leave=False, comment='superpixels'): pass
     return len(todo)
 
+class WidenGroups(Transform):
+    "A batch's superpixel map back to int64 on its device (the first of `SuperpixelDL`'s `after_batch`): it travelled as int16 or int32"
+    order = -100   # before every other batch transform: they see int64 ids, as the dataset's items hold
+    def encodes(self, g:TensorGroups): return g if g.dtype == torch.long else g.long()   # keeps the `with_group_count` mark
+
 class SuperpixelDL(TfmdDL):
-    "A fastai `TfmdDL` whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
+    "A fastai `TfmdDL` that marks each batch's superpixel map with its G, sends the map to a GPU as int16, and whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
     def __init__(self, dataset, # the items (a fastai `Datasets` of (image, superpixels, label[, mask]))
                  bs:int=64, # images per batch
                  shuffle:bool=False, # a new order every epoch (training)
                  num_workers:int=None, # worker processes (None: fastai's default)
+                 narrow_groups:bool=None, # send maps to the device as int16 (int32 past 32000 ids), widened there: None = when the device is not the CPU
                  **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
+        ab = kwargs.get('after_batch')
+        fs = list(ab.fs if isinstance(ab, Pipeline) else L(ab))
+        kwargs['after_batch'] = fs if any(isinstance(f, WidenGroups) for f in fs) else [WidenGroups(), *fs]
+        self.narrow_groups = narrow_groups
         super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
+    def _narrows(self):
+        "Narrow this batch's map? Only where `after_batch` widens it again (a loader pickled before `WidenGroups` does not)"
+        want = getattr(self, 'narrow_groups', None)
+        if want is None: want = self.device is not None and torch.device(self.device).type != 'cpu'
+        return want and any(isinstance(f, WidenGroups) for f in self.after_batch.fs)
+    def new(self, dataset=None, cls=None, **kwargs):
+        "A loader like this one (fastai's `new`), narrowing maps as this one does unless told"
+        return super().new(dataset, cls, **{'narrow_groups': getattr(self, 'narrow_groups', None), **kwargs})
     def create_batch(self, b):
-        "Collate, then check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device"
+        "Collate, check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device; narrow it for the trip"
         b = super().create_batch(b)
-        return (b[0], with_group_count(b[1]), *b[2:])
+        g = with_group_count(b[1])
+        if self._narrows() and g.dtype == torch.long: g = g.to(torch.int16 if g.n_groups <= 32001 else torch.int32)   # a quarter of the bytes to copy
+        return (b[0], g, *b[2:])
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):
         if ctxs is None and show: ctxs = get_grid(min(max_n, len(self.dataset), self.bs), nrows=nrows, ncols=ncols, figsize=figsize)

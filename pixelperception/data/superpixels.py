@@ -202,7 +202,7 @@ def show_groups(img, # un-normalised image, HxWx3 array or [3,H,W] tensor in [0,
 def compact_ids(g:np.ndarray # an id map of ids >= 0
                ) -> np.ndarray: # the same map as int16 (int32 where an id passes 32000): how maps are stored on disk and kept in memory
     "An id map in the smaller integer type that holds it"
-    return g.astype(np.int32 if g.size and g.max() > 32000 else np.int16)
+    return g.astype(np.int32 if g.size and g.max() > 32000 else np.int16, copy=False)
 
 class SuperpixelCache:
     "On-disk cache of SLIC maps keyed by image file, SLIC parameters and a pipeline tag; atomic writes"
@@ -222,13 +222,14 @@ class SuperpixelCache:
     def get(self, fn, # image file the map belongs to
             img_fn, # function returning the un-normalised image to segment (called on a miss)
             tag:str='', # names the deterministic pipeline applied before SLIC, e.g. 'raw' or 'eval-224'
+            compact:bool=False, # the map as stored (int16, `compact_ids`) instead of int64
            ) -> np.ndarray:
         "The cached map for `fn`/`tag`, computing and storing it atomically on a miss"
         p = self.key(fn, tag)
         if p.exists():
             try:
                 g = np.load(p); self.hits += 1
-                return g.astype(np.int64)
+                return compact_ids(g) if compact else g.astype(np.int64)
             except (ValueError, OSError, EOFError): pass   # unreadable: recompute and overwrite
         self.misses += 1
         g = slic_groups(img_fn(), self.n_segments, self.compactness)
@@ -236,6 +237,6 @@ class SuperpixelCache:
         def _save(t):
             with open(t, 'wb') as f: np.save(f, small)
         atomic_write(p, _save)
-        return g
+        return small if compact else g
 
     def __repr__(self): return f"SuperpixelCache({self.path}, hits={self.hits}, misses={self.misses})"

@@ -19,7 +19,7 @@ from ..core import plain_tensor, evaluating, profile_label
 # %% auto #0
 __all__ = ['TAU_MODES', 'ESTIMATORS', 'RANK_COVERS', 'group_distribution', 'pd_jitter', 'group_cov', 'sample_group_logits',
            'relaxed_bernoulli', 'rank_logits', 'mask_input', 'mc_logits', 'check_delta', 'check_p2p_options',
-           'decode_fp32', 'P2POutput', 'P2P', 'sample_tau', 'find_tau']
+           'decode_fp32', 'P2POutput', 'search_problem', 'P2P', 'sample_tau', 'find_tau']
 
 # %% ../../nbs/40_p2p.model.ipynb #0da56218
 def group_distribution(out:Tensor, # selector output [B,num_dims,H,W]
@@ -166,6 +166,15 @@ class P2POutput(NamedTuple):
     log_prob:Tensor=None # [B,S] log-probability of each hard mask (training with `estimator='score'`)
     sample_probs:Tensor=None # [S,B,C] class probabilities of each masked image
 
+def search_problem(tau_step:float, # step of the dynamic-threshold search (None: the model's min_tau)
+                   tau_start:float, # first τ it tries (None: the step)
+                   max_tau:float, # largest τ
+                  ) -> str: # what is wrong, or '' when nothing
+    "The one check of a dynamic-threshold search: `P2P` runs it on its options, and `evaluate_run`/`explain_run` on a loaded model's new ones"
+    for k, v in (('tau_step', tau_step), ('tau_start', tau_start)):
+        if v is not None and not 0 < v <= max_tau: return f"{k} must be in (0, max_tau={max_tau}], got {v!r}"
+    return ''
+
 class P2P(nn.Module):
     "Selector + masked classifier: an image classifier that only sees the superpixels it chose to keep"
     def __init__(self, selector:nn.Module, # importance predictor with encode/decode (CNNSelector, LRASPPSelector)
@@ -189,8 +198,7 @@ class P2P(nn.Module):
                 ):
         super().__init__()
         check_p2p_options(num_monte_carlo, tau_mode, estimator, rank_cover)
-        if tau_step is not None and not 0 < tau_step <= max_tau: raise ValueError(f"tau_step must be in (0, max_tau={max_tau}], got {tau_step!r}")
-        if tau_start is not None and not 0 < tau_start <= max_tau: raise ValueError(f"tau_start must be in (0, max_tau={max_tau}], got {tau_start!r}")
+        if why := search_problem(tau_step, tau_start, max_tau): raise ValueError(why)
         self.selector, self.classifier = selector, classifier
         self.register_buffer('fill', torch.as_tensor(fill, dtype=torch.float32).reshape(3))
         attrs = dict(n_segments=n_segments, use_cov=use_cov, num_monte_carlo=num_monte_carlo,

@@ -1,4 +1,4 @@
-"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, `CPUMixedPrecision` trains in bfloat16 on a CPU, and `CompileClassifier` compiles the classifier for the training steps: the fastai callbacks `train` adds to every P2P run (the last only with `--compile`), beside the P2P callbacks of [p2p.callback](42_p2p.callback.ipynb).
+"""`ValidateEvery` spaces validation, `TimeBudget` stops a run after the epoch that passes its time, `FiniteLoss` stops a run whose loss diverges, `CPUMixedPrecision` trains in bfloat16 on a CPU, and `CompileClassifier` compiles the classifier (and the selector's encoder) for the training steps: the fastai callbacks `train` adds to every P2P run (the last only with `--compile`), beside the P2P callbacks of [p2p.callback](42_p2p.callback.ipynb).
 
 Docs: https://pixelperception.github.io/pixelperception/p2p.run_callbacks.html.md"""
 
@@ -112,27 +112,42 @@ def compile_unavailable(device) -> str:
     return '' if (cxx and shutil.which(cxx)) or any(shutil.which(c) for c in ('g++', 'c++', 'clang++')) else "no C++ compiler found (inductor's CPU code generator)"
 
 class CompileClassifier(Callback):
-    "Train with the model's `classifier` compiled by `torch.compile` in place (inductor), eager again after the fit; a warning and eager training where it cannot run"
+    "Train with the model's `classifier`, and its selector's `encode` where `selector`, compiled by `torch.compile` (inductor), eager for validation and after the fit; a warning and eager training where it cannot run"
     order = 12   # after the layout and precision callbacks (and fastai's DistributedTrainer, 11) have prepared the model
-    def __init__(self, **kwargs): self.kwargs, self.on, self.stash = kwargs, False, None   # kwargs: `torch.compile`'s (e.g. mode='max-autotune')
+    def __init__(self, selector:bool=False, # also compile the selector's encoder (`selector.encode`, most of its work)
+                 **kwargs): # `torch.compile`'s (e.g. mode='max-autotune')
+        self.selector, self.kwargs, self.on, self.compiled = selector, kwargs, False, None
     @property
-    def clf(self): return getattr(self.learn.model, 'module', self.learn.model).classifier   # under DistributedDataParallel: its module's
+    def net(self): return getattr(self.learn.model, 'module', self.learn.model)   # under DistributedDataParallel: its module
+    @property
+    def clf(self): return self.net.classifier
+    def _use(self, compiled:bool):
+        "Route the calls through the compiled code, or eagerly (`nn.Module.compile` and an instance's method have no public undo)"
+        self.clf._compiled_call_impl = self.compiled[0] if compiled else None
+        if self.compiled[1] is None: return
+        if compiled: self.net.selector.encode = self.compiled[1]   # an instance attribute over the class's method
+        else: self.net.selector.__dict__.pop('encode', None)
     def before_fit(self):
         why = compile_unavailable(getattr(self.dls, 'device', None) or next(self.clf.parameters()).device)
         if why:
             warnings.warn(f"compile: {why}; training without compiling (install it, or leave --compile off)")
             return
+        sel = getattr(self.net, 'selector', None)
+        if self.selector and not callable(getattr(sel, 'encode', None)):
+            warnings.warn("compile: the model has no selector with an `encode` method; compiling its classifier only")
         # a graph that fails to compile runs eagerly instead of stopping the run (for this fit only)
         self.suppress, torch._dynamo.config.suppress_errors = torch._dynamo.config.suppress_errors, True
         self.clf.compile(**self.kwargs)
-        self.on = True
+        enc = torch.compile(sel.encode, **self.kwargs) if self.selector and callable(getattr(sel, 'encode', None)) else None
+        self.compiled, self.on = (self.clf._compiled_call_impl, enc), True
+        self._use(True)
     # validation masks ever smaller subsets of a batch (the τ search): eager, as evaluation after the fit
     def before_validate(self):
-        if self.on: self.stash, self.clf._compiled_call_impl = self.clf._compiled_call_impl, None
+        if self.on: self._use(False)
     def after_validate(self):
-        if self.stash is not None: self.clf._compiled_call_impl, self.stash = self.stash, None
+        if self.on: self._use(True)
     def after_fit(self):
         if self.on:
-            self.clf._compiled_call_impl = None   # `nn.Module.compile` has no public undo: eager again
+            self._use(False)
             torch._dynamo.config.suppress_errors = self.suppress
         self.on = False

@@ -22,7 +22,7 @@ from ..files import new_run_dir
 from ..evaluation.report import write_report
 from ..evaluation.metrics import fidelity_curves
 from ..evaluation.plots import plot_curves, show_selection
-from .model import mask_input
+from .model import mask_input, search_problem
 from ..files import atomic_write, removed_on_error, PxpError, check_number, read_json, load_torch, load_matching, first_line, process_record, process_state
 from ..distributed import init_distributed, is_rank0, rank0_first, broadcast_object
 from .evaluate import evaluate_p2p_sharded, evaluate_whole, black_box_share
@@ -170,10 +170,8 @@ def _set_search(model, **given):
     "Override a loaded model's dynamic-threshold search with the values given (tau_step, max_tau, tau_start), then check that its step and start fit under max_tau"
     for k, v in given.items():
         if v is not None: setattr(model, k, v)
-    if model.dynamic and model.search_step > model.max_tau:
-        raise PxpError(f"the search step {model.search_step} is larger than max_tau={model.max_tau}", "pass a max_tau of at least the step, or a smaller tau_step")
-    if model.dynamic and (getattr(model, 'tau_start', None) or 0) > model.max_tau:
-        raise PxpError(f"the search would start at tau_start={model.tau_start}, past max_tau={model.max_tau}", "pass a tau_start of at most max_tau")
+    if model.dynamic and (why := search_problem(model.search_step, getattr(model, 'tau_start', None), model.max_tau)):
+        raise PxpError(why, "pass a max_tau of at least the search step and tau_start, or a smaller tau_step or tau_start")
 
 def evaluate_run(run_dir:Path, # a folder written by `train`
                  certainty:str='0.8,0.9,0.95,0.99', # certainty levels δ, comma-separated

@@ -159,7 +159,7 @@ def run_learner(dls, # the run's DataLoaders (`get_dls`)
     t, m = cfg.train, cfg.model
     mean, std = normalization(m.classifier)
     learn = p2p_learner(dls, t, m, seed=cfg.seed, checkpoint=cfg.checkpoint, path=path,
-                        cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *([CompileClassifier(mode=t.compile_mode)] if t.compile else []),
+                        cbs=[ValidateEvery(t.validate_per_epoch), TimeBudget(t.time_budget), FiniteLoss(cfg.precision), *([CompileClassifier(selector=t.compile_selector, mode=t.compile_mode)] if t.compile else []),
                              *(cbs or [])],
                         delta=parse_deltas(m.certainty)[0], mean=mean, std=std)   # n_segments: from the data
     _to_precision(learn, cfg.precision)

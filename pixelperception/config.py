@@ -69,7 +69,7 @@ class DataConfig:
     resolution:int = option(None, "image side (default: 64 synthetic, 32 CIFAR-10, 224 otherwise)", recipe=True, lo=16, integer=True, none=True,
                             fix="pass the image side in pixels (e.g. 32 or 64), or leave it out for the dataset's default")
     batch_size:int = batch_size_option(64, "images per optimiser step, over all processes (each of N processes loads batch_size/N)", recipe=True)
-    workers:int = option(0, "data-loader worker processes", lo=0, integer=True)
+    workers:int = option(None, "data-loader worker processes (default: none on a CPU, where they would take the model's cores; for a GPU one per core, up to 8)", lo=0, integer=True, none=True)
     ram_cache_mb:float = option(2048., "per split: decoded images and superpixel maps kept in memory, in MiB (0: none); later epochs read no file", lo=0)
     n_segments:int = option(100, "SLIC superpixels per image (approximate)", recipe=True, lo=1, integer=True)
     compactness:float = option(20., "SLIC compactness", recipe=True, lo=0, lo_open=True)

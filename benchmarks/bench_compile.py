@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback, CancelValidException
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine, machine_line
+from _machine import report
 import profile_step as ps
 
 class Clock(Callback):
@@ -80,9 +80,6 @@ def main(argv=None):
         rows.append(f"| {name} | {prec} | {e['step_s']:.3f} | {c['step_s']:.3f} | {e['step_s']/c['step_s']:.2f}× | {b['step_s']:.3f} | {e['step_s']/b['step_s']:.2f}× | "
                     f"{c['warmup_s']:.0f}, {b['warmup_s']:.0f} (eager {e['warmup_s']:.0f}) | {c['diff']:.2g} |")
         print(rows[-1], flush=True)
-    md = f"# torch.compile on a P2P training step\n\n{machine_line(machine())}\n\n{a.warmup} warm-up and {a.steps} timed steps per arm, {device}; eager is the mean of an arm before and after the compiled ones.\n\n" + '\n'.join(rows) + '\n'
-    print(md)
-    if a.out:
-        with open(a.out, 'x') as f: f.write(md)
+    report("torch.compile on a P2P training step", f"{a.warmup} warm-up and {a.steps} timed steps per arm, {device}; eager is the mean of an arm before and after the compiled ones.", rows, a.out)
 
 if __name__ == '__main__': main()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.profiler import profile, ProfilerActivity
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_line
+from _machine import report
 
 MODELS = (('cnn', 'small_cnn', 64), ('lraspp', 'resnet18', 224), ('efficientnet_lite0_cam', 'efficientnet_lite0', 224))
 
@@ -73,9 +73,6 @@ def main(argv=None):
             rows.append(f"| {sel} + {clf}, {size} px | {len(ps)} | {sum(p.numel() for p in ps)/1e6:.1f} M | {name} | {r['ms']:.1f} | "
                         f"{base['ms']/r['ms']:.2f} | {r['ops']} | {d:.1e} |")
             print(rows[-1], flush=True)
-    md = f"# The optimiser step: fastai's Adam against torch's\n\n{machine_line()}\n\n{dev}; best of 3 blocks of 10 steps, arms alternated.\n\n" + '\n'.join(rows) + '\n'
-    print(md)
-    if a.out:
-        with open(a.out, 'x') as f: f.write(md)
+    report("The optimiser step: fastai's Adam against torch's", f"{dev}; best of 3 blocks of 10 steps, arms alternated.", rows, a.out)
 
 if __name__ == '__main__': main()

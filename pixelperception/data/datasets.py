@@ -25,7 +25,7 @@ from ..core import Registry, progress_bar
 from ..config import LABEL_KINDS
 from ..files import safe_pickle_load, read_image, PxpError, check_number, read_json, binary_mask, IMG_EXTS
 from .imagenet9 import IMAGENET9_FOLDERS, imagenet9_test, load_bg_mask, build_imagenet9, imagenet9_missing
-from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args, with_group_count, compact_ids
+from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, check_slic_args, with_group_count, compact_ids, MAX_INT16_ID
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
@@ -317,6 +317,8 @@ class WidenGroups(Transform):
     order = -100   # before every other batch transform: they see int64 ids, as the dataset's items hold
     def encodes(self, g:TensorGroups): return g if g.dtype == torch.long else g.long()   # keeps the `with_group_count` mark
 
+def _widens(fs): return any(isinstance(f, WidenGroups) for f in fs)   # batch transforms that widen maps on arrival
+
 class SuperpixelDL(TfmdDL):
     "A fastai `TfmdDL` that marks each batch's superpixel map with its G, sends the map to a GPU as int16, and whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
     def __init__(self, dataset, # the items (a fastai `Datasets` of (image, superpixels, label[, mask]))
@@ -327,14 +329,14 @@ class SuperpixelDL(TfmdDL):
                  **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
         ab = kwargs.get('after_batch')
         fs = list(ab.fs if isinstance(ab, Pipeline) else L(ab))
-        kwargs['after_batch'] = fs if any(isinstance(f, WidenGroups) for f in fs) else [WidenGroups(), *fs]
+        kwargs['after_batch'] = fs if _widens(fs) else [WidenGroups(), *fs]
         self.narrow_groups = narrow_groups
         super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
     def _narrows(self):
         "Narrow this batch's map? Only where `after_batch` widens it again (a loader pickled before `WidenGroups` does not)"
         want = getattr(self, 'narrow_groups', None)
         if want is None: want = self.device is not None and torch.device(self.device).type != 'cpu'
-        return want and any(isinstance(f, WidenGroups) for f in self.after_batch.fs)
+        return want and _widens(self.after_batch.fs)
     def new(self, dataset=None, cls=None, **kwargs):
         "A loader like this one (fastai's `new`), narrowing maps as this one does unless told"
         return super().new(dataset, cls, **{'narrow_groups': getattr(self, 'narrow_groups', None), **kwargs})
@@ -342,7 +344,7 @@ class SuperpixelDL(TfmdDL):
         "Collate, check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device; narrow it for the trip"
         b = super().create_batch(b)
         g = with_group_count(b[1])
-        if self._narrows() and g.dtype == torch.long: g = g.to(torch.int16 if g.n_groups <= 32001 else torch.int32)   # a quarter of the bytes to copy
+        if self._narrows() and g.dtype == torch.long: g = g.to(torch.int16 if g.n_groups - 1 <= MAX_INT16_ID else torch.int32)   # a quarter of the bytes to copy
         return (b[0], g, *b[2:])
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):

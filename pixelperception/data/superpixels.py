@@ -17,9 +17,9 @@ from ..files import atomic_write, PxpError
 from ..core import plain_tensor
 
 # %% auto #0
-__all__ = ['relabel', 'check_slic_args', 'slic_groups', 'with_group_count', 'plain_groups', 'group_sizes', 'group_pool',
-           'to_pixels', 'as_fill', 'hide_pixels', 'boundaries', 'TensorGroups', 'show_groups', 'compact_ids',
-           'SuperpixelCache']
+__all__ = ['MAX_INT16_ID', 'relabel', 'check_slic_args', 'slic_groups', 'with_group_count', 'plain_groups', 'group_sizes',
+           'group_pool', 'to_pixels', 'as_fill', 'hide_pixels', 'boundaries', 'TensorGroups', 'show_groups',
+           'compact_ids', 'SuperpixelCache']
 
 # %% ../../nbs/10_data.superpixels.ipynb #6db18842
 def relabel(groups:np.ndarray # integer map of any shape
@@ -199,10 +199,12 @@ def show_groups(img, # un-normalised image, HxWx3 array or [3,H,W] tensor in [0,
     return TensorGroups(torch.as_tensor(np.asarray(groups))).show(ctx=ctx, color=color)
 
 # %% ../../nbs/10_data.superpixels.ipynb #c0b509d5
+MAX_INT16_ID = 32000   # maps whose ids reach past this are kept as int32, the others as int16 (`compact_ids`, a loader's trip to a GPU)
+
 def compact_ids(g:np.ndarray # an id map of ids >= 0
-               ) -> np.ndarray: # the same map as int16 (int32 where an id passes 32000): how maps are stored on disk and kept in memory
+               ) -> np.ndarray: # the same map as int16 (int32 where an id passes MAX_INT16_ID): how maps are stored on disk and kept in memory
     "An id map in the smaller integer type that holds it"
-    return g.astype(np.int32 if g.size and g.max() > 32000 else np.int16, copy=False)
+    return g.astype(np.int32 if g.size and g.max() > MAX_INT16_ID else np.int16, copy=False)
 
 class SuperpixelCache:
     "On-disk cache of SLIC maps keyed by image file, SLIC parameters and a pipeline tag; atomic writes"

@@ -133,12 +133,13 @@ class CompileClassifier(Callback):
             warnings.warn(f"compile: {why}; training without compiling (install it, or leave --compile off)")
             return
         sel = getattr(self.net, 'selector', None)
-        if self.selector and not callable(getattr(sel, 'encode', None)):
+        has_encode = callable(getattr(sel, 'encode', None))
+        if self.selector and not has_encode:
             warnings.warn("compile: the model has no selector with an `encode` method; compiling its classifier only")
         # a graph that fails to compile runs eagerly instead of stopping the run (for this fit only)
         self.suppress, torch._dynamo.config.suppress_errors = torch._dynamo.config.suppress_errors, True
         self.clf.compile(**self.kwargs)
-        enc = torch.compile(sel.encode, **self.kwargs) if self.selector and callable(getattr(sel, 'encode', None)) else None
+        enc = torch.compile(sel.encode, **self.kwargs) if self.selector and has_encode else None
         self.compiled, self.on = (self.clf._compiled_call_impl, enc), True
         self._use(True)
     # validation masks ever smaller subsets of a batch (the τ search): eager, as evaluation after the fit

@@ -63,11 +63,19 @@ def test_train_two_processes_match_one_within_noise(runs):
     _, run1, run2 = runs
     m1, m2 = (json.loads((r/'metrics.json').read_text()) for r in (run1, run2))
     h1, h2 = m1['history'][-1], m2['history'][-1]
-    assert h2['train_loss'] == pytest.approx(h1['train_loss'], rel=0.05)
-    # validation runs the dynamic-threshold search on a barely trained model, whose hard-mask loss swings with the
-    # per-process mask draws (score-function training) and BatchNorm batches: compare it loosely
+    c1, c2 = m1['classifier_history'][-1], m2['classifier_history'][-1]
+    assert c2['train_loss'] == pytest.approx(c1['train_loss'], rel=0.05)   # the whole-image phase
+    assert h2['train_loss'] == pytest.approx(h1['train_loss'], rel=0.05)   # the P2P phase
+    # the kept fraction of the soft training masks, averaged over the epoch, is a smooth function of the training
+    p1, p2 = m1['penalties'][-1], m2['penalties'][-1]
+    assert abs(p2['kept'] - p1['kept']) <= 0.1, (p1['kept'], p2['kept'])
+    # validation runs the dynamic-threshold search on a model at chance accuracy: its hard-mask loss swings with the
+    # per-process mask draws and BatchNorm batches, and its kept fraction is bimodal (certainty 0.15 is reached at the
+    # smallest tau or only near 0.4, as the near-uniform probabilities fall): over 12 seeds of the 1-process run it was
+    # 0.054-0.055 or 0.34-0.43, either way, with fastai's Adam as with torch's. So the loss is compared loosely, the kept
+    # fraction not at all; `test_evaluation_is_exact` checks the evaluation itself, bit for bit
     assert h2['valid_loss'] == pytest.approx(h1['valid_loss'], rel=0.4)
-    for k in ('accuracy', 'kept'): assert abs(h2[k] - h1[k]) <= 0.1, (k, h1[k], h2[k])
+    assert abs(h2['accuracy'] - h1['accuracy']) <= 0.1, (h1['accuracy'], h2['accuracy'])
     e1, e2 = m1['evaluation']['0.3'], m2['evaluation']['0.3']
     assert abs(e2['accuracy'] - e1['accuracy']) <= 0.1 and e2['n_images'] == e1['n_images'] == 100
 

@@ -26,12 +26,15 @@ def _place(evt):
         e = e.cpu_parent
     return 'elsewhere'
 
+ON_DEVICE = {'aten::_assert_async', 'aten::_fused_adam_', 'aten::_fused_adamw_'}   # their reads are a CPU kernel's own: see `_nested`
+
 def _nested(evt):
-    """True when a sync op runs inside another (nonzero inside unique): counted once, at the outer one; or inside
-    `torch._assert_async`, which reads its condition on a CPU but on a GPU asserts on the device without waiting"""
+    """True when a sync op runs inside another (nonzero inside unique): counted once, at the outer one; or inside an op
+    that reads a value on a CPU but on a GPU reads it on the device without waiting: `torch._assert_async` (its
+    condition), torch's fused Adam (each parameter's step counter, which lives on the parameter's device)"""
     e = evt.cpu_parent
     while e is not None:
-        if e.name in SYNC_OPS or e.name == 'aten::_assert_async': return True
+        if e.name in SYNC_OPS or e.name in ON_DEVICE: return True
         e = e.cpu_parent
     return False
 

@@ -71,3 +71,12 @@ def test_moxi_batch_no_sync_in_its_loop(bench):
     assert big.count == small.count, (small.by_place(), big.by_place())   # nothing per step
     assert big.count <= 2 and all(not ('moxi.py' in w and 'step' in w) and 'maskers.py' not in w for w in _places(big)), big.by_place()
     assert sorted(r.order[0].tolist()) == list(range(16))
+
+def test_fused_adam_reads_its_counters_on_the_device(bench):
+    "torch's fused Adam (`pxp train`'s `TorchAdam`) reads each step counter inside its kernel: a value read on a CPU, on the device on a GPU"
+    _, sy = bench
+    ps = [torch.nn.Parameter(torch.randn(3)) for _ in range(3)]
+    opt = torch.optim.Adam(ps, fused=True)
+    for p in ps: p.grad = torch.ones(3)
+    with sy.count_syncs() as s: opt.step(); ps[0].sum().item()
+    assert s.count == 1 and 'test_sync.py' in s.calls[0][1], s.by_place()   # the planted read only

@@ -82,10 +82,11 @@ def p2p_model(n_classes:int, # classes of the dataset
 class TorchAdam(OptimWrapper):
     "torch's Adam with fastai's Adam defaults behind fastai's optimiser interface: one fused kernel a step for all tensors (where the device has one), not ~24 small ops per tensor"
     def __init__(self, params, # the parameters, or fastai's parameter groups (a splitter's lists)
-                 lr:float=1e-3, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5): # fastai's names and defaults (`Adam`'s)
-        params, kw = L(params), dict(lr=lr, betas=(mom, sqr_mom), eps=eps)
+                 lr:float|slice=1e-3, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5): # fastai's names and defaults (`Adam`'s)
+        params, kw = L(params), dict(lr=1e-3, betas=(mom, sqr_mom), eps=eps)
         try: super().__init__(params, partial(torch.optim.Adam, fused=True), **kw)
         except RuntimeError: super().__init__(params, torch.optim.Adam, **kw)   # parameters on a device without a fused Adam
+        self.set_hypers(lr=lr)   # fastai's way: a number, one per group, or a slice spread over the groups (discriminative rates)
 
     def load_state_dict(self, sd:dict):
         "Load this optimiser's state dict, or one saved by fastai's `Adam` (the checkpoints of runs made before `TorchAdam`)"

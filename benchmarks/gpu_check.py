@@ -11,7 +11,8 @@ Checks, one row each (status ok / FAILED: reason / skipped: reason, a measured f
      an LR-ASPP selector and a ResNet-18 classifier at 224 px, batch 64, on built-in images with their SLIC
      superpixels, fp32 and bf16 autocast: images/s and peak GPU memory.
   1b. That batch's trip to the device through `SuperpixelDL` (`to_device`, then `after_batch`): ms per batch with the
-     superpixel map sent as int64 against narrowed to int16 and widened on the device, and that both give one batch.
+     superpixel map and images sent as int64 and float32 against narrowed to int16 and uint8 and widened on the device,
+     and that both give one batch, bit for bit.
   2. MoXI in token mode (`TokenMasker`) on a timm ViT-B/16 at 224 px with random weights, fp32 and bf16 autocast:
      masked forward passes per second over MoXI's greedy steps (the full order of 196 tokens when it fits the time
      budget, else the steps done), and the bf16 speed-up on the steps both precisions ran.
@@ -231,27 +232,28 @@ def p2p_steps(c, precision, device, data_path, ref=None, compiled=None, vs='fp32
     return fig, v
 
 def map_transfer(c, device, data_path, reps=20):
-    "A batch's trip to the device through `SuperpixelDL` (`to_device`, then `after_batch`): the superpixel map as int64, or narrowed to int16 and widened on arrival"
+    "A batch's trip to the device through `SuperpixelDL` (`to_device`, then `after_batch`): map and images as int64 and float32, or narrowed to int16 and uint8 and widened on arrival"
     from fastai.torch_core import to_device
     p2p_batch(c['size'], c['bs'], device, data_path)   # builds the data
     from pixelperception.data.datasets import get_eval_dl
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         dl = get_eval_dl(data_path=data_path, size=c['size'], bs=c['bs'], n_train=1, n_val=math.ceil(c['bs'] / 10), device=device)
     items = [dl.dataset[i] for i in range(min(c['bs'], len(dl.dataset)))]
-    ms, out = {}, {}
+    ms, out, mb = {}, {}, {}
     for narrow in (False, True):
-        dl.narrow_groups = narrow
+        dl.narrow = narrow
         b = dl.create_batch(items)
+        mb[narrow] = sum(t.numel() * t.element_size() for t in b[:2]) / 1e6   # what travels: images and map
         for _ in range(2): dl.after_batch(to_device(b, device))   # warm-up
         _sync(device); t0 = time.time()
         for _ in range(reps): out[narrow] = dl.after_batch(to_device(b, device))
         _sync(device); ms[narrow] = (time.time() - t0) / reps * 1e3
     (x0, g0, *_), (x1, g1, *_) = out[False], out[True]
-    if g1.dtype != torch.long or not torch.equal(g0, g1) or not torch.equal(x0, x1) or g0.n_groups != g1.n_groups:
-        raise CheckFailed(f"the narrowed batch differs after widening (dtype {g1.dtype})")
-    mb = lambda g: g.numel() * g.element_size() / 1e6
-    fig = f"{ms[False]:.2f} ms int64 map ({mb(g0):.1f} MB) → {ms[True]:.2f} ms int16 ({mb(g0)/4:.1f} MB): ×{ms[False]/ms[True]:.2f}, same batch"
-    return fig, dict(ms_int64=ms[False], ms_int16=ms[True], batch=len(items), map_mb_int64=mb(g0))
+    if g1.dtype != torch.long or x1.dtype != x0.dtype or not torch.equal(g0, g1) or not torch.equal(x0, x1) or g0.n_groups != g1.n_groups:
+        raise CheckFailed(f"the narrowed batch differs after widening (map {g1.dtype}, images {x1.dtype})")
+    fig = (f"{ms[False]:.2f} ms as int64 map + float32 images ({mb[False]:.1f} MB) → {ms[True]:.2f} ms as int16 + uint8 "
+           f"({mb[True]:.1f} MB): ×{ms[False]/ms[True]:.2f}, the same batch bit for bit")
+    return fig, dict(ms_wide=ms[False], ms_narrow=ms[True], batch=len(items), mb_wide=mb[False], mb_narrow=mb[True])
 
 # ---------------------------------------------------------------- 2. MoXI, token mode
 def moxi_steps(c, precision, device, ref=None):
@@ -513,7 +515,7 @@ def main(argv=None):
             ref = checks(f"{name} fp32", 20, lambda: p2p_steps(capped(p), 'fp32', device, work/'data'))
             ref16 = checks(f"{name} bf16 autocast", 20, lambda: p2p_steps(capped(p), 'bf16', device, work/'data', ref=ref or None))
             p2p_name = name
-            checks(f"a {p['size']}px batch of {p['bs']} to the device, superpixel map int64 vs int16 (SuperpixelDL)", 10, lambda: map_transfer(p, device, work/'data'))
+            checks(f"a {p['size']}px batch of {p['bs']} to the device, map and images int64/float32 vs int16/uint8 (SuperpixelDL)", 10, lambda: map_transfer(p, device, work/'data'))
             name = f"MoXI token mode {m['arch']} {m['size']}px, {m['n_images']} images"
             ref = checks(f"{name} fp32", 20, lambda: moxi_steps(capped(m), 'fp32', device))
             checks(f"{name} bf16 autocast", 20, lambda: moxi_steps(capped(m), 'bf16', device, ref=ref or None))

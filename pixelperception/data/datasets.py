@@ -30,10 +30,10 @@ from .superpixels import slic_groups, relabel, TensorGroups, SuperpixelCache, ch
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR_FILES', 'CIFAR10_CLASSES', 'POLICIES', 'SPLITS', 'black_fill', 'denormalize',
            'Items', 'folder_items', 'cifar10_items', 'load_image_folder', 'geometric_tfms', 'color_tfm',
-           'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'WidenGroups', 'SuperpixelDL',
-           'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy', 'dataset_items',
-           'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir', 'loader_workers', 'get_dls',
-           'get_eval_dl', 'inference_dls']
+           'TensorObjectMask', 'SuperpixelDataset', 'fill_superpixel_cache', 'WidenGroups', 'WidenImages',
+           'SuperpixelDL', 'DatasetSpec', 'register_dataset', 'list_datasets', 'dataset_spec', 'dataset_policy',
+           'dataset_items', 'image_items', 'SuperpixelDataLoaders', 'subset_items', 'superpixel_cache_dir',
+           'loader_workers', 'get_dls', 'get_eval_dl', 'inference_dls']
 
 # %% ../../nbs/15_data.datasets.ipynb #07f3af1f
 IMAGENET_MEAN, IMAGENET_STD = tuple(imagenet_stats[0]), tuple(imagenet_stats[1])
@@ -219,6 +219,7 @@ class _Memo:
 class SuperpixelDataset(torch.utils.data.Dataset):
     "Items -> (TensorImage [3,H,W] in [0,1], TensorGroups [H,W], TensorCategory[, TensorMask [H,W]]) with joint transforms"
     n_inp = 2
+    uint8_images = True   # its images are whole 255ths (uint8 pixels / 255), so a loader may carry them to a GPU as uint8 (`SuperpixelDL`); a subclass whose images are not sets it False
     def __init__(self, items:Items, # the split's images, labels and masks
                  size:int=64, # output side
                  policy:str='synthetic', # transform policy, see `geometric_tfms`
@@ -259,6 +260,8 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         "What item i's random transforms start from (the decoded image, its raw map where cached, its masks); for evaluation the finished item. Kept in memory"
         if (hit := self._memo.get(i)) is not None: return hit
         img = self.items.image(i)
+        if img.dtype != np.uint8:   # what makes the items' images whole 255ths (`uint8_images`)
+            raise ValueError(f"image {self.items.srcs[i] if not isinstance(self.items.srcs[i], np.ndarray) else i} is {img.dtype}: `Items` images must be HxWx3 uint8 arrays or image files")
         img_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         ms = [tv_tensors.Mask(torch.from_numpy(self.items.mask(i)))] if self.with_masks else []
         if ms and ms[0].shape != img_t.shape[1:]:
@@ -313,39 +316,51 @@ def fill_superpixel_cache(ds:SuperpixelDataset, # a dataset with a superpixel ca
     return len(todo)
 
 class WidenGroups(Transform):
-    "A batch's superpixel map back to int64 on its device (the first of `SuperpixelDL`'s `after_batch`): it travelled as int16 or int32"
+    "A batch's superpixel map back to int64 on its device (one of `SuperpixelDL`'s first batch transforms): it travelled as int16 or int32"
     order = -100   # before every other batch transform: they see int64 ids, as the dataset's items hold
     def encodes(self, g:TensorGroups): return g if g.dtype == torch.long else g.long()   # keeps the `with_group_count` mark
 
-def _widens(fs): return any(isinstance(f, WidenGroups) for f in fs)   # batch transforms that widen maps on arrival
+class WidenImages(Transform):
+    "A batch's images back to float32 in [0,1] on their device (one of `SuperpixelDL`'s first batch transforms): they travelled as uint8"
+    order = -100   # before every other batch transform (Normalize): they see the dataset's float images
+    def encodes(self, x:TensorImage):
+        if x.dtype != torch.uint8: return x
+        # divided by a tensor: a true division on a GPU as on the CPU, so the values are the items' bit for bit (a GPU
+        # divides by a Python number as a product with its reciprocal, which can differ in the last bit)
+        return x.float().div_(torch.full((), 255., device=x.device))
+
+def _has(fs, cls): return any(isinstance(f, cls) for f in fs)   # is a `cls` among the batch transforms `fs`?
 
 class SuperpixelDL(TfmdDL):
-    "A fastai `TfmdDL` that marks each batch's superpixel map with its G, sends the map to a GPU as int16, and whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
+    "A fastai `TfmdDL` that marks each batch's superpixel map with its G, sends maps to a GPU as int16 and images as uint8, and whose `show_batch` lays out (image, boundaries, label[, mask]) on a grid"
     def __init__(self, dataset, # the items (a fastai `Datasets` of (image, superpixels, label[, mask]))
                  bs:int=64, # images per batch
                  shuffle:bool=False, # a new order every epoch (training)
                  num_workers:int=None, # worker processes (None: fastai's default)
-                 narrow_groups:bool=None, # send maps to the device as int16 (int32 past 32000 ids), widened there: None = when the device is not the CPU
+                 narrow:bool=None, # send maps to the device as int16 (int32 past 32000 ids) and images as uint8, widened there: None = when the device is not the CPU
                  **kwargs): # fastai's `TfmdDL` options (after_item, after_batch, drop_last, device, ...)
         ab = kwargs.get('after_batch')
         fs = list(ab.fs if isinstance(ab, Pipeline) else L(ab))
-        kwargs['after_batch'] = fs if _widens(fs) else [WidenGroups(), *fs]
-        self.narrow_groups = narrow_groups
+        kwargs['after_batch'] = [*(w() for w in (WidenGroups, WidenImages) if not _has(fs, w)), *fs]
+        self.narrow = narrow
         super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
-    def _narrows(self):
-        "Narrow this batch's map? Only where `after_batch` widens it again (a loader pickled before `WidenGroups` does not)"
-        want = getattr(self, 'narrow_groups', None)
+    def _narrows(self) -> tuple:
+        "(narrow the map, narrow the images) of a batch: where `after_batch` widens them again (a loader pickled before does not), and images only from a dataset that promises whole 255ths (`uint8_images`)"
+        want = getattr(self, 'narrow', None)
         if want is None: want = self.device is not None and torch.device(self.device).type != 'cpu'
-        return want and _widens(self.after_batch.fs)
+        fs = self.after_batch.fs
+        return want and _has(fs, WidenGroups), want and _has(fs, WidenImages) and getattr(self.dataset, 'uint8_images', False)
     def new(self, dataset=None, cls=None, **kwargs):
-        "A loader like this one (fastai's `new`), narrowing maps as this one does unless told"
-        return super().new(dataset, cls, **{'narrow_groups': getattr(self, 'narrow_groups', None), **kwargs})
+        "A loader like this one (fastai's `new`), narrowing as this one does unless told"
+        return super().new(dataset, cls, **{'narrow': getattr(self, 'narrow', None), **kwargs})
     def create_batch(self, b):
-        "Collate, check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device; narrow it for the trip"
+        "Collate, check the superpixel ids and mark the map with its G here, on the CPU (`with_group_count`), so a step reads no id from the device; narrow map and images for the trip"
         b = super().create_batch(b)
-        g = with_group_count(b[1])
-        if self._narrows() and g.dtype == torch.long: g = g.to(torch.int16 if g.n_groups - 1 <= MAX_INT16_ID else torch.int32)   # a quarter of the bytes to copy
-        return (b[0], g, *b[2:])
+        x, g = b[0], with_group_count(b[1])
+        maps, images = self._narrows()
+        if maps and g.dtype == torch.long: g = g.to(torch.int16 if g.n_groups - 1 <= MAX_INT16_ID else torch.int32)   # a quarter of the bytes to copy
+        if images and x.dtype == torch.float32: x = x.mul(255).round_().to(torch.uint8)   # a quarter of the bytes: whole 255ths, so exact
+        return (x, g, *b[2:])
     def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, unique:bool=False,
                    nrows:int=None, ncols:int=None, figsize:tuple=None, **kwargs):
         if ctxs is None and show: ctxs = get_grid(min(max_n, len(self.dataset), self.bs), nrows=nrows, ncols=ncols, figsize=figsize)

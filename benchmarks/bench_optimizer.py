@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The optimiser step of `pxp train` (fastai's `Adam`) against torch's Adam (multi-tensor `foreach`, and `fused`), side by side.
+"""The optimiser step: fastai's `Adam` (what `pxp train` used before `TorchAdam`, and uses with weight decay) against torch's Adam (multi-tensor `foreach`, and `fused`: `TorchAdam`, `pxp train`'s now), side by side.
 
     python benchmarks/bench_optimizer.py [--out FILE.md]
 
@@ -24,13 +24,10 @@ MODELS = (('cnn', 'small_cnn', 64), ('lraspp', 'resnet18', 224), ('efficientnet_
 def arms(ps):
     "name -> a fresh optimiser over `ps`"
     from fastai.optimizer import Adam, OptimWrapper
-    kw = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
+    from pixelperception.p2p.learner import TorchAdam
     out = {'fastai Adam': lambda: Adam(ps, 1e-3, wd=0., decouple_wd=False),
-           'torch Adam foreach': lambda: OptimWrapper(ps, partial(torch.optim.Adam, foreach=True, **kw))}
-    try:
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
-        out['torch Adam fused'] = lambda: OptimWrapper(ps, partial(torch.optim.Adam, fused=True, **kw))
-    except (RuntimeError, TypeError): pass
+           'torch Adam foreach': lambda: OptimWrapper(ps, partial(torch.optim.Adam, foreach=True, lr=1e-3, betas=(0.9, 0.99), eps=1e-5))}
+    if TorchAdam(ps, 1e-3).opt.defaults['fused']: out['torch Adam fused'] = lambda: TorchAdam(ps, 1e-3)   # it falls back to unfused where it must
     return out
 
 def ops(opt):
